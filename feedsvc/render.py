@@ -1,0 +1,344 @@
+"""Pure renderers: one :class:`FeedDocument` in, the bytes of one feed out.
+
+Nothing here reads the clock, the disk or the request: the same inputs give
+byte-identical output, so responses can carry stable ETags and archives never
+change once written. Atom and RSS are built with feedgen (one fresh
+``FeedGenerator`` per call, so no state leaks between requests); JSON Feed and
+OPML are small enough to write directly.
+
+Strings are used as they arrive: :class:`~feedsvc.model.Article` text is made
+XML-safe once, when the file is read, and cleaning again here would double the
+cost of every render.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from feedgen.entry import FeedEntry
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from feedsvc import __version__
+from feedsvc.model import FEED_FORMATS, Entry, FeedDocument, Site
+
+CONTENT_TYPES = {
+    "atom": "application/atom+xml; charset=utf-8",
+    "rss": "application/rss+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+}
+
+#: Media types of the feed documents themselves, for ``<link type=...>``.
+_LINK_TYPES = {
+    "atom": "application/atom+xml",
+    "rss": "application/rss+xml",
+    "json": "application/feed+json",
+}
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+#: RFC 5005 (Feed Paging and Archiving) namespace, for ``<fh:archive/>``.
+FH_NS = "http://purl.org/syndication/history/1.0"
+JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
+RSS_DOCS = "https://www.rssboard.org/rss-specification"
+OPML_DOCS = "http://opml.org/spec2.opml"
+GENERATOR = "feedsvc"
+
+#: Registered name of :class:`_FeedsvcExtension` on a ``FeedGenerator``.
+_EXT_NAME = "feedsvc"
+
+
+def render_feed(doc: FeedDocument, fmt: str, site: Site, base_url: str) -> bytes:
+    """Render ``doc`` as ``fmt`` (one of :data:`FEED_FORMATS`), UTF-8 bytes.
+
+    Raises ValueError for an unknown format, so a bad extension in a URL is a
+    caller's 404 rather than a silent fallback to some other format.
+    """
+    if fmt not in FEED_FORMATS:
+        raise ValueError(f"unknown feed format {fmt!r}; expected one of {FEED_FORMATS}")
+    return _RENDERERS[fmt](doc, site, base_url)
+
+
+def render_opml(
+    feeds: Sequence[tuple[str, str, str]], site: Site, base_url: str, updated: datetime
+) -> bytes:
+    """An OPML 2.0 subscription list of the Atom URL of each feed.
+
+    ``feeds`` are ``(title, feed path without extension, html path)``.
+    ``type="rss"`` is OPML's word for any feed. Dates come from ``updated``,
+    never from the clock, so the list is as cacheable as the feeds.
+    """
+    opml = etree.Element("opml", version="2.0")
+    head = etree.SubElement(opml, "head")
+    _text_elem(head, "title", site.title)
+    _text_elem(head, "dateCreated", _rfc822(updated))
+    _text_elem(head, "dateModified", _rfc822(updated))
+    _text_elem(head, "docs", OPML_DOCS)
+    body = etree.SubElement(opml, "body")
+    for title, feed_path, html_path in feeds:
+        etree.SubElement(
+            body,
+            "outline",
+            type="rss",
+            text=title,
+            title=title,
+            xmlUrl=base_url + feed_path + ".atom",
+            htmlUrl=base_url + html_path,
+        )
+    return etree.tostring(opml, encoding="UTF-8", xml_declaration=True, pretty_print=True)
+
+
+# --- shared helpers ---------------------------------------------------------
+
+
+def _utc(value: datetime) -> datetime:
+    """The same instant in UTC; a naive value is taken to be UTC already.
+
+    Converting makes every format show one offset, and treating naive values as
+    UTC (rather than local time) keeps output independent of the host's zone.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _rfc3339(value: datetime) -> str:
+    """RFC 3339 with ``Z``, as JSON Feed asks."""
+    return _utc(value).isoformat().replace("+00:00", "Z")
+
+
+def _rfc822(value: datetime) -> str:
+    """RFC 822 date (OPML 2.0), locale-independent unlike ``strftime('%a')``."""
+    return format_datetime(_utc(value))
+
+
+def _text_elem(parent: etree._Element, tag: str, text: str) -> etree._Element:
+    """Append ``<tag>text</tag>`` to parent; lxml's SubElement takes no text."""
+    elem = etree.SubElement(parent, tag)
+    elem.text = text
+    return elem
+
+
+def _is_http_url(value: str) -> bool:
+    """Whether an entry id is a URL a reader could open (RSS ``isPermaLink``)."""
+    return value.startswith(("http://", "https://"))
+
+
+def _article_url(entry: Entry, base_url: str) -> str:
+    return f"{base_url}/articles/{entry.slug}"
+
+
+def _author_url(slug: str, base_url: str) -> str | None:
+    return f"{base_url}/authors/{slug}/" if slug else None
+
+
+def _topic_scheme(base_url: str) -> str:
+    return f"{base_url}/topics/"
+
+
+def _feed_links(doc: FeedDocument, fmt: str, base_url: str) -> list[dict[str, str]]:
+    """Feed-level links for Atom/RSS: self, doc.links, hubs, then the HTML page.
+
+    The alternate HTML link goes last on purpose: feedgen uses the *last* link
+    added as the RSS channel ``<link>``, which must be the page, not the feed.
+    Links of ``doc.links`` point at the same format as the document itself.
+    """
+    ext = "." + fmt
+    links = [{"href": base_url + doc.path + ext, "rel": "self", "type": _LINK_TYPES[fmt]}]
+    links += [
+        {"href": base_url + path + ext, "rel": rel, "type": _LINK_TYPES[fmt]}
+        for rel, path in doc.links
+    ]
+    links += [{"href": hub, "rel": "hub"} for hub in doc.hubs]
+    links.append({"href": base_url + doc.html_path, "rel": "alternate", "type": "text/html"})
+    return links
+
+
+# --- Atom and RSS (feedgen) -------------------------------------------------
+
+
+class _FeedsvcExtension(BaseExtension):
+    """What feedgen cannot write itself.
+
+    * RFC 5005 ``<fh:archive/>`` on archive documents (Atom feed, RSS channel):
+      tells readers the document is fixed and will not change.
+    * RSS ``<atom:link>`` elements other than ``rel=self`` (feedgen writes only
+      that one): hubs, ``prev-archive``, ``current``...
+
+    An extension rather than lxml post-processing: it runs inside feedgen's own
+    tree building, so there is one serialisation and no re-parse.
+    """
+
+    def __init__(self) -> None:
+        self.archive = False
+        self.rss_links: list[dict[str, str]] = []
+
+    def extend_ns(self) -> dict[str, str]:
+        # Declare fh only where it is used, so current feeds stay uncluttered.
+        return {"fh": FH_NS} if self.archive else {}
+
+    def extend_atom(self, atom_feed: etree._Element) -> etree._Element:
+        if self.archive:
+            etree.SubElement(atom_feed, f"{{{FH_NS}}}archive")
+        return atom_feed
+
+    def extend_rss(self, rss_feed: etree._Element) -> etree._Element:
+        channel = rss_feed[0]
+        for link in self.rss_links:
+            etree.SubElement(channel, f"{{{ATOM_NS}}}link", link)
+        if self.archive:
+            etree.SubElement(channel, f"{{{FH_NS}}}archive")
+        return rss_feed
+
+
+class _FeedsvcEntryExtension(BaseEntryExtension):
+    """Puts back ``rel``/``type`` on an Atom entry's link.
+
+    feedgen 1.0.0 drops every attribute but ``href`` from entry links (a
+    shadowed loop variable in ``FeedEntry.atom_entry``). A bare link still
+    means rel=alternate (RFC 4287 4.2.7.2), but the explicit form is clearer.
+    The only link an entry gets here is its article page.
+    """
+
+    def extend_atom(self, entry: etree._Element) -> etree._Element:
+        for link in entry.iterchildren("link"):  # feedgen builds un-namespaced tags
+            if link.get("rel") is None:
+                link.set("rel", "alternate")
+                link.set("type", "text/html")
+        return entry
+
+
+def _feed_generator(doc: FeedDocument, fmt: str, site: Site, base_url: str) -> FeedGenerator:
+    """A FeedGenerator holding ``doc`` for ``fmt`` ("atom" or "rss").
+
+    Built per format because the self link differs, and every date feedgen
+    would default to "now" (updated, lastBuildDate, entry updated) is set.
+    """
+    fg = FeedGenerator()
+    fg.register_extension(_EXT_NAME, _FeedsvcExtension, _FeedsvcEntryExtension, atom=True, rss=True)
+    rss = fmt == "rss"
+    if rss:
+        # dc:creator carries author names; RSS <author> is for e-mail addresses.
+        fg.load_extension("dc", atom=False, rss=True)
+
+    updated = _utc(doc.updated)
+    fg.id(base_url + doc.html_path)
+    fg.title(doc.title)
+    # RSS requires a non-empty channel description; fall back to the title.
+    fg.subtitle(doc.subtitle or doc.title)
+    fg.updated(updated)  # Atom <updated> and RSS <lastBuildDate>
+    fg.pubDate(updated)
+    fg.language(site.language)
+    # A feed-level author satisfies RFC 4287 even if an entry has no byline.
+    fg.author(name=site.title)
+    fg.generator(GENERATOR, version=__version__, uri=base_url + "/")
+    fg.docs(RSS_DOCS)
+
+    links = _feed_links(doc, fmt, base_url)
+    fg.link(links)
+    ext: _FeedsvcExtension = getattr(fg, _EXT_NAME)
+    ext.archive = doc.archive
+    if rss:
+        ext.rss_links = [link for link in links if link["rel"] not in ("self", "alternate")]
+
+    for entry in doc.entries:
+        # feedgen prepends by default; doc.entries is already newest first.
+        _fill_entry(fg.add_entry(order="append"), entry, base_url, dc=rss)
+    return fg
+
+
+def _fill_entry(fe: FeedEntry, entry: Entry, base_url: str, *, dc: bool) -> None:
+    """Copy one Entry into a feedgen entry (Atom and RSS fields at once)."""
+    # guid() also sets atom:id; URL ids are links a reader may open, tag: ids not.
+    fe.guid(entry.id, permalink=_is_http_url(entry.id))
+    fe.title(entry.title)
+    fe.link(href=_article_url(entry, base_url), rel="alternate", type="text/html")
+    fe.published(_utc(entry.published))  # also RSS pubDate
+    fe.updated(_utc(entry.updated))
+    for author in entry.authors:
+        person = {"name": author.name}
+        uri = _author_url(author.slug, base_url)
+        if uri:
+            person["uri"] = uri
+        fe.author(person)  # no e-mail given, so feedgen writes no RSS <author>
+        if dc:
+            fe.dc.dc_creator(author.name)
+    if entry.summary:
+        # Also RSS <description>; without it feedgen puts the content there.
+        fe.summary(entry.summary, type="text")
+    fe.content(entry.content_html, type="html")  # RSS content:encoded
+    scheme = _topic_scheme(base_url)
+    for topic in entry.topics:
+        fe.category(term=topic.slug, label=topic.name or topic.slug, scheme=scheme)
+
+
+def _render_atom(doc: FeedDocument, site: Site, base_url: str) -> bytes:
+    return _feed_generator(doc, "atom", site, base_url).atom_str(pretty=True)
+
+
+def _render_rss(doc: FeedDocument, site: Site, base_url: str) -> bytes:
+    return _feed_generator(doc, "rss", site, base_url).rss_str(pretty=True)
+
+
+# --- JSON Feed 1.1 ----------------------------------------------------------
+
+
+def _json_item(entry: Entry, base_url: str) -> dict[str, Any]:
+    """One JSON Feed item; empty optional fields are left out, not emitted empty."""
+    item: dict[str, Any] = {
+        "id": entry.id,
+        "url": _article_url(entry, base_url),
+        "title": entry.title,
+    }
+    if entry.summary:
+        item["summary"] = entry.summary
+    item["content_html"] = entry.content_html
+    item["date_published"] = _rfc3339(entry.published)
+    item["date_modified"] = _rfc3339(entry.updated)
+    authors = []
+    for author in entry.authors:
+        person = {"name": author.name}
+        url = _author_url(author.slug, base_url)
+        if url:
+            person["url"] = url
+        authors.append(person)
+    if authors:
+        item["authors"] = authors
+    if entry.topics:
+        item["tags"] = [topic.name or topic.slug for topic in entry.topics]
+    return item
+
+
+def _render_json(doc: FeedDocument, site: Site, base_url: str) -> bytes:
+    """JSON Feed 1.1, keys in a fixed order so the bytes are stable."""
+    feed: dict[str, Any] = {
+        "version": JSONFEED_VERSION,
+        "title": doc.title,
+        "home_page_url": base_url + doc.html_path,
+        "feed_url": base_url + doc.path + ".json",
+    }
+    if doc.subtitle:
+        feed["description"] = doc.subtitle
+    feed["language"] = site.language
+    feed["authors"] = [{"name": site.title}]
+    if doc.hubs:
+        feed["hubs"] = [{"type": "WebSub", "url": hub} for hub in doc.hubs]
+    older = next((path for rel, path in doc.links if rel == "prev-archive"), None)
+    if older is not None:
+        # JSON Feed's next_url pages towards older items, as RFC 5005 prev-archive does.
+        feed["next_url"] = base_url + older + ".json"
+    if doc.archive:
+        feed["_feedsvc"] = {"archive": True}
+    feed["items"] = [_json_item(entry, base_url) for entry in doc.entries]
+    return json.dumps(feed, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+_RENDERERS: dict[str, Callable[[FeedDocument, Site, str], bytes]] = {
+    "atom": _render_atom,
+    "rss": _render_rss,
+    "json": _render_json,
+}
