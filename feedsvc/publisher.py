@@ -1,0 +1,402 @@
+"""The publisher: keeps the collection in step with the folder and renders feeds.
+
+This is the pure core the web layer sits on. It knows nothing of HTTP: it
+reads files (incrementally: an unchanged file is neither read nor parsed
+again), asks the ledger for ids and dates, swaps in a new immutable
+:class:`Collection` in one assignment, and renders each feed document once
+per version, keeping the bytes, their gzip form and their validators.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import documents
+from .collection import SITE_FEED, Collection, FeedRef, make_entry
+from .config import Settings
+from .errors import ArticleError, ConfigError, LedgerError
+from .ledger import Ledger, Sighting
+from .model import Article, FeedDocument, Site, Stamp
+from .parser import parse_article
+from .render import CONTENT_TYPES, render_feed, render_opml
+from .source import FileSignature, list_articles, read_article, settled
+from .text import slugify
+from .topics import TopicCatalog, load_topic_catalog
+
+log = logging.getLogger("feedsvc")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """One representation's bytes with everything HTTP needs to validate it.
+
+    The gzip form is made once, here, with a zero mtime so that every worker
+    and every instance produces the same bytes and so the same ETag.
+    """
+
+    body: bytes
+    content_type: str
+    etag: str
+    last_modified: datetime
+    max_age: int
+    gzip_body: bytes
+    gzip_etag: str
+
+    @classmethod
+    def of(cls, body: bytes, content_type: str, last_modified: datetime, max_age: int) -> Rendered:
+        packed = gzip.compress(body, compresslevel=6, mtime=0)
+        return cls(
+            body=body,
+            content_type=content_type,
+            etag=hashlib.sha256(body).hexdigest()[:32],
+            last_modified=last_modified,
+            max_age=max_age,
+            gzip_body=packed,
+            gzip_etag=hashlib.sha256(packed).hexdigest()[:32] + "-gz",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadReport:
+    """What one rescan did, for logs, metrics and tests."""
+
+    listed: int
+    read: int
+    published: int
+    rejected: int
+    changed: bool
+    seconds: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _State:
+    """Everything a rescan produces; replaced whole, never edited in place."""
+
+    files: dict[str, FileSignature] = field(default_factory=dict)
+    articles: dict[str, Article] = field(default_factory=dict)
+    errors: dict[str, ArticleError] = field(default_factory=dict)
+    stamps: dict[str, Stamp] = field(default_factory=dict)
+    collection: Collection = field(default_factory=lambda: Collection(()))
+    next_due: float | None = None
+
+
+def id_authority(base_url: str | None) -> str:
+    """The tag-URI authority of new ids: the site's host, else ``localhost``."""
+    host = urlsplit(base_url).hostname if base_url else None
+    if not host or ":" in host:  # an IPv6 literal is no valid tag authority
+        return "localhost"
+    return host
+
+
+class Publisher:
+    """Owns the articles folder, the ledger and the render cache of one app."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger_path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        settle_seconds: float = 1.0,
+    ) -> None:
+        self.settings = settings
+        self.site = Site(
+            title=settings.site_title, subtitle=settings.site_subtitle, language=settings.language
+        )
+        self.catalog: TopicCatalog = load_topic_catalog(settings.topics_file)
+        self.ledger = Ledger(ledger_path, id_authority(settings.base_url))
+        self.clock = clock
+        self.settle_seconds = settle_seconds
+        self._state = _State()
+        self._lock = threading.Lock()
+        self._cache: dict[tuple, tuple[str, Rendered]] = {}
+        self.renders = 0  # documents rendered since start: tests count it
+        self.folder_missing = False
+        self.last_error: str | None = None
+        self.loaded = False
+        #: Called as ``listener(old, new)`` after each swap of the collection
+        #: (not on the first load), e.g. to ping WebSub hubs.
+        self.listeners: list[Callable[[Collection, Collection], None]] = []
+
+    # -- reading the folder -------------------------------------------------
+
+    def refresh(self) -> ReloadReport:
+        """Rescan the folder and swap in a new collection if anything changed.
+
+        Only files whose signature (size, mtime, inode) changed are read; a
+        file caught mid-write (modified within ``settle_seconds``) waits for
+        the next rescan, except on the first load; a file that turns bad keeps
+        its last good version published and is reported.
+        """
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> ReloadReport:
+        started = time.perf_counter()
+        now = self.clock()
+        old = self._state
+        first = not self.loaded
+        root = self.settings.articles_dir
+        try:
+            listing = list_articles(root)
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            if first:
+                raise ConfigError(
+                    "FEEDSVC_ARTICLES_DIR", f"articles folder {root} cannot be read: {exc}"
+                ) from None
+            if not self.folder_missing:
+                log.error("articles folder %s is missing; serving the last good feeds", root)
+            self.folder_missing = True
+            return self._report(old, 0, 0, False, started, "articles folder missing")
+        if self.folder_missing:
+            log.info("articles folder %s is back", root)
+        self.folder_missing = False
+
+        files: dict[str, FileSignature] = {}
+        articles: dict[str, Article] = {}
+        errors: dict[str, ArticleError] = {e.path: e for e in listing.errors}
+        read = 0
+        quiet_ns = int(self.settle_seconds * 1e9)
+        for path, sig in listing.files.items():
+            previous = old.articles.get(path)
+            if old.files.get(path) == sig:
+                files[path] = sig
+                if previous is not None:
+                    articles[path] = previous
+                if path in old.errors:
+                    errors[path] = old.errors[path]
+                continue
+            if not first and not settled(sig, int(now * 1e9), quiet_ns):
+                if previous is not None:  # keep the old version until the write settles
+                    articles[path] = previous
+                    files[path] = old.files[path]
+                continue
+            read += 1
+            files[path] = sig
+            try:
+                articles[path] = parse_article(
+                    read_article(root, path, self.settings.max_article_bytes), path
+                )
+            except ArticleError as exc:
+                errors[path] = exc
+                if previous is not None:
+                    articles[path] = previous
+
+        stamps = {p: s for p, s in old.stamps.items() if p in articles}
+        sightings = [
+            Sighting(
+                path=path,
+                content_hash=article.content_hash,
+                mtime=files[path].mtime_ns / 1e9,
+                slug_hint=article.front_matter.slug or slugify(article.title) or "article",
+                id_hint=article.front_matter.id,
+            )
+            for path, article in articles.items()
+            if not article.front_matter.draft
+            and (path not in stamps or stamps[path].content_hash != article.content_hash)
+        ]
+        if sightings:
+            try:
+                stamps.update(self.ledger.record(sightings, set(listing.files), now))
+            except LedgerError as exc:
+                if first:
+                    raise
+                if self.last_error != str(exc):
+                    log.error("%s; serving the last good feeds until it recovers", exc)
+                self.last_error = str(exc)
+                return self._report(old, len(listing.files), read, False, started, str(exc))
+        self.last_error = None
+
+        changed = (
+            first
+            or articles.keys() != old.articles.keys()
+            or any(articles[p] is not old.articles.get(p) for p in articles)
+            or any(stamps.get(p) is not old.stamps.get(p) for p in stamps)
+            or (old.next_due is not None and now >= old.next_due)
+        )
+        collection, next_due = old.collection, old.next_due
+        if changed:
+            collection, next_due = self._build_collection(articles, stamps, now)
+        self._log_rejections(old.errors, errors)
+        self._state = _State(files, articles, errors, stamps, collection, next_due)
+        if changed:
+            self._prune_cache()
+            if not first and collection is not old.collection:
+                for listener in self.listeners:
+                    try:
+                        listener(old.collection, collection)
+                    except Exception:  # a listener must never break a reload
+                        log.exception("collection listener failed")
+        self.loaded = True
+        return self._report(self._state, len(listing.files), read, changed, started, None)
+
+    def _build_collection(
+        self, articles: dict[str, Article], stamps: dict[str, Stamp], now: float
+    ) -> tuple[Collection, float | None]:
+        entries = []
+        next_due: float | None = None
+        for path, article in articles.items():
+            if article.front_matter.draft or path not in stamps:
+                continue
+            entry = make_entry(article, stamps[path], self.catalog)
+            due = entry.published.timestamp()
+            if due > now:  # scheduled: published when its time comes, without a restart
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            entries.append(entry)
+        return Collection(entries), next_due
+
+    def _log_rejections(
+        self, before: dict[str, ArticleError], after: dict[str, ArticleError]
+    ) -> None:
+        for path, error in sorted(after.items()):
+            known = before.get(path)
+            if known is None or known.reason != error.reason:
+                log.warning("rejected %s", error)
+
+    def _report(
+        self, state: _State, listed: int, read: int, changed: bool, started: float, err: str | None
+    ) -> ReloadReport:
+        return ReloadReport(
+            listed=listed,
+            read=read,
+            published=len(state.collection.entries),
+            rejected=len(state.errors),
+            changed=changed,
+            seconds=time.perf_counter() - started,
+            error=err,
+        )
+
+    # -- what the web layer reads --------------------------------------------
+
+    @property
+    def collection(self) -> Collection:
+        return self._state.collection
+
+    @property
+    def rejections(self) -> dict[str, ArticleError]:
+        """Every file not published (or published in an older version), and why."""
+        return dict(self._state.errors)
+
+    @property
+    def warnings(self) -> dict[str, tuple[str, ...]]:
+        return {p: a.warnings for p, a in self._state.articles.items() if a.warnings}
+
+    @property
+    def next_due(self) -> float | None:
+        return self._state.next_due
+
+    # -- rendering, once per version ------------------------------------------
+
+    def cached(
+        self,
+        key: tuple,
+        version: str,
+        build: Callable[[], tuple[bytes, str, datetime]],
+        max_age: int,
+    ) -> Rendered:
+        """The cached representation for ``key`` at ``version``, built if missing.
+
+        Two threads may race to build the same key; both produce the same
+        bytes, so the duplicate work is harmless and no lock is held while
+        rendering.
+        """
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        body, content_type, last_modified = build()
+        rendered = Rendered.of(body, content_type, last_modified, max_age)
+        self.renders += 1
+        self._cache[key] = (version, rendered)
+        return rendered
+
+    def _prune_cache(self) -> None:
+        collection = self._state.collection
+        for key, (version, _) in list(self._cache.items()):
+            ref = key[1] if len(key) > 1 and isinstance(key[1], FeedRef) else None
+            if ref is not None and collection.feed_version(ref) != version:
+                self._cache.pop(key, None)
+
+    def feed(
+        self,
+        ref: FeedRef,
+        fmt: str,
+        base_url: str,
+        *,
+        archive: int | None = None,
+        limit: int | None = None,
+    ) -> Rendered | None:
+        """One feed document in one format; None if the feed or archive does not exist."""
+        collection = self._state.collection
+        version = collection.feed_version(ref)
+        if version is None or fmt not in CONTENT_TYPES:
+            return None
+        size = self.settings.feed_size
+        hubs = self.settings.websub_hubs
+        if archive is not None:
+            doc = documents.archive_document(ref, collection, self.site, size, archive, hubs)
+            complete = doc is not None and documents.archive_is_complete(
+                ref, collection, size, archive
+            )
+            max_age = self.settings.archive_max_age if complete else self.settings.cache_max_age
+        else:
+            if limit is not None and limit == size:
+                limit = None
+            doc = documents.subscription_document(ref, collection, self.site, size, hubs, limit)
+            max_age = self.settings.cache_max_age
+        if doc is None:
+            return None
+        return self.cached(
+            ("feed", ref, fmt, archive, limit, base_url),
+            version,
+            lambda: self._render(doc, fmt, base_url),
+            max_age,
+        )
+
+    def _render(self, doc: FeedDocument, fmt: str, base_url: str) -> tuple[bytes, str, datetime]:
+        return render_feed(doc, fmt, self.site, base_url), CONTENT_TYPES[fmt], doc.updated
+
+    def opml(self, base_url: str) -> Rendered:
+        """An OPML 2.0 list of every feed, for importing into a reader."""
+        collection = self._state.collection
+        updated = collection.updated or documents.EPOCH
+
+        def build() -> tuple[bytes, str, datetime]:
+            feeds = [
+                (
+                    self.site.title
+                    if ref == SITE_FEED
+                    else f"{collection.title_of(ref)} — {self.site.title}",
+                    documents.feed_path(ref),
+                    ref.html_path,
+                )
+                for ref in collection.feed_refs()
+            ]
+            body = render_opml(feeds, self.site, base_url, updated)
+            return body, "text/x-opml; charset=utf-8", updated
+
+        return self.cached(
+            ("opml", base_url),
+            collection.version,
+            build,
+            self.settings.cache_max_age,
+        )
+
+    @property
+    def version(self) -> str:
+        """A digest of the whole collection, for pages that show all of it."""
+        return self._state.collection.version
+
+    def close(self) -> None:
+        self.ledger.close()
+
