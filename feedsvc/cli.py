@@ -1,0 +1,100 @@
+"""The ``feedsvc`` command: ``serve`` the folder, or ``check`` it.
+
+``check`` uses the same reading and parsing as the service (the publisher
+with a throw-away ledger), so what it reports is exactly what would be
+rejected when serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import load_settings
+from .errors import ConfigError, FeedsvcError
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .publisher import Publisher
+
+    overrides = {"articles_dir": args.folder} if args.folder else {}
+    settings = load_settings(overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        publisher = Publisher(settings, Path(tmp) / "check.sqlite3")
+        publisher.refresh()
+        rejections = publisher.rejections
+        warnings = publisher.warnings
+        published = {e.article.path: e for e in publisher.collection.entries}
+        articles = publisher._state.articles  # noqa: SLF001 - check reports every parsed file
+        publisher.close()
+    for path in sorted(set(articles) | set(rejections)):
+        if path in rejections:
+            print(f"REJECTED   {rejections[path]}")
+        elif path in published:
+            print(f"published  {path}: {published[path].title}")
+        elif articles[path].front_matter.draft:
+            print(f"draft      {path}: not published (draft: true)")
+        else:
+            print(f"scheduled  {path}: published at its front-matter date")
+        for warning in warnings.get(path, ()):
+            print(f"  warning: {warning}")
+    print(f"{len(published)} published, {len(rejections)} rejected in {settings.articles_dir}")
+    return 1 if rejections else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from .web import create_app
+
+    app = create_app({"articles_dir": args.folder} if args.folder else None)
+
+    class _Server(BaseApplication):  # gunicorn's documented way to embed it
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", 4)
+            self.cfg.set("control_socket_disable", True)
+            self.cfg.set("accesslog", "-")
+
+        def load(self):  # noqa: ANN202 - gunicorn's signature
+            return app
+
+    print(f"serving {app.config['FEEDSVC'].articles_dir} on http://{args.host}:{args.port}/",
+          file=sys.stderr)
+    _Server().run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="feedsvc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the articles folder over HTTP (gunicorn)")
+    serve.add_argument("folder", nargs="?", help="articles folder (default: FEEDSVC_ARTICLES_DIR "
+                       "or ./articles)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=_serve)
+    check = sub.add_parser("check", help="report, per file, whether it is published and why not")
+    check.add_argument("folder", nargs="?", help="articles folder (default as for serve)")
+    check.set_defaults(run=_check)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"feedsvc: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except FeedsvcError as exc:
+        print(f"feedsvc: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""The web layer: the Flask app factory and its routes.
+
+Thin on purpose: each route maps a URL to the publisher (the pure core) and
+turns its :class:`Rendered` result into a response through
+:mod:`feedsvc.http`. Nothing here parses articles or renders feeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, render_template, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .collection import SITE_FEED, Collection, FeedRef, changed_feeds
+from .config import Settings, load_settings
+from .documents import archive_count, feed_path
+from .http import representation_response
+from .model import FEED_FORMATS
+from .publisher import Publisher, Rendered
+from .websub import HubNotifier
+
+log = logging.getLogger("feedsvc")
+
+bp = Blueprint("feeds", __name__)
+
+#: Pages show article text: no script may run, nothing may be sniffed.
+PAGE_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+FEED_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml",
+              "json": "application/feed+json"}
+
+
+def create_app(config: Mapping[str, Any] | Settings | None = None,
+               instance_path: str | os.PathLike[str] | None = None) -> Flask:
+    """Build the app: settings, then the core, then the routes over it.
+
+    ``config`` takes setting names in lower case (``{"articles_dir": ...}``)
+    and wins over the environment and the TOML file, which is how tests give
+    each app its own folder and ledger.
+    """
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    app = Flask("feedsvc", instance_path=str(instance_path) if instance_path else None,
+                instance_relative_config=True)
+    app.config["FEEDSVC"] = settings
+    ledger_path = settings.ledger_path or Path(app.instance_path) / "ledger.sqlite3"
+    publisher = Publisher(settings, ledger_path)
+    report = publisher.refresh()
+    log.info("loaded %d articles (%d rejected) from %s in %.3f s", report.published,
+             report.rejected, settings.articles_dir, report.seconds)
+    if settings.base_url is None:
+        log.warning("FEEDSVC_BASE_URL is not set: links and new ids are made from each "
+                    "request's host; set it for links that do not depend on the client")
+    app.extensions["feedsvc"] = publisher
+    if settings.websub_hubs:
+        notifier = HubNotifier(settings.websub_hubs)
+        publisher.listeners.append(_ping_hubs(notifier, settings))
+        app.extensions["feedsvc.websub"] = notifier
+    app.extensions["feedsvc.reloader"] = Reloader(publisher, settings.reload_interval)
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n,
+                                x_prefix=n)  # type: ignore[method-assign]
+    app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, _plain_error)
+    app.register_error_handler(Exception, _internal_error)
+    app.before_request(_ensure_reloader)
+    return app
+
+
+def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
+    """A publisher listener that pings hubs for every feed a change touched."""
+
+    def listener(old: Collection, new: Collection) -> None:
+        notifier.notify(
+            f"{settings.base_url}{feed_path(ref)}.{fmt}"
+            for ref in changed_feeds(old, new)
+            for fmt in FEED_FORMATS
+        )
+
+    return listener
+
+
+class Reloader:
+    """Rescans the folder every ``interval`` seconds in a daemon thread.
+
+    Started on the first request of each process, not at import, so it runs
+    in every gunicorn worker even when the app was created before the fork.
+    """
+
+    def __init__(self, publisher: Publisher, interval: float) -> None:
+        self.publisher = publisher
+        self.interval = interval
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def ensure_running(self) -> None:
+        if self.interval <= 0 or self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stop = threading.Event()
+            threading.Thread(target=self._run, name="feedsvc-reload", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                report = self.publisher.refresh()
+            except Exception:  # never let the reloader die: log and try again
+                log.exception("reload failed")
+                continue
+            if report.changed:
+                log.info("reloaded: %d published, %d rejected, %d files read in %.3f s",
+                         report.published, report.rejected, report.read, report.seconds)
+
+
+def _ensure_reloader() -> None:
+    current_app.extensions["feedsvc.reloader"].ensure_running()
+
+
+def _publisher() -> Publisher:
+    return current_app.extensions["feedsvc"]
+
+
+
+def _base_url() -> str:
+    settings: Settings = current_app.config["FEEDSVC"]
+    return settings.base_url or request.url_root.rstrip("/")
+
+
+def _plain_error(exc: HTTPException) -> Response:
+    """Short plain-text errors: no HTML template, no traceback, no paths."""
+    response = Response(f"{exc.code} {exc.name}: {exc.description}\n", status=exc.code,
+                        content_type="text/plain; charset=utf-8")
+    if exc.code == 405 and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _internal_error(exc: Exception) -> Response:
+    log.exception("internal error on %s", request.path)
+    return Response("500 Internal Server Error\n", status=500,
+                    content_type="text/plain; charset=utf-8")
+
+
+def _not_found(what: str) -> Response:
+    return Response(f"404 Not Found: {what}\n", status=404,
+                    content_type="text/plain; charset=utf-8")
+
+
+def _bad_request(what: str) -> Response:
+    return Response(f"400 Bad Request: {what}\n", status=400,
+                    content_type="text/plain; charset=utf-8")
+
+
+# -- feeds ----------------------------------------------------------------------
+
+
+def _limit() -> int | None | Response:
+    raw = request.args.get("limit")
+    if raw is None:
+        return None
+    maximum = current_app.config["FEEDSVC"].max_limit
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1 or len(raw) > 12:
+        return _bad_request(f"limit must be a whole number from 1 to {maximum}")
+    return min(int(raw), maximum)
+
+
+def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Response:
+    limit = _limit() if archive is None else None
+    if isinstance(limit, Response):
+        return limit
+    base = _base_url()
+    rendered = _publisher().feed(ref, fmt, base, archive=archive, limit=limit)
+    if rendered is None:
+        what = "no such archive" if archive is not None else f"no such {ref.kind}"
+        return _not_found(what)
+    hubs = current_app.config["FEEDSVC"].websub_hubs
+    links = [("hub", hub) for hub in hubs]
+    if links:
+        path = feed_path(ref) if archive is None else f"{ref.prefix}/archive/{archive}/feed"
+        links.append(("self", f"{base}{path}.{fmt}"))
+    return representation_response(rendered, request, links)
+
+
+@bp.get("/feed.<any(atom, rss, json):fmt>")
+def site_feed(fmt: str) -> Response:
+    return _feed_response(SITE_FEED, fmt)
+
+
+@bp.get("/archive/<int:number>/feed.<any(atom, rss, json):fmt>")
+def site_archive(number: int, fmt: str) -> Response:
+    return _feed_response(SITE_FEED, fmt, number)
+
+
+@bp.get("/topics/<slug>/feed.<any(atom, rss, json):fmt>")
+def topic_feed(slug: str, fmt: str) -> Response:
+    return _feed_response(FeedRef("topic", slug), fmt)
+
+
+@bp.get("/topics/<slug>/archive/<int:number>/feed.<any(atom, rss, json):fmt>")
+def topic_archive(slug: str, number: int, fmt: str) -> Response:
+    return _feed_response(FeedRef("topic", slug), fmt, number)
+
+
+@bp.get("/authors/<slug>/feed.<any(atom, rss, json):fmt>")
+def author_feed(slug: str, fmt: str) -> Response:
+    return _feed_response(FeedRef("author", slug), fmt)
+
+
+@bp.get("/authors/<slug>/archive/<int:number>/feed.<any(atom, rss, json):fmt>")
+def author_archive(slug: str, number: int, fmt: str) -> Response:
+    return _feed_response(FeedRef("author", slug), fmt, number)
+
+
+@bp.get("/feeds.opml")
+def opml() -> Response:
+    return representation_response(_publisher().opml(_base_url()), request)
+
+
+# -- pages ------------------------------------------------------------------------
+
+
+def _page(key: tuple, template: str, **context: Any) -> Response:
+    publisher = _publisher()
+    collection = publisher.collection
+    base = _base_url()
+
+    def build() -> tuple[bytes, str, Any]:
+        html = render_template(template, site=publisher.site, collection=collection,
+                               base_url=base, feed_types=FEED_TYPES,
+                               formats=FEED_FORMATS, **context)
+        updated = collection.updated
+        from .documents import EPOCH
+        return html.encode("utf-8"), "text/html; charset=utf-8", updated or EPOCH
+
+    rendered: Rendered = publisher.cached(("page", *key, base), collection.version, build,
+                                          current_app.config["FEEDSVC"].cache_max_age)
+    response = representation_response(rendered, request)
+    response.headers.update(PAGE_SECURITY_HEADERS)
+    return response
+
+
+@bp.get("/")
+def home() -> Response:
+    collection = _publisher().collection
+    return _page(("home",), "home.html", entries=collection.entries[:50], feed_prefix="",
+                 archives=archive_count(len(collection.entries),
+                                        current_app.config["FEEDSVC"].feed_size))
+
+
+@bp.get("/topics/")
+def topics() -> Response:
+    return _page(("topics",), "topics.html")
+
+
+@bp.get("/topics/<slug>/")
+def topic(slug: str) -> Response:
+    collection = _publisher().collection
+    if slug not in collection.topics:
+        return _not_found("no such topic")
+    ref = FeedRef("topic", slug)
+    return _page(("topic", slug), "topic.html", topic=collection.topics[slug],
+                 entries=collection.feed_entries(ref), feed_prefix=ref.prefix)
+
+
+@bp.get("/authors/")
+def authors() -> Response:
+    return _page(("authors",), "authors.html")
+
+
+@bp.get("/authors/<slug>/")
+def author(slug: str) -> Response:
+    collection = _publisher().collection
+    if slug not in collection.authors:
+        return _not_found("no such author")
+    ref = FeedRef("author", slug)
+    return _page(("author", slug), "author.html", info=collection.authors[slug],
+                 entries=collection.feed_entries(ref), feed_prefix=ref.prefix)
+
+
+@bp.get("/articles/<slug>")
+def article(slug: str) -> Response:
+    entry = _publisher().collection.by_slug.get(slug)
+    if entry is None:
+        return _not_found("no such article")
+    return _page(("article", slug), "article.html", entry=entry, feed_prefix="")
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Liveness, with counts an operator can read at a glance."""
+    publisher = _publisher()
+    body = {
+        "status": "ok",
+        "published": len(publisher.collection.entries),
+        "rejected": len(publisher.rejections),
+        "articles_dir": "missing" if publisher.folder_missing else "ok",
+        "ledger": "error" if publisher.last_error else "ok",
+        "worker": os.getpid(),
+    }
+    if publisher.last_error:
+        body["error"] = publisher.last_error
+    response = current_app.json.response(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response
