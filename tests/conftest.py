@@ -1,0 +1,73 @@
+"""Shared fixtures: a real articles folder per test and a real app over it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from feedsvc.web import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+BUNDLED = ROOT / "articles"
+DATA = Path(__file__).parent / "data"
+BASE_URL = "https://news.example.org"
+
+
+@pytest.fixture
+def articles_dir(tmp_path: Path) -> Path:
+    """A copy of the bundled articles, free to edit."""
+    target = tmp_path / "articles"
+    shutil.copytree(BUNDLED, target)
+    return target
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., Flask]:
+    """Build an app over a folder, with its own ledger and no reload thread."""
+
+    def factory(articles: Path, **settings: object) -> Flask:
+        config = {
+            "articles_dir": str(articles),
+            "ledger_path": str(tmp_path / "ledger.sqlite3"),
+            "base_url": BASE_URL,
+            "reload_interval": 0,
+        }
+        config.update(settings)
+        return create_app(config, instance_path=tmp_path / "instance")
+
+    return factory
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], articles_dir: Path) -> Flask:
+    return make_app(articles_dir)
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()
+
+
+def write_article(folder: Path, name: str, title: str, author: str = "Test Writer",
+                  topic: str | None = "test topic", body: str = "A lead paragraph.",
+                  front: str = "") -> Path:
+    """Write one article in the bundled format; returns its path."""
+    lines = [front + title, "", author] + ([topic] if topic else []) + ["", body]
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own FEEDSVC_* variables must not leak into tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("FEEDSVC_"):
+            monkeypatch.delenv(name)
