@@ -120,13 +120,16 @@ class Publisher:
         self._state = _State()
         self._lock = threading.Lock()
         self._cache: dict[tuple, tuple[str, Rendered]] = {}
-        self.renders = 0  # documents rendered since start: tests count it
+        self.renders = 0  # documents rendered since start: tests and metrics count it
+        self.render_seconds = 0.0  # time spent rendering them
         self.folder_missing = False
         self.last_error: str | None = None
         self.loaded = False
         #: Called as ``listener(old, new)`` after each swap of the collection
         #: (not on the first load), e.g. to ping WebSub hubs.
         self.listeners: list[Callable[[Collection, Collection], None]] = []
+        #: Called with every :class:`ReloadReport`, e.g. for metrics.
+        self.report_observers: list[Callable[[ReloadReport], None]] = []
 
     # -- reading the folder -------------------------------------------------
 
@@ -139,7 +142,13 @@ class Publisher:
         its last good version published and is reported.
         """
         with self._lock:
-            return self._refresh()
+            report = self._refresh()
+        for observer in self.report_observers:
+            try:
+                observer(report)
+            except Exception:  # observability must never break a reload
+                log.exception("reload observer failed")
+        return report
 
     def _refresh(self) -> ReloadReport:
         started = time.perf_counter()
@@ -314,9 +323,11 @@ class Publisher:
         hit = self._cache.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]
+        started = time.perf_counter()
         body, content_type, last_modified = build()
         rendered = Rendered.of(body, content_type, last_modified, max_age)
         self.renders += 1
+        self.render_seconds += time.perf_counter() - started
         self._cache[key] = (version, rendered)
         return rendered
 

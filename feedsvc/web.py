@@ -75,6 +75,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app.register_error_handler(HTTPException, _plain_error)
     app.register_error_handler(Exception, _internal_error)
     app.before_request(_ensure_reloader)
+    # extensions: optional parts register themselves here, one line each.
     return app
 
 
