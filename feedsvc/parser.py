@@ -634,8 +634,9 @@ def _topics(
     """Story, broad, folder and front-matter topics, first of each slug wins."""
     found: list[TopicRef] = []
     if topic_line:
-        found.append(TopicRef(slugify(topic_line), topic_line, "story"))
-        for word, name in _broad_topics(topic_line, title, blocks):
+        broad = _broad_topics(topic_line, title, blocks)
+        found.append(TopicRef(slugify(topic_line), _story_name(topic_line, broad), "story"))
+        for word, name in broad:
             found.append(TopicRef(slugify(word), name, "broad"))
     for part in path.split("/")[:-1]:
         if part not in ("", ".", ".."):
@@ -647,6 +648,18 @@ def _topics(
         if ref.slug and ref.slug not in unique:
             unique[ref.slug] = ref
     return tuple(unique.values())
+
+
+def _story_name(topic_line: str, broad: list[tuple[str, str]]) -> str:
+    """The topic line as a reader should see it: "Ukraine abandons NATO membership pursuit".
+
+    Proper nouns take the spelling the article gives them and the first
+    letter is capitalised; the slug is still made from the line as written.
+    """
+    spelled = {word.casefold(): name for word, name in broad}
+    words = [spelled.get(w.casefold(), w) for w in topic_line.split()]
+    name = " ".join(words)
+    return name[:1].upper() + name[1:]
 
 
 def _broad_topics(topic_line: str, title: str, blocks: list[_Block]) -> list[tuple[str, str]]:

@@ -24,7 +24,7 @@ SEED_BIO_START = "Sara pursued her passion for art"
 SEED_TOPICS = (
     TopicRef(
         "ukraine-abandons-nato-membership-pursuit",
-        "ukraine abandons nato membership pursuit",
+        "Ukraine abandons NATO membership pursuit",
         "story",
     ),
     TopicRef("ukraine", "Ukraine", "broad"),
@@ -464,7 +464,7 @@ def test_very_long_body() -> None:
     assert len(article.summary) <= MAX_SUMMARY_CHARS
     assert article.summary.endswith("planned.")
     assert article.topics[:2] == (
-        TopicRef("harbour-plan-oslo", "harbour plan oslo", "story"),
+        TopicRef("harbour-plan-oslo", "Harbour plan Oslo", "story"),
         TopicRef("oslo", "Oslo", "broad"),
     )
 
@@ -482,7 +482,7 @@ def test_german_umlauts() -> None:
     assert article.title == "Zürich ändert die Regeln für Fußgänger"
     assert article.authors == (Author("Jürgen Müller", "jurgen-muller"),)
     assert article.topics == (
-        TopicRef("zurich-verkehr-fussganger", "zürich verkehr fußgänger", "story"),
+        TopicRef("zurich-verkehr-fussganger", "Zürich verkehr fußgänger", "story"),
         TopicRef("zurich", "Zürich", "broad"),
     )
 
@@ -499,7 +499,7 @@ def test_ukrainian_cyrillic_is_transliterated_in_slugs() -> None:
     article = parse(data)
     assert article.authors == (Author("Олена Петренко", "olena-petrenko"),)
     assert article.topics == (
-        TopicRef("ukraina-nato-chlenstvo", "україна нато членство", "story"),
+        TopicRef("ukraina-nato-chlenstvo", "Україна НАТО членство", "story"),
         TopicRef("ukraina", "Україна", "broad"),
         TopicRef("nato", "НАТО", "broad"),
     )
