@@ -1,0 +1,137 @@
+"""Settings from TOML and environment, and the operator's topics file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from feedsvc.collection import FeedRef
+from feedsvc.config import load_settings
+from feedsvc.errors import ConfigError
+from tests.conftest import ROOT, write_article
+from tests.feedcheck import check_atom
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, cwd=tmp_path)
+    assert settings.articles_dir == tmp_path / "articles"
+    assert settings.feed_size == 50 and settings.base_url is None
+    assert settings.cache_max_age == 300 and settings.max_limit == 1000
+
+
+def test_environment_wins_over_toml(tmp_path: Path) -> None:
+    config = tmp_path / "conf" / "feedsvc.toml"
+    config.parent.mkdir()
+    config.write_text('articles_dir = "posts"\nfeed_size = 10\nsite_title = "From TOML"\n'
+                      'websub_hubs = ["https://hub.example/"]\nbase_url = "https://a.example"\n')
+    settings = load_settings(environ={"FEEDSVC_CONFIG": str(config), "FEEDSVC_FEED_SIZE": "20"},
+                             cwd=tmp_path)
+    assert settings.feed_size == 20
+    assert settings.site_title == "From TOML"
+    assert settings.articles_dir == config.parent / "posts"  # relative to the TOML file
+    assert settings.websub_hubs == ("https://hub.example",)
+
+
+def test_feedsvc_table_in_toml(tmp_path: Path) -> None:
+    config = tmp_path / "f.toml"
+    config.write_text('[feedsvc]\nlanguage = "pt-BR"\n')
+    assert load_settings(environ={"FEEDSVC_CONFIG": str(config)}).language == "pt-BR"
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("FEEDSVC_FEED_SIZE", "abc", "whole number"),
+    ("FEEDSVC_FEED_SIZE", "0", "between 1 and 1000"),
+    ("FEEDSVC_BASE_URL", "example.org", "absolute http"),
+    ("FEEDSVC_BASE_URL", "https://x.org/?q=1", "query"),
+    ("FEEDSVC_CACHE_MAX_AGE", "-5", "between"),
+    ("FEEDSVC_RELOAD_INTERVAL", "soon", "number"),
+    ("FEEDSVC_LANGUAGE", "en gb", "language tag"),
+    ("FEEDSVC_WEBSUB_HUBS", "ftp://hub", "absolute http"),
+    ("FEEDSVC_CONFIG", "/nonexistent/feedsvc.toml", "no such file"),
+])
+def test_invalid_values_name_the_setting(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={variable: value})
+    assert info.value.setting == variable
+    assert message in str(info.value)
+
+
+def test_bad_toml(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("feed_size = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(environ={"FEEDSVC_CONFIG": str(config)})
+    config.write_text("feed_sise = 3\n")
+    with pytest.raises(ConfigError, match="unknown setting.*feed_sise"):
+        load_settings(environ={"FEEDSVC_CONFIG": str(config)})
+
+
+def test_gunicorn_refuses_to_start_on_an_invalid_setting(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env["FEEDSVC_FEED_SIZE"] = "lots"
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind", "127.0.0.1:0",
+         "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "FEEDSVC_FEED_SIZE: expected a whole number, got 'lots'" in result.stderr
+
+
+def test_missing_base_url_warns_once_and_uses_the_request_host(make_app, articles_dir,
+                                                             caplog) -> None:
+    with caplog.at_level("WARNING", logger="feedsvc"):
+        app = make_app(articles_dir, base_url=None)
+    assert sum("FEEDSVC_BASE_URL is not set" in r.getMessage() for r in caplog.records) == 1
+    client = app.test_client()
+    parsed = check_atom(client.get("/feed.atom", base_url="http://reader.test:8080").data)
+    assert parsed.feed.link == "http://reader.test:8080/"
+    assert all(e.link.startswith("http://reader.test:8080/articles/") for e in parsed.entries)
+    assert all(e.id.startswith("tag:localhost,") for e in parsed.entries)
+    assert sum("FEEDSVC_BASE_URL is not set" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_topics_file_names_and_aliases(make_app, articles_dir, tmp_path) -> None:
+    topics = tmp_path / "topics.toml"
+    topics.write_text('[topics.eu]\nname = "European Union"\naliases = ["brussels"]\n'
+                      '[topics.nato]\nname = "The Alliance"\n')
+    write_article(articles_dir, "brussels.txt", "Brussels Weighs New Rules",
+                  topic="brussels weighs rules", body="Officials in Brussels met today. "
+                  "The meeting in Brussels ended late.")
+    app = make_app(articles_dir, topics_file=str(topics))
+    collection = app.extensions["feedsvc"].collection
+    assert "brussels" not in collection.topics
+    assert collection.topics["eu"].name == "European Union"
+    assert collection.topics["nato"].name == "The Alliance"
+    eu_titles = [e.title for e in collection.feed_entries(FeedRef("topic", "eu"))]
+    assert "Brussels Weighs New Rules" in eu_titles
+    client = app.test_client()
+    assert client.get("/topics/brussels/feed.atom").status_code == 404
+    entry = next(e for e in check_atom(client.get("/topics/eu/feed.atom").data).entries
+                 if e.title == "Brussels Weighs New Rules")
+    assert [t.label for t in entry.tags if t.term == "eu"] == ["European Union"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[topics.eu]\nname = 3\n", "name must be non-empty text"),
+    ("[topics.eu]\ncolour = 'blue'\n", "unknown key"),
+    ("[topics.eu]\naliases = ['x']\n[topics.nato]\naliases = ['x']\n", "given to both"),
+    ("[other]\n", "expected only [topics.<slug>]"),
+    ("[topics.eu\n", "not valid TOML"),
+])
+def test_bad_topics_file(make_app, articles_dir, tmp_path, content, message) -> None:
+    topics = tmp_path / "topics.toml"
+    topics.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        make_app(articles_dir, topics_file=str(topics))
+    assert info.value.setting == "FEEDSVC_TOPICS_FILE"
+    assert message in str(info.value)
+
+
+def test_articles_folder_missing_at_start(make_app, tmp_path) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_app(tmp_path / "nowhere")
+    assert info.value.setting == "FEEDSVC_ARTICLES_DIR"
+    assert str(tmp_path / "nowhere") in str(info.value)

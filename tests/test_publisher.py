@@ -1,0 +1,106 @@
+"""The pure core: Publisher over a real folder and ledger, no HTTP."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from feedsvc.collection import SITE_FEED, FeedRef
+from feedsvc.config import load_settings
+from feedsvc.publisher import Publisher
+from tests.conftest import write_article
+
+
+@pytest.fixture
+def publisher(articles_dir: Path, tmp_path: Path):
+    settings = load_settings({"articles_dir": str(articles_dir),
+                              "base_url": "https://news.example.org"}, environ={})
+    pub = Publisher(settings, tmp_path / "ledger.sqlite3")
+    pub.refresh()
+    yield pub
+    pub.close()
+
+
+def _titles(publisher: Publisher, ref: FeedRef = SITE_FEED) -> list[str]:
+    return [e.title for e in publisher.collection.feed_entries(ref)]
+
+
+def test_a_file_caught_mid_write_waits_until_it_settles(publisher, articles_dir) -> None:
+    path = write_article(articles_dir, "half.txt", "Half Written Story")
+    now = time.time()
+    os.utime(path, (now, now))
+    publisher.settle_seconds = 30
+    report = publisher.refresh()
+    assert report.read == 0 and "Half Written Story" not in _titles(publisher)
+    os.utime(path, (now - 60, now - 60))
+    assert publisher.refresh().read == 1
+    assert "Half Written Story" in _titles(publisher)
+
+
+def test_a_file_that_turns_bad_keeps_its_last_good_version(publisher, articles_dir) -> None:
+    publisher.settle_seconds = 0
+    path = write_article(articles_dir, "fragile.txt", "Fragile Story Published")
+    publisher.refresh()
+    assert "Fragile Story Published" in _titles(publisher)
+    path.write_bytes(b"\x00\x01binary now")
+    publisher.refresh()
+    assert "Fragile Story Published" in _titles(publisher)
+    assert publisher.rejections["fragile.txt"].reason.startswith("binary file")
+    path.write_text("Fragile Story Mended\n\nTest Writer\n\nBody again.\n")
+    publisher.refresh()
+    assert "Fragile Story Mended" in _titles(publisher)
+    assert "fragile.txt" not in publisher.rejections
+
+
+def test_a_renamed_file_keeps_its_id_and_dates(publisher, articles_dir) -> None:
+    publisher.settle_seconds = 0
+    before = {e.title: e for e in publisher.collection.entries}
+    seed = articles_dir / "000_116cfd26fe85501a.txt"
+    seed.rename(articles_dir / "renamed-seed.txt")
+    publisher.refresh()
+    after = {e.title: e for e in publisher.collection.entries}
+    title = "Ukraine Drops NATO Bid For Security Guarantees"
+    assert after[title].article.path == "renamed-seed.txt"
+    assert (after[title].id, after[title].slug, after[title].published, after[title].updated) == (
+        before[title].id, before[title].slug, before[title].published, before[title].updated)
+
+
+def test_front_matter_id_and_slug_are_honoured(publisher, articles_dir) -> None:
+    publisher.settle_seconds = 0
+    write_article(articles_dir, "fm.txt", "Front Matter Story",
+                  front="---\nid: tag:news.example.org,2026:custom\nslug: my-own-slug\n---\n")
+    publisher.refresh()
+    entry = publisher.collection.by_slug["my-own-slug"]
+    assert entry.id == "tag:news.example.org,2026:custom"
+
+
+def test_two_authors_and_folder_topics(publisher) -> None:
+    collection = publisher.collection
+    co_written = next(e for e in collection.entries if len(e.authors) == 2)
+    for author in co_written.authors:
+        assert co_written in collection.feed_entries(FeedRef("author", author.slug))
+    science = collection.feed_entries(FeedRef("topic", "science"))
+    assert science and all(e.article.path.startswith("science/") for e in science)
+
+
+def test_equal_dates_are_ordered_by_id(tmp_path: Path) -> None:
+    folder = tmp_path / "same-second"
+    for name in ("b.txt", "a.txt", "c.txt"):
+        write_article(folder, name, f"Story {name}")
+        os.utime(folder / name, (1_700_000_000, 1_700_000_000))
+    settings = load_settings({"articles_dir": str(folder)}, environ={})
+    one = Publisher(settings, tmp_path / "l.sqlite3")
+    one.refresh()
+    ids = [e.id for e in one.collection.entries]
+    assert ids == sorted(ids)
+    assert len({e.published for e in one.collection.entries}) == 1
+    one.close()
+
+
+def test_rescan_with_nothing_changed_reads_nothing(publisher) -> None:
+    report = publisher.refresh()
+    assert report.read == 0 and report.changed is False
+    assert report.listed == report.published
