@@ -21,7 +21,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .collection import SITE_FEED, Collection, FeedRef, changed_feeds
 from .config import Settings, load_settings
 from .documents import archive_count, feed_path
-from .http import representation_response
+from .fastpath import FeedFastPath, hub_links
+from .http import negotiate
 from .model import FEED_FORMATS
 from .publisher import Publisher, Rendered
 from .websub import HubNotifier
@@ -66,7 +67,11 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         notifier = HubNotifier(settings.websub_hubs)
         publisher.listeners.append(_ping_hubs(notifier, settings))
         app.extensions["feedsvc.websub"] = notifier
-    app.extensions["feedsvc.reloader"] = Reloader(publisher, settings.reload_interval)
+    reloader = Reloader(publisher, settings.reload_interval)
+    app.extensions["feedsvc.reloader"] = reloader
+    fast = FeedFastPath(app.wsgi_app, publisher, settings, on_request=reloader.ensure_running)
+    app.extensions["feedsvc.fastpath"] = fast
+    app.wsgi_app = fast  # type: ignore[method-assign]
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n,
@@ -193,12 +198,13 @@ def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Respon
     if rendered is None:
         what = "no such archive" if archive is not None else f"no such {ref.kind}"
         return _not_found(what)
-    hubs = current_app.config["FEEDSVC"].websub_hubs
-    links = [("hub", hub) for hub in hubs]
-    if links:
-        path = feed_path(ref) if archive is None else f"{ref.prefix}/archive/{archive}/feed"
-        links.append(("self", f"{base}{path}.{fmt}"))
-    return representation_response(rendered, request, links)
+    links = hub_links(current_app.config["FEEDSVC"], base, ref, fmt, archive)
+    return _respond(rendered, links)
+
+
+def _respond(rendered: Rendered, links: list[tuple[str, str]] | None = None) -> Response:
+    status, headers, body = negotiate(request.environ, rendered, links or ())
+    return Response(body, status=status, headers=headers)
 
 
 @bp.get("/feed.<any(atom, rss, json):fmt>")
@@ -233,7 +239,7 @@ def author_archive(slug: str, number: int, fmt: str) -> Response:
 
 @bp.get("/feeds.opml")
 def opml() -> Response:
-    return representation_response(_publisher().opml(_base_url()), request)
+    return _respond(_publisher().opml(_base_url()))
 
 
 # -- pages ------------------------------------------------------------------------
@@ -254,7 +260,7 @@ def _page(key: tuple, template: str, **context: Any) -> Response:
 
     rendered: Rendered = publisher.cached(("page", *key, base), collection.version, build,
                                           current_app.config["FEEDSVC"].cache_max_age)
-    response = representation_response(rendered, request)
+    response = _respond(rendered)
     response.headers.update(PAGE_SECURITY_HEADERS)
     return response
 

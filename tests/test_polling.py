@@ -264,3 +264,25 @@ def test_feedparser_gets_304_on_second_poll_over_the_test_client(client) -> None
                                               "If-Modified-Since": first.headers[
                                                   "Last-Modified"]})
     assert again.status_code == 304
+
+
+def test_fast_path_and_flask_route_answer_alike(app) -> None:
+    """Feed GETs without a query skip Flask; with one they go through it: same answer."""
+    entered: list[str] = []
+    app.before_request(lambda: entered.append("flask"))
+    client = app.test_client()
+    for headers in ({}, {"Accept-Encoding": "gzip"}):
+        fast = client.get("/topics/nato/feed.rss", headers=headers)
+        assert entered == []
+        slow = client.get("/topics/nato/feed.rss?limit=50", headers=headers)
+        assert entered == ["flask"]
+        entered.clear()
+        assert fast.data == slow.data
+        for name in ("ETag", "Last-Modified", "Cache-Control", "Vary", "Content-Type",
+                     "Content-Length"):
+            assert fast.headers.get(name) == slow.headers.get(name), name
+    head = client.head("/feed.json")
+    assert head.status_code == 200 and head.data == b""
+    assert int(head.headers["Content-Length"]) == len(client.get("/feed.json").data)
+    assert client.get("/topics/missing/feed.atom").status_code == 404  # falls through
+    assert client.post("/feed.atom").status_code == 405
