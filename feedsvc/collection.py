@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from .model import Article, Author, Entry, Stamp, Topic, TopicRef
@@ -66,7 +66,7 @@ def make_entry(article: Article, stamp: Stamp, catalog: TopicCatalog) -> Entry:
         if resolved.slug not in seen:
             seen.add(resolved.slug)
             topics.append(resolved)
-    return Entry(
+    entry = Entry(
         article=article,
         id=fm.id or stamp.id,
         slug=stamp.slug,
@@ -74,6 +74,18 @@ def make_entry(article: Article, stamp: Stamp, catalog: TopicCatalog) -> Entry:
         updated=updated,
         topics=tuple(topics),
     )
+    return replace(entry, version=entry_version(entry))
+
+
+def entry_version(entry: Entry) -> bytes:
+    """A digest of everything any feed or page shows of one entry."""
+    return hashlib.blake2b(
+        f"{entry.id}\0{entry.slug}\0{entry.article.content_hash}\0"
+        f"{entry.published.timestamp()}\0{entry.updated.timestamp()}\0"
+        f"{'|'.join(f'{t.slug}={t.name}' for t in entry.topics)}\0"
+        f"{'|'.join(f'{a.slug}={a.name}={a.bio}' for a in entry.authors)}".encode(),
+        digest_size=16,
+    ).digest()
 
 
 def _newest_first(entry: Entry) -> tuple[float, str]:
@@ -147,15 +159,10 @@ class Collection:
 
 
 def _version(entries: tuple[Entry, ...]) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for entry in entries:
-        digest.update(
-            f"{entry.id}\0{entry.slug}\0{entry.article.content_hash}\0"
-            f"{entry.published.timestamp()}\0{entry.updated.timestamp()}\0"
-            f"{'|'.join(f'{t.slug}={t.name}' for t in entry.topics)}\0"
-            f"{'|'.join(f'{a.slug}={a.bio}' for a in entry.authors)}\n".encode()
-        )
-    return digest.hexdigest()
+    """A feed's version: a digest of its entries' versions, in order."""
+    return hashlib.blake2b(
+        b"".join(e.version or entry_version(e) for e in entries), digest_size=16
+    ).hexdigest()
 
 
 def changed_feeds(old: Collection, new: Collection) -> list[FeedRef]:

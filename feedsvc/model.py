@@ -109,6 +109,9 @@ class Entry:
     published: datetime
     updated: datetime
     topics: tuple[TopicRef, ...]
+    #: A digest of everything a feed shows of this entry, computed once so
+    #: that feed versions are a cheap join of these (see collection.py).
+    version: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def title(self) -> str:

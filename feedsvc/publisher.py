@@ -25,9 +25,9 @@ from .collection import SITE_FEED, Collection, FeedRef, make_entry
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
 from .ledger import Ledger, Sighting
-from .model import Article, FeedDocument, Site, Stamp
+from .model import Article, Entry, FeedDocument, Site, Stamp
 from .parser import parse_article
-from .render import CONTENT_TYPES, render_feed, render_opml
+from .render import CONTENT_TYPES, FragmentCache, render_feed, render_opml
 from .source import FileSignature, list_articles, read_article, settled
 from .text import slugify
 from .topics import TopicCatalog, load_topic_catalog
@@ -88,6 +88,7 @@ class _State:
     stamps: dict[str, Stamp] = field(default_factory=dict)
     collection: Collection = field(default_factory=lambda: Collection(()))
     next_due: float | None = None
+    entries: dict[str, Entry] = field(default_factory=dict)  # published ones, by path
 
 
 def id_authority(base_url: str | None) -> str:
@@ -120,6 +121,7 @@ class Publisher:
         self._state = _State()
         self._lock = threading.Lock()
         self._cache: dict[tuple, tuple[str, Rendered]] = {}
+        self.fragments = FragmentCache()
         self.renders = 0  # documents rendered since start: tests and metrics count it
         self.render_seconds = 0.0  # time spent rendering them
         self.folder_missing = False
@@ -233,11 +235,11 @@ class Publisher:
             or any(stamps.get(p) is not old.stamps.get(p) for p in stamps)
             or (old.next_due is not None and now >= old.next_due)
         )
-        collection, next_due = old.collection, old.next_due
+        collection, next_due, entries = old.collection, old.next_due, old.entries
         if changed:
-            collection, next_due = self._build_collection(articles, stamps, now)
+            collection, next_due, entries = self._build_collection(articles, stamps, old, now)
         self._log_rejections(old.errors, errors)
-        self._state = _State(files, articles, errors, stamps, collection, next_due)
+        self._state = _State(files, articles, errors, stamps, collection, next_due, entries)
         if changed:
             self._prune_cache()
             if not first and collection is not old.collection:
@@ -250,20 +252,33 @@ class Publisher:
         return self._report(self._state, len(listing.files), read, changed, started, None)
 
     def _build_collection(
-        self, articles: dict[str, Article], stamps: dict[str, Stamp], now: float
-    ) -> tuple[Collection, float | None]:
-        entries = []
+        self,
+        articles: dict[str, Article],
+        stamps: dict[str, Stamp],
+        old: _State,
+        now: float,
+    ) -> tuple[Collection, float | None, dict[str, Entry]]:
+        """A new collection, reusing the Entry of every unchanged article.
+
+        Reuse keeps rebuilding cheap after one edit among thousands, and keeps
+        each unchanged entry the same object, so its rendered fragments stay
+        cached (:class:`~feedsvc.render.FragmentCache`).
+        """
+        entries: dict[str, Entry] = {}
         next_due: float | None = None
         for path, article in articles.items():
-            if article.front_matter.draft or path not in stamps:
+            stamp = stamps.get(path)
+            if article.front_matter.draft or stamp is None:
                 continue
-            entry = make_entry(article, stamps[path], self.catalog)
+            entry = old.entries.get(path)
+            if entry is None or entry.article is not article or old.stamps.get(path) is not stamp:
+                entry = make_entry(article, stamp, self.catalog)
             due = entry.published.timestamp()
             if due > now:  # scheduled: published when its time comes, without a restart
                 next_due = due if next_due is None else min(next_due, due)
                 continue
-            entries.append(entry)
-        return Collection(entries), next_due
+            entries[path] = entry
+        return Collection(entries.values()), next_due, entries
 
     def _log_rejections(
         self, before: dict[str, ArticleError], after: dict[str, ArticleError]
@@ -375,7 +390,8 @@ class Publisher:
         )
 
     def _render(self, doc: FeedDocument, fmt: str, base_url: str) -> tuple[bytes, str, datetime]:
-        return render_feed(doc, fmt, self.site, base_url), CONTENT_TYPES[fmt], doc.updated
+        body = render_feed(doc, fmt, self.site, base_url, self.fragments)
+        return body, CONTENT_TYPES[fmt], doc.updated
 
     def opml(self, base_url: str) -> Rendered:
         """An OPML 2.0 list of every feed, for importing into a reader."""

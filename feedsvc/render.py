@@ -14,7 +14,10 @@ cost of every render.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -52,15 +55,84 @@ GENERATOR = "feedsvc"
 _EXT_NAME = "feedsvc"
 
 
-def render_feed(doc: FeedDocument, fmt: str, site: Site, base_url: str) -> bytes:
+def render_feed(
+    doc: FeedDocument,
+    fmt: str,
+    site: Site,
+    base_url: str,
+    fragments: FragmentCache | None = None,
+) -> bytes:
     """Render ``doc`` as ``fmt`` (one of :data:`FEED_FORMATS`), UTF-8 bytes.
 
+    With ``fragments``, Atom and RSS entries rendered for earlier documents
+    are reused (see :class:`FragmentCache`); the bytes are the same either way.
     Raises ValueError for an unknown format, so a bad extension in a URL is a
     caller's 404 rather than a silent fallback to some other format.
     """
     if fmt not in FEED_FORMATS:
         raise ValueError(f"unknown feed format {fmt!r}; expected one of {FEED_FORMATS}")
+    if fragments is not None and fmt != "json" and doc.entries:
+        return fragments.assemble(doc, fmt, site, base_url)
     return _RENDERERS[fmt](doc, site, base_url)
+
+
+class FragmentCache:
+    """Each entry's rendered Atom/RSS form, reused by every document showing it.
+
+    feedgen costs about 130 µs an entry, so after one edit re-rendering the
+    site, topic and author feeds of the edited article from scratch would
+    redo hundreds of unchanged entries. Instead a document is feedgen's
+    rendering of it *without* entries (the shell), with each entry's
+    serialisation spliced in before the shell's closing tag, where feedgen
+    puts entries (after all feed-level elements and extensions). An entry's
+    serialisation is cut from feedgen's rendering of a one-entry document, so
+    it is byte for byte what feedgen writes in a full one (tests check that).
+    Bounded (least recently used out) so memory stays proportional to what
+    is served, not to the corpus.
+    """
+
+    _CLOSE = {"atom": b"</feed>\n", "rss": b"  </channel>\n</rss>\n"}
+    _OPEN = {"atom": b"\n  <entry>", "rss": b"\n    <item>"}
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple[Entry, str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()  # request threads share it
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def assemble(self, doc: FeedDocument, fmt: str, site: Site, base_url: str) -> bytes:
+        shell = _RENDERERS[fmt](replace(doc, entries=()), site, base_url)
+        close = self._CLOSE[fmt]
+        if not shell.endswith(close):  # never expected; fall back to the reference path
+            return _RENDERERS[fmt](doc, site, base_url)
+        parts = [shell[: -len(close)]]
+        parts += [self._fragment(entry, fmt, site, base_url) for entry in doc.entries]
+        parts.append(close)
+        return b"".join(parts)
+
+    def _fragment(self, entry: Entry, fmt: str, site: Site, base_url: str) -> bytes:
+        key = (entry, fmt, base_url)
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self.hits += 1
+                self._items.move_to_end(key)
+                return found
+            self.misses += 1
+        single = FeedDocument(title="x", subtitle="x", path="/feed", html_path="/",
+                              entries=(entry,), updated=entry.updated)
+        body = _RENDERERS[fmt](single, site, base_url)
+        start = body.rindex(self._OPEN[fmt]) + 1
+        fragment = body[start : len(body) - len(self._CLOSE[fmt])]
+        with self._lock:
+            self._items[key] = fragment
+            if len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
+        return fragment
 
 
 def render_opml(

@@ -104,3 +104,24 @@ def test_rescan_with_nothing_changed_reads_nothing(publisher) -> None:
     report = publisher.refresh()
     assert report.read == 0 and report.changed is False
     assert report.listed == report.published
+
+
+def test_spliced_entries_are_byte_identical_to_feedgen(publisher) -> None:
+    """The fragment cache is an optimisation only: same bytes as a plain feedgen render."""
+    from feedsvc import documents
+    from feedsvc.render import FragmentCache, render_feed
+
+    fragments = FragmentCache(max_entries=8)  # small, so eviction happens too
+    collection, site = publisher.collection, publisher.site
+    compared = 0
+    for ref in collection.feed_refs():
+        docs = [documents.subscription_document(ref, collection, site, 4, ("https://hub.test/",)),
+                documents.subscription_document(ref, collection, site, 4, (), limit=2)]
+        docs += [documents.archive_document(ref, collection, site, 4, k) for k in range(1, 7)]
+        for doc in filter(None, docs):
+            for fmt in ("atom", "rss"):
+                base = "https://news.example.org/prefix"
+                assert render_feed(doc, fmt, site, base, fragments) == render_feed(
+                    doc, fmt, site, base), (ref, doc.path, fmt)
+                compared += 1
+    assert compared > 100 and fragments.hits > 0 and len(fragments) <= 8
