@@ -39,6 +39,8 @@ _BOM = b"\xef\xbb\xbf"
 # What str.splitlines() breaks on besides \n and \r. Inside a line these are at
 # most a gap between words: treating them as line breaks would move the byline.
 _LINE_BREAKISH = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# C0 and C1 controls but tab, line breaks and form feed: rare in any text file.
+_CONTROL_CHAR = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 _BULLET_ITEM = re.compile(r"^\s*[•\-*–·‣◦]\s+(?P<text>\S.*)$")
 _NUMBERED_ITEM = re.compile(r"^\s*(?P<num>\d{1,3})[.)]\s+(?P<text>\S.*)$")
@@ -185,6 +187,16 @@ def _decode(data: bytes, path: str) -> tuple[str, list[str]]:
         text, encoding = data.decode("cp1252"), "Windows-1252"
     except UnicodeDecodeError:
         text, encoding = data.decode("latin-1"), "Latin-1"
+    # Binary data without a NUL byte (random, compressed, encrypted) decodes as
+    # Latin-1 too, into gibberish that would be published under a permanent
+    # id. About a fifth of such bytes are control characters; a text written
+    # in a legacy encoding has next to none.
+    controls = len(_CONTROL_CHAR.findall(text))
+    if controls * 20 > len(text):
+        percent = controls * 100 // len(text)
+        raise ArticleError(
+            path, f"binary file (not UTF-8, and {percent}% of its bytes are control characters)"
+        )
     return text, [f"not valid UTF-8 (first bad byte at offset {offset}); decoded as {encoding}"]
 
 
@@ -686,22 +698,20 @@ def _broad_topics(topic_line: str, title: str, blocks: list[_Block]) -> list[tup
     spellings: dict[str, Counter[str]] = {key: Counter() for key in wanted}
     if not wanted:
         return []
-    # Look only at the wanted words (not every token: that was 70% of parsing).
-    pattern = re.compile(
-        r"(?<!\w)(?:" + "|".join(re.escape(w) for w in wanted.values()) + r")(?!\w)",
-        re.IGNORECASE,
-    )
-    units = [item for block in blocks if block.kind != "h2" for item in block.items]
-    for token, initial in (t for unit in units for t in _occurrences(unit, pattern)):
-        key = token.casefold()
-        if key not in wanted:
-            continue
-        if token[:1].isupper():
+    # A paragraph or item boundary reads as a sentence end.
+    text = "\n.\n".join(item for block in blocks if block.kind != "h2" for item in block.items)
+    low = text.lower()
+    if len(low) != len(text):  # a few characters lower-case to two (İ): keep offsets
+        low = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    for key, word in wanted.items():
+        for start, end in _occurrences(text, low, word):
+            token = text[start:end]
+            if not token[:1].isupper():
+                common[key] += 1
+                continue
             spellings[key][token] += 1
-        if (len(token) >= 2 and token.isupper()) or (token[:1].isupper() and not initial):
-            proper[key] += 1
-        elif not token[:1].isupper():
-            common[key] += 1
+            if (len(token) >= 2 and token.isupper()) or not _starts_sentence(text, start):
+                proper[key] += 1
     for token in _WORD.findall(title):
         key = token.casefold()
         if key in wanted and len(token) >= 2 and token.isupper():
@@ -714,14 +724,32 @@ def _broad_topics(topic_line: str, title: str, blocks: list[_Block]) -> list[tup
     ]
 
 
-def _occurrences(text: str, pattern: re.Pattern[str]) -> Iterator[tuple[str, bool]]:
-    """Yield (word, starts_a_sentence) for each whole word ``pattern`` finds.
+def _occurrences(text: str, low: str, word: str) -> Iterator[tuple[int, int]]:
+    """Start and end of each whole-word occurrence of ``word`` in any case (``low``
+    is ``text`` lower-cased, same offsets).
 
-    A word starts a sentence when no word precedes it in the paragraph or the
-    punctuation since the previous word ends a sentence.
+    ``str.find`` on the lower-cased text: tokenising every word took 70% of
+    parse time, and a regex per article was slower still (most topic lines
+    are unique, and a look-behind defeats the regex engine's literal search).
     """
-    for match in pattern.finditer(text):
-        start = index = match.start()
-        while index > 0 and not (text[index - 1].isalnum() or text[index - 1] == "_"):
-            index -= 1
-        yield match.group(), index == 0 or bool(_SENTENCE_GAP.search(text, index, start))
+    needle, size = word.lower(), len(text)
+    start = low.find(needle)
+    while start != -1:
+        end = start + len(needle)
+        if (start == 0 or not _is_word_char(text[start - 1])) and (
+            end == size or not _is_word_char(text[end])
+        ):
+            yield start, end
+        start = low.find(needle, end)
+
+
+def _starts_sentence(text: str, start: int) -> bool:
+    """No word before ``start``, or the punctuation since the previous one ends a sentence."""
+    index = start
+    while index > 0 and not _is_word_char(text[index - 1]):
+        index -= 1
+    return index == 0 or bool(_SENTENCE_GAP.search(text, index, start))
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
