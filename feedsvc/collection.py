@@ -6,7 +6,9 @@ that holds a reference sees one consistent version however reloads interleave.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -57,6 +59,8 @@ def make_entry(article: Article, stamp: Stamp, catalog: TopicCatalog) -> Entry:
     """
     fm = article.front_matter
     published = fm.date or stamp.first_seen
+    # The id is the ledger's, never the file's: an id must not change once
+    # published, and two articles claiming one id must not both carry it.
     updated = fm.updated or stamp.changed or published
     updated = max(updated, published)
     topics: list[TopicRef] = []
@@ -68,7 +72,7 @@ def make_entry(article: Article, stamp: Stamp, catalog: TopicCatalog) -> Entry:
             topics.append(resolved)
     entry = Entry(
         article=article,
-        id=fm.id or stamp.id,
+        id=stamp.id,  # the ledger honoured a front-matter id at first sight, if it was free
         slug=stamp.slug,
         published=published,
         updated=updated,
@@ -93,41 +97,105 @@ def _newest_first(entry: Entry) -> tuple[float, str]:
     return (-entry.published.timestamp(), entry.id)
 
 
+def _refs_of(entry: Entry) -> Iterator[FeedRef]:
+    """The feeds an entry appears in."""
+    yield SITE_FEED
+    for topic in entry.topics:
+        yield FeedRef("topic", topic.slug)
+    for author in entry.authors:
+        yield FeedRef("author", author.slug)
+
+
+def _canonical(ref: FeedRef) -> tuple[int, str]:
+    return (FEED_KINDS.index(ref.kind), ref.slug)
+
+
 class Collection:
-    """Every published entry, newest first, with indexes and per-feed versions."""
+    """Every published entry, newest first, with indexes and per-feed versions.
+
+    Built whole from entries, or from the previous collection by
+    :meth:`evolve` when a few entries changed: both give equal collections
+    (tests check it), the second in time proportional to the feeds touched.
+    """
 
     def __init__(self, entries: Iterable[Entry]) -> None:
-        self.entries: tuple[Entry, ...] = tuple(sorted(entries, key=_newest_first))
-        self.by_slug: dict[str, Entry] = {e.slug: e for e in self.entries}
-        topic_entries: dict[str, list[Entry]] = {}
-        topic_names: dict[str, str] = {}
-        author_entries: dict[str, list[Entry]] = {}
-        author_latest: dict[str, Author] = {}
-        for entry in self.entries:
-            for ref in entry.topics:
-                topic_entries.setdefault(ref.slug, []).append(entry)
-                topic_names.setdefault(ref.slug, ref.name)
-            for author in entry.authors:
-                author_entries.setdefault(author.slug, []).append(entry)
-                known = author_latest.get(author.slug)
-                if known is None or (known.bio is None and author.bio):
-                    author_latest[author.slug] = author
-        self._feeds: dict[FeedRef, tuple[Entry, ...]] = {SITE_FEED: self.entries}
-        for slug, items in topic_entries.items():
-            self._feeds[FeedRef("topic", slug)] = tuple(items)
-        for slug, items in author_entries.items():
-            self._feeds[FeedRef("author", slug)] = tuple(items)
-        self.topics: dict[str, Topic] = {
-            slug: Topic(slug=slug, name=topic_names[slug], count=len(items))
-            for slug, items in sorted(topic_entries.items())
-        }
-        self.authors: dict[str, AuthorInfo] = {
-            slug: AuthorInfo(author=author_latest[slug], count=len(author_entries[slug]))
-            for slug in sorted(author_entries)
-        }
-        self._versions: dict[FeedRef, str] = {
-            ref: _version(items) for ref, items in self._feeds.items()
-        }
+        ordered = sorted(entries, key=_newest_first)
+        members: dict[FeedRef, list[Entry]] = {}
+        for entry in ordered:
+            for ref in _refs_of(entry):
+                members.setdefault(ref, []).append(entry)
+        members.setdefault(SITE_FEED, [])
+        self._finish(
+            {ref: tuple(items) for ref, items in members.items()},
+            {e.slug: e for e in ordered},
+            previous=None,
+        )
+        self._parent: weakref.ref[Collection] | None = None
+        self._touched: frozenset[FeedRef] = frozenset()
+
+    def evolve(self, removed: Iterable[Entry], added: Iterable[Entry]) -> Collection:
+        """A new collection with ``removed`` taken out and ``added`` put in.
+
+        Only the feeds those entries belong to are re-sorted and re-versioned;
+        every other feed's tuple, topic, author and version is carried over.
+        """
+        removed, added = list(removed), list(added)
+        feeds = dict(self._feeds)
+        touched: dict[FeedRef, list[Entry]] = {}
+        for entry in removed:
+            for ref in _refs_of(entry):
+                items = touched.setdefault(ref, list(feeds.get(ref, ())))
+                index = bisect.bisect_left(items, _newest_first(entry), key=_newest_first)
+                while items[index] is not entry:
+                    index += 1
+                del items[index]
+        for entry in added:
+            for ref in _refs_of(entry):
+                items = touched.setdefault(ref, list(feeds.get(ref, ())))
+                bisect.insort(items, entry, key=_newest_first)
+        for ref, items in touched.items():
+            if items or ref == SITE_FEED:
+                feeds[ref] = tuple(items)
+            else:
+                feeds.pop(ref, None)
+        by_slug = dict(self.by_slug)
+        for entry in removed:
+            by_slug.pop(entry.slug, None)
+        for entry in added:
+            by_slug[entry.slug] = entry
+        new = Collection.__new__(Collection)
+        new._finish(feeds, by_slug, previous=(self, set(touched)))
+        new._parent = weakref.ref(self)  # weak: a chain of versions must not pile up
+        new._touched = frozenset(touched)
+        return new
+
+    def _finish(
+        self,
+        feeds: dict[FeedRef, tuple[Entry, ...]],
+        by_slug: dict[str, Entry],
+        previous: tuple[Collection, set[FeedRef]] | None,
+    ) -> None:
+        """Derive topics, authors and versions; reuse ``previous`` for untouched feeds."""
+        self._feeds = {ref: feeds[ref] for ref in sorted(feeds, key=_canonical)}
+        self.entries: tuple[Entry, ...] = self._feeds[SITE_FEED]
+        self.by_slug: dict[str, Entry] = by_slug
+        old, touched = previous if previous else (None, set())
+        self._versions: dict[FeedRef, str] = {}
+        self.topics: dict[str, Topic] = {}
+        self.authors: dict[str, AuthorInfo] = {}
+        for ref, items in self._feeds.items():
+            if old is not None and ref not in touched:
+                self._versions[ref] = old._versions[ref]
+                if ref.kind == "topic":
+                    self.topics[ref.slug] = old.topics[ref.slug]
+                elif ref.kind == "author":
+                    self.authors[ref.slug] = old.authors[ref.slug]
+                continue
+            self._versions[ref] = _version(items)
+            if ref.kind == "topic":
+                self.topics[ref.slug] = _topic(ref.slug, items)
+            elif ref.kind == "author":
+                self.authors[ref.slug] = _author_info(ref.slug, items)
         self.version: str = hashlib.blake2b(
             "".join(f"{r.kind}/{r.slug}={v};" for r, v in self._versions.items()).encode(),
             digest_size=16,
@@ -158,6 +226,19 @@ class Collection:
         return max((e.updated for e in self.entries), default=None)
 
 
+def _topic(slug: str, entries: tuple[Entry, ...]) -> Topic:
+    """A topic's display name comes from its newest entry."""
+    name = next(t.name for t in entries[0].topics if t.slug == slug)
+    return Topic(slug=slug, name=name, count=len(entries))
+
+
+def _author_info(slug: str, entries: tuple[Entry, ...]) -> AuthorInfo:
+    """An author as their newest entry names them, with the newest bio there is."""
+    named = [a for e in entries for a in e.authors if a.slug == slug]
+    author = next((a for a in named if a.bio), named[0])
+    return AuthorInfo(author=author, count=len(entries))
+
+
 def _version(entries: tuple[Entry, ...]) -> str:
     """A feed's version: a digest of its entries' versions, in order."""
     return hashlib.blake2b(
@@ -166,6 +247,12 @@ def _version(entries: tuple[Entry, ...]) -> str:
 
 
 def changed_feeds(old: Collection, new: Collection) -> list[FeedRef]:
-    """Feeds whose content differs between two collections, gone ones included."""
-    refs = set(old.feed_refs()) | set(new.feed_refs())
+    """Feeds whose content differs between two collections, gone ones included.
+
+    When ``new`` was evolved from ``old`` only the feeds it touched can differ.
+    """
+    if new._parent is not None and new._parent() is old:
+        refs: set[FeedRef] = set(new._touched)
+    else:
+        refs = set(old.feed_refs()) | set(new.feed_refs())
     return sorted(ref for ref in refs if old.feed_version(ref) != new.feed_version(ref))

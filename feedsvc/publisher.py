@@ -14,14 +14,14 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import documents
-from .collection import SITE_FEED, Collection, FeedRef, make_entry
+from .collection import SITE_FEED, Collection, FeedRef, changed_feeds, make_entry
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
 from .ledger import Ledger, Sighting
@@ -35,34 +35,49 @@ from .topics import TopicCatalog, load_topic_catalog
 log = logging.getLogger("feedsvc")
 
 
-@dataclass(frozen=True, slots=True)
 class Rendered:
     """One representation's bytes with everything HTTP needs to validate it.
 
-    The gzip form is made once, here, with a zero mtime so that every worker
-    and every instance produces the same bytes and so the same ETag.
+    The gzip form is made on first demand and then kept for the life of this
+    version (made eagerly it was two thirds of the time to bring every
+    affected feed up to date after an edit), with a zero mtime so that every
+    worker and every instance produces the same bytes and so the same ETag.
     """
 
-    body: bytes
-    content_type: str
-    etag: str
-    last_modified: datetime
-    max_age: int
-    gzip_body: bytes
-    gzip_etag: str
+    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "_gzip", "_lock")
+
+    def __init__(
+        self, body: bytes, content_type: str, last_modified: datetime, max_age: int
+    ) -> None:
+        self.body = body
+        self.content_type = content_type
+        self.etag = hashlib.sha256(body).hexdigest()[:32]
+        self.last_modified = last_modified
+        self.max_age = max_age
+        self._gzip: tuple[bytes, str] | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def of(cls, body: bytes, content_type: str, last_modified: datetime, max_age: int) -> Rendered:
-        packed = gzip.compress(body, compresslevel=6, mtime=0)
-        return cls(
-            body=body,
-            content_type=content_type,
-            etag=hashlib.sha256(body).hexdigest()[:32],
-            last_modified=last_modified,
-            max_age=max_age,
-            gzip_body=packed,
-            gzip_etag=hashlib.sha256(packed).hexdigest()[:32] + "-gz",
-        )
+        return cls(body, content_type, last_modified, max_age)
+
+    def _compressed(self) -> tuple[bytes, str]:
+        packed = self._gzip
+        if packed is None:
+            with self._lock:
+                packed = self._gzip
+                if packed is None:
+                    data = gzip.compress(self.body, compresslevel=6, mtime=0)
+                    packed = self._gzip = (data, hashlib.sha256(data).hexdigest()[:32] + "-gz")
+        return packed
+
+    @property
+    def gzip_body(self) -> bytes:
+        return self._compressed()[0]
+
+    @property
+    def gzip_etag(self) -> str:
+        return self._compressed()[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +91,8 @@ class ReloadReport:
     changed: bool
     seconds: float
     error: str | None = None
+    #: Of ``seconds``, the time spent listing the folder: how changes are detected.
+    list_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -84,7 +101,8 @@ class _State:
 
     files: dict[str, FileSignature] = field(default_factory=dict)
     articles: dict[str, Article] = field(default_factory=dict)
-    errors: dict[str, ArticleError] = field(default_factory=dict)
+    parse_errors: dict[str, ArticleError] = field(default_factory=dict)
+    listing_errors: dict[str, ArticleError] = field(default_factory=dict)
     stamps: dict[str, Stamp] = field(default_factory=dict)
     collection: Collection = field(default_factory=lambda: Collection(()))
     next_due: float | None = None
@@ -121,15 +139,16 @@ class Publisher:
         self._state = _State()
         self._lock = threading.Lock()
         self._cache: dict[tuple, tuple[str, Rendered]] = {}
+        self._keys_by_ref: dict[FeedRef, set[tuple]] = {}  # to prune only changed feeds
         self.fragments = FragmentCache()
         self.renders = 0  # documents rendered since start: tests and metrics count it
         self.render_seconds = 0.0  # time spent rendering them
         self.folder_missing = False
         self.last_error: str | None = None
         self.loaded = False
-        #: Called as ``listener(old, new)`` after each swap of the collection
+        #: Called as ``listener(changed_feeds)`` after each swap of the collection
         #: (not on the first load), e.g. to ping WebSub hubs.
-        self.listeners: list[Callable[[Collection, Collection], None]] = []
+        self.listeners: list[Callable[[list[FeedRef]], None]] = []
         #: Called with every :class:`ReloadReport`, e.g. for metrics.
         self.report_observers: list[Callable[[ReloadReport], None]] = []
 
@@ -160,6 +179,7 @@ class Publisher:
         root = self.settings.articles_dir
         try:
             listing = list_articles(root)
+            listed_at = time.perf_counter()
         except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
             if first:
                 raise ConfigError(
@@ -173,37 +193,43 @@ class Publisher:
             log.info("articles folder %s is back", root)
         self.folder_missing = False
 
-        files: dict[str, FileSignature] = {}
-        articles: dict[str, Article] = {}
-        errors: dict[str, ArticleError] = {e.path: e for e in listing.errors}
+        # Only what differs from the last scan is looked at: new, changed and
+        # gone files. A rescan with nothing changed costs the listing and this.
+        current = listing.files
+        candidates = [p for p, sig in current.items() if old.files.get(p) != sig]
+        gone = old.files.keys() - current.keys()
+        listing_errors = {e.path: e for e in listing.errors}
+        due = old.next_due is not None and now >= old.next_due
+        if not (first or candidates or gone or due):
+            if listing_errors != old.listing_errors:
+                self._log_rejections(old.listing_errors, listing_errors)
+                self._state = replace(old, listing_errors=listing_errors)
+            report = self._report(self._state, len(current), 0, False, started, None)
+            return replace(report, list_seconds=listed_at - started)
+
+        files, articles = dict(old.files), dict(old.articles)
+        parse_errors, stamps = dict(old.parse_errors), dict(old.stamps)
+        for path in gone:
+            for table in (files, articles, parse_errors, stamps):
+                table.pop(path, None)
+        touched = set(gone)
         read = 0
         quiet_ns = int(self.settle_seconds * 1e9)
-        for path, sig in listing.files.items():
-            previous = old.articles.get(path)
-            if old.files.get(path) == sig:
-                files[path] = sig
-                if previous is not None:
-                    articles[path] = previous
-                if path in old.errors:
-                    errors[path] = old.errors[path]
-                continue
+        for path in candidates:
+            sig = current[path]
             if not first and not settled(sig, int(now * 1e9), quiet_ns):
-                if previous is not None:  # keep the old version until the write settles
-                    articles[path] = previous
-                    files[path] = old.files[path]
-                continue
+                continue  # caught mid-write: the old version (if any) stays until it settles
             read += 1
             files[path] = sig
+            touched.add(path)
             try:
                 articles[path] = parse_article(
                     read_article(root, path, self.settings.max_article_bytes), path
                 )
+                parse_errors.pop(path, None)
             except ArticleError as exc:
-                errors[path] = exc
-                if previous is not None:
-                    articles[path] = previous
+                parse_errors[path] = exc  # the last good version, if any, stays published
 
-        stamps = {p: s for p, s in old.stamps.items() if p in articles}
         sightings = [
             Sighting(
                 path=path,
@@ -212,44 +238,49 @@ class Publisher:
                 slug_hint=article.front_matter.slug or slugify(article.title) or "article",
                 id_hint=article.front_matter.id,
             )
-            for path, article in articles.items()
-            if not article.front_matter.draft
+            for path in touched
+            if (article := articles.get(path)) is not None
+            and not article.front_matter.draft
             and (path not in stamps or stamps[path].content_hash != article.content_hash)
         ]
         if sightings:
             try:
-                stamps.update(self.ledger.record(sightings, set(listing.files), now))
+                stamps.update(self.ledger.record(sightings, set(current), now))
             except LedgerError as exc:
                 if first:
                     raise
                 if self.last_error != str(exc):
                     log.error("%s; serving the last good feeds until it recovers", exc)
                 self.last_error = str(exc)
-                return self._report(old, len(listing.files), read, False, started, str(exc))
+                return self._report(old, len(current), read, False, started, str(exc))
         self.last_error = None
 
-        changed = (
-            first
-            or articles.keys() != old.articles.keys()
-            or any(articles[p] is not old.articles.get(p) for p in articles)
-            or any(stamps.get(p) is not old.stamps.get(p) for p in stamps)
-            or (old.next_due is not None and now >= old.next_due)
+        changed = first or due or any(
+            articles.get(p) is not old.articles.get(p) or stamps.get(p) is not old.stamps.get(p)
+            for p in touched
         )
         collection, next_due, entries = old.collection, old.next_due, old.entries
         if changed:
-            collection, next_due, entries = self._build_collection(articles, stamps, old, now)
-        self._log_rejections(old.errors, errors)
-        self._state = _State(files, articles, errors, stamps, collection, next_due, entries)
-        if changed:
-            self._prune_cache()
-            if not first and collection is not old.collection:
+            collection, next_due, entries = self._build_collection(
+                articles, stamps, old, now, None if first or due else touched
+            )
+        self._log_rejections(old.parse_errors, parse_errors)
+        self._log_rejections(old.listing_errors, listing_errors)
+        self._state = _State(
+            files, articles, parse_errors, listing_errors, stamps, collection, next_due, entries
+        )
+        if changed and collection is not old.collection:
+            changed_refs = changed_feeds(old.collection, collection)
+            self._prune_cache(changed_refs)
+            if not first:
                 for listener in self.listeners:
                     try:
-                        listener(old.collection, collection)
+                        listener(changed_refs)
                     except Exception:  # a listener must never break a reload
                         log.exception("collection listener failed")
         self.loaded = True
-        return self._report(self._state, len(listing.files), read, changed, started, None)
+        report = self._report(self._state, len(current), read, changed, started, None)
+        return replace(report, list_seconds=listed_at - started)
 
     def _build_collection(
         self,
@@ -257,18 +288,25 @@ class Publisher:
         stamps: dict[str, Stamp],
         old: _State,
         now: float,
+        touched: set[str] | None,
     ) -> tuple[Collection, float | None, dict[str, Entry]]:
-        """A new collection, reusing the Entry of every unchanged article.
+        """A new collection, rebuilding only the entries of ``touched`` paths.
 
-        Reuse keeps rebuilding cheap after one edit among thousands, and keeps
-        each unchanged entry the same object, so its rendered fragments stay
-        cached (:class:`~feedsvc.render.FragmentCache`).
+        ``touched=None`` looks at every article (first load, or a scheduled
+        article fell due). Reusing unchanged Entry objects keeps rebuilding
+        cheap after one edit among thousands, and keeps their rendered
+        fragments cached (:class:`~feedsvc.render.FragmentCache`).
         """
-        entries: dict[str, Entry] = {}
-        next_due: float | None = None
-        for path, article in articles.items():
-            stamp = stamps.get(path)
-            if article.front_matter.draft or stamp is None:
+        if touched is None:
+            entries: dict[str, Entry] = {}
+            next_due: float | None = None
+            paths: Iterable[str] = articles
+        else:
+            entries, next_due, paths = dict(old.entries), old.next_due, touched
+        for path in paths:
+            entries.pop(path, None)
+            article, stamp = articles.get(path), stamps.get(path)
+            if article is None or stamp is None or article.front_matter.draft:
                 continue
             entry = old.entries.get(path)
             if entry is None or entry.article is not article or old.stamps.get(path) is not stamp:
@@ -278,6 +316,11 @@ class Publisher:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             entries[path] = entry
+        scope = old.entries.keys() | entries.keys() if touched is None else touched
+        removed = [e for p in scope if (e := old.entries.get(p)) and entries.get(p) is not e]
+        added = [e for p in scope if (e := entries.get(p)) and old.entries.get(p) is not e]
+        if len(removed) + len(added) <= max(64, len(entries) // 10):
+            return old.collection.evolve(removed, added), next_due, entries
         return Collection(entries.values()), next_due, entries
 
     def _log_rejections(
@@ -295,7 +338,7 @@ class Publisher:
             listed=listed,
             read=read,
             published=len(state.collection.entries),
-            rejected=len(state.errors),
+            rejected=len(state.parse_errors) + len(state.listing_errors),
             changed=changed,
             seconds=time.perf_counter() - started,
             error=err,
@@ -310,7 +353,7 @@ class Publisher:
     @property
     def rejections(self) -> dict[str, ArticleError]:
         """Every file not published (or published in an older version), and why."""
-        return dict(self._state.errors)
+        return {**self._state.parse_errors, **self._state.listing_errors}
 
     @property
     def warnings(self) -> dict[str, tuple[str, ...]]:
@@ -344,13 +387,14 @@ class Publisher:
         self.renders += 1
         self.render_seconds += time.perf_counter() - started
         self._cache[key] = (version, rendered)
+        if len(key) > 1 and isinstance(key[1], FeedRef):
+            self._keys_by_ref.setdefault(key[1], set()).add(key)
         return rendered
 
-    def _prune_cache(self) -> None:
-        collection = self._state.collection
-        for key, (version, _) in list(self._cache.items()):
-            ref = key[1] if len(key) > 1 and isinstance(key[1], FeedRef) else None
-            if ref is not None and collection.feed_version(ref) != version:
+    def _prune_cache(self, refs: Iterable[FeedRef]) -> None:
+        """Drop the rendered documents of feeds that changed or went away."""
+        for ref in refs:
+            for key in self._keys_by_ref.pop(ref, ()):
                 self._cache.pop(key, None)
 
     def feed(

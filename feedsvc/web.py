@@ -18,7 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, render_template, requ
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .collection import SITE_FEED, Collection, FeedRef, changed_feeds
+from .collection import SITE_FEED, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count, feed_path
 from .fastpath import FeedFastPath, hub_links
@@ -87,11 +87,9 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
 def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
     """A publisher listener that pings hubs for every feed a change touched."""
 
-    def listener(old: Collection, new: Collection) -> None:
+    def listener(changed: list[FeedRef]) -> None:
         notifier.notify(
-            f"{settings.base_url}{feed_path(ref)}.{fmt}"
-            for ref in changed_feeds(old, new)
-            for fmt in FEED_FORMATS
+            f"{settings.base_url}{feed_path(ref)}.{fmt}" for ref in changed for fmt in FEED_FORMATS
         )
 
     return listener

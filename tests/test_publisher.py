@@ -125,3 +125,61 @@ def test_spliced_entries_are_byte_identical_to_feedgen(publisher) -> None:
                     doc, fmt, site, base), (ref, doc.path, fmt)
                 compared += 1
     assert compared > 100 and fragments.hits > 0 and len(fragments) <= 8
+
+
+def _snapshot(collection):
+    return (
+        collection.entries,
+        list(collection.feed_refs()),
+        {ref: collection.feed_entries(ref) for ref in collection.feed_refs()},
+        {ref: collection.feed_version(ref) for ref in collection.feed_refs()},
+        collection.topics,
+        collection.authors,
+        collection.by_slug,
+        collection.version,
+    )
+
+
+def test_evolving_a_collection_equals_building_it_afresh(publisher) -> None:
+    """The incremental path after an edit must agree with a full rebuild, exactly."""
+    import random
+    from dataclasses import replace
+
+    from feedsvc.collection import Collection
+    from feedsvc.model import TopicRef
+
+    rng = random.Random(7)
+    collection = publisher.collection
+    pool = list(collection.entries)
+    for step in range(40):
+        current = list(collection.entries)
+        removed = rng.sample(current, k=rng.randint(0, min(3, len(current))))
+        added = []
+        for victim in rng.sample(pool, k=rng.randint(0, 3)):
+            added.append(replace(
+                victim,
+                slug=f"{victim.slug}-v{step}-{len(added)}",
+                id=f"{victim.id}/v{step}/{len(added)}",
+                topics=victim.topics[: rng.randint(0, len(victim.topics))]
+                + (TopicRef(f"new-topic-{step % 4}", f"New {step % 4}", "front-matter"),),
+            ))
+        evolved = collection.evolve(removed, added)
+        kept = [e for e in current if all(e is not r for r in removed)]
+        assert _snapshot(evolved) == _snapshot(Collection(kept + added))
+        collection = evolved
+
+
+def test_one_edit_rebuilds_only_what_it_touches(publisher, articles_dir) -> None:
+    publisher.settle_seconds = 0
+    before = publisher.collection
+    seed = articles_dir / "000_116cfd26fe85501a.txt"
+    seed.write_text(seed.read_text(encoding="utf-8") + "\nOne more line.\n", encoding="utf-8")
+    time.sleep(0.01)
+    report = publisher.refresh()
+    after = publisher.collection
+    assert report.read == 1
+    untouched = FeedRef("topic", "china")
+    assert after.feed_entries(untouched) is before.feed_entries(untouched)
+    assert after.feed_version(FeedRef("topic", "nato")) != before.feed_version(
+        FeedRef("topic", "nato"))
+    assert sum(a is not b for a, b in zip(after.entries, before.entries, strict=True)) == 1
