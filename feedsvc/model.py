@@ -7,6 +7,7 @@ A new version of a file is a new object, never a mutated one.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -59,13 +60,18 @@ class FrontMatter:
     draft: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Article:
     """What one article file says, parsed; it knows nothing of the ledger.
 
     Every string is already XML-safe (cleaned once when the file is read, so
     that rendering never has to). ``content_hash`` is over the normalised text,
     so that a ``touch`` or a CRLF/LF conversion is not a content change.
+
+    The content HTML is kept zlib-compressed: it is most of an article's size,
+    and as a ``str`` with typographic quotes CPython stores it at two bytes a
+    character (2.2x the file); compressed it costs under half the file, and
+    it is read only to render an entry once or to show its page.
     """
 
     path: str
@@ -74,10 +80,44 @@ class Article:
     topic_line: str | None
     topics: tuple[TopicRef, ...]
     summary: str
-    content_html: str
+    content_packed: bytes
     content_hash: str
-    front_matter: FrontMatter = field(default_factory=FrontMatter)
-    warnings: tuple[str, ...] = ()
+    front_matter: FrontMatter
+    warnings: tuple[str, ...]
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        title: str,
+        authors: tuple[Author, ...],
+        topic_line: str | None,
+        topics: tuple[TopicRef, ...],
+        summary: str,
+        content_html: str,
+        content_hash: str,
+        front_matter: FrontMatter | None = None,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        values = {
+            "path": path,
+            "title": title,
+            "authors": authors,
+            "topic_line": topic_line,
+            "topics": topics,
+            "summary": summary,
+            "content_packed": zlib.compress(content_html.encode("utf-8"), 1),
+            "content_hash": content_hash,
+            "front_matter": front_matter if front_matter is not None else FrontMatter(),
+            "warnings": warnings,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def content_html(self) -> str:
+        """The story as HTML (sub-headings, lists, paragraphs; no bio)."""
+        return zlib.decompress(self.content_packed).decode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
