@@ -30,7 +30,7 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 #: The feed URLs of web.py's routes: ``[/topics/<slug>|/authors/<slug>][/archive/<k>]/feed.<fmt>``.
 FEED_URL = re.compile(
     r"^(?:/(?P<kind>topics|authors)/(?P<slug>[^/]+))?"
-    r"(?:/archive/(?P<archive>[0-9]+))?/feed\.(?P<fmt>atom|rss|json)$"
+    r"(?:/archive/(?P<archive>[0-9]{1,9}))?/feed\.(?P<fmt>atom|rss|json)$"
 )
 _KINDS = {"topics": "topic", "authors": "author"}
 _REASONS = {200: "200 OK", 304: "304 Not Modified"}
@@ -45,6 +45,18 @@ def parse_feed_url(path: str) -> tuple[FeedRef, str, int | None] | None:
     ref = FeedRef(_KINDS[kind], match["slug"]) if kind else SITE_FEED
     archive = int(match["archive"]) if match["archive"] is not None else None
     return ref, match["fmt"], archive
+
+
+def request_base_url(environ: dict[str, Any]) -> str | None:
+    """The site's URL as this request names it, or None for a Host that names nothing.
+
+    werkzeug raises ValueError for a Host it cannot make a URL of (a port
+    above 65535, say): that is the client's error, never a 500.
+    """
+    try:
+        return get_current_url(environ, root_only=True).rstrip("/")
+    except ValueError:
+        return None
 
 
 def hub_links(
@@ -77,7 +89,9 @@ class FeedFastPath:
         if target is None:
             return self.app(environ, start_response)
         ref, fmt, archive = target
-        base_url = self.settings.base_url or get_current_url(environ, root_only=True).rstrip("/")
+        base_url = self.settings.base_url or request_base_url(environ)
+        if base_url is None:  # a Host header no URL can be made of: Flask answers 400
+            return self.app(environ, start_response)
         rendered = self.publisher.feed(ref, fmt, base_url, archive=archive)
         if rendered is None:  # unknown feed or archive: Flask says so
             return self.app(environ, start_response)

@@ -14,14 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request
+from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import BaseConverter
 
 from .collection import SITE_FEED, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count, feed_path
-from .fastpath import FeedFastPath, hub_links
+from .fastpath import FeedFastPath, hub_links, request_base_url
 from .http import negotiate
 from .model import FEED_FORMATS
 from .publisher import Publisher, Rendered
@@ -76,6 +77,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n,
                                 x_prefix=n)  # type: ignore[method-assign]
+    app.url_map.converters["archive"] = ArchiveNumberConverter
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _plain_error)
     app.register_error_handler(Exception, _internal_error)
@@ -93,6 +95,18 @@ def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
         )
 
     return listener
+
+
+class ArchiveNumberConverter(BaseConverter):
+    """Archive numbers: at most 9 digits, so no URL makes int() work on thousands."""
+
+    regex = r"[0-9]{1,9}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
 
 
 class Reloader:
@@ -145,7 +159,10 @@ def _publisher() -> Publisher:
 
 def _base_url() -> str:
     settings: Settings = current_app.config["FEEDSVC"]
-    return settings.base_url or request.url_root.rstrip("/")
+    base = settings.base_url or request_base_url(request.environ)
+    if base is None:
+        abort(_bad_request("the Host header does not name a usable address"))
+    return base
 
 
 def _plain_error(exc: HTTPException) -> Response:
@@ -182,7 +199,8 @@ def _limit() -> int | None | Response:
     if raw is None:
         return None
     maximum = current_app.config["FEEDSVC"].max_limit
-    if not raw.isascii() or not raw.isdigit() or int(raw) < 1 or len(raw) > 12:
+    # Length first: int() of thousands of digits raises (and costs) before a range check.
+    if len(raw) > 12 or not raw.isascii() or not raw.isdigit() or int(raw) < 1:
         return _bad_request(f"limit must be a whole number from 1 to {maximum}")
     return min(int(raw), maximum)
 
@@ -210,7 +228,7 @@ def site_feed(fmt: str) -> Response:
     return _feed_response(SITE_FEED, fmt)
 
 
-@bp.get("/archive/<int:number>/feed.<any(atom, rss, json):fmt>")
+@bp.get("/archive/<archive:number>/feed.<any(atom, rss, json):fmt>")
 def site_archive(number: int, fmt: str) -> Response:
     return _feed_response(SITE_FEED, fmt, number)
 
@@ -220,7 +238,7 @@ def topic_feed(slug: str, fmt: str) -> Response:
     return _feed_response(FeedRef("topic", slug), fmt)
 
 
-@bp.get("/topics/<slug>/archive/<int:number>/feed.<any(atom, rss, json):fmt>")
+@bp.get("/topics/<slug>/archive/<archive:number>/feed.<any(atom, rss, json):fmt>")
 def topic_archive(slug: str, number: int, fmt: str) -> Response:
     return _feed_response(FeedRef("topic", slug), fmt, number)
 
@@ -230,7 +248,7 @@ def author_feed(slug: str, fmt: str) -> Response:
     return _feed_response(FeedRef("author", slug), fmt)
 
 
-@bp.get("/authors/<slug>/archive/<int:number>/feed.<any(atom, rss, json):fmt>")
+@bp.get("/authors/<slug>/archive/<archive:number>/feed.<any(atom, rss, json):fmt>")
 def author_archive(slug: str, number: int, fmt: str) -> Response:
     return _feed_response(FeedRef("author", slug), fmt, number)
 
