@@ -19,6 +19,23 @@ from .publisher import Rendered
 Headers = list[tuple[str, str]]
 
 
+#: Atom and RSS, which a browser shows as a page through their XSL stylesheet.
+_BROWSER_VIEWABLE = ("application/atom+xml", "application/rss+xml")
+#: Browsers apply ``<?xml-stylesheet?>`` only to XML served as generic XML;
+#: given application/atom+xml, Chromium shows the source as plain text.
+XML_FOR_BROWSERS = "application/xml; charset=utf-8"
+
+
+def _is_browser_navigation(environ: dict[str, Any]) -> bool:
+    """A browser opening the URL: it asks for HTML and names no feed type.
+
+    Feed readers ask for application/atom+xml, application/rss+xml or ``*/*``
+    and get the feed's own type; the bytes (and so the ETag) are the same.
+    """
+    accept = environ.get("HTTP_ACCEPT", "")
+    return "text/html" in accept and "+xml" not in accept.replace("application/xhtml+xml", "")
+
+
 def accepts_gzip(environ: dict[str, Any]) -> bool:
     """Whether the client takes gzip (``q=0`` means it refuses it)."""
     header = environ.get("HTTP_ACCEPT_ENCODING")
@@ -37,11 +54,16 @@ def negotiate(
     """
     use_gzip = accepts_gzip(environ)
     etag = rendered.gzip_etag if use_gzip else rendered.etag
+    content_type, vary = rendered.content_type, "Accept-Encoding"
+    if content_type.startswith(_BROWSER_VIEWABLE):
+        vary = "Accept-Encoding, Accept"
+        if _is_browser_navigation(environ):
+            content_type = XML_FOR_BROWSERS
     headers: Headers = [
         ("ETag", f'"{etag}"'),
         ("Last-Modified", http_date(rendered.last_modified)),
         ("Cache-Control", f"public, max-age={rendered.max_age}"),
-        ("Vary", "Accept-Encoding"),
+        ("Vary", vary),
     ]
     link_values = [f'<{url}>; rel="{rel}"' for rel, url in links]
     if link_values:
@@ -54,6 +76,6 @@ def negotiate(
     body = rendered.gzip_body if use_gzip else rendered.body
     if use_gzip:
         headers.append(("Content-Encoding", "gzip"))
-    headers.append(("Content-Type", rendered.content_type))
+    headers.append(("Content-Type", content_type))
     headers.append(("Content-Length", str(len(body))))
     return 200, headers, body

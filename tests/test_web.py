@@ -290,7 +290,7 @@ def test_conditional_get_and_gzip(client) -> None:
     first = client.get("/feed.atom")
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
     assert first.headers["Cache-Control"] == "public, max-age=300"
-    assert first.headers["Vary"] == "Accept-Encoding"
+    assert first.headers["Vary"] == "Accept-Encoding, Accept"
     again = client.get("/feed.atom", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.data == b""
     assert client.get("/feed.atom", headers={"If-Modified-Since": modified}).status_code == 304
@@ -316,3 +316,23 @@ def test_feeds_for_refs_match_collection(app) -> None:
     collection = app.extensions["feedsvc"].collection
     assert collection.feed_entries(FeedRef("topic", "ukraine"))
     assert collection.feed_entries(FeedRef("topic", "missing")) is None
+
+
+CHROME_ACCEPT = ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,"
+                 "image/webp,*/*;q=0.8")
+FEEDPARSER_ACCEPT = ("application/atom+xml,application/rdf+xml,application/rss+xml,"
+                     "application/x-netcdf,application/xml;q=0.9,text/xml;q=0.2,*/*;q=0.1")
+
+
+def test_browsers_get_generic_xml_so_the_stylesheet_applies(client) -> None:
+    for path in ("/feed.atom", "/topics/nato/feed.rss"):
+        reader = client.get(path, headers={"Accept": FEEDPARSER_ACCEPT})
+        browser = client.get(path, headers={"Accept": CHROME_ACCEPT})
+        assert reader.headers["Content-Type"].startswith("application/")
+        assert "+xml" in reader.headers["Content-Type"]
+        assert browser.headers["Content-Type"] == "application/xml; charset=utf-8"
+        assert browser.data == reader.data and browser.headers["ETag"] == reader.headers["ETag"]
+        assert browser.headers["Vary"] == "Accept-Encoding, Accept"
+    json_feed = client.get("/feed.json", headers={"Accept": CHROME_ACCEPT})
+    assert json_feed.headers["Content-Type"] == "application/feed+json; charset=utf-8"
+    assert json_feed.headers["Vary"] == "Accept-Encoding"
