@@ -58,7 +58,8 @@ def negotiate(
     if content_type.startswith(_BROWSER_VIEWABLE):
         vary = "Accept-Encoding, Accept"
         if _is_browser_navigation(environ):
-            content_type = XML_FOR_BROWSERS
+            # Same bytes, other metadata: its own validator, as RFC 9110 8.8.1 allows.
+            content_type, etag = XML_FOR_BROWSERS, etag + "-xml"
     headers: Headers = [
         ("ETag", f'"{etag}"'),
         ("Last-Modified", http_date(rendered.last_modified)),

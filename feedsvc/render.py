@@ -20,7 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from feedgen.entry import FeedEntry
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
@@ -94,7 +96,7 @@ class FragmentCache:
     _CLOSE = {"atom": b"</feed>\n", "rss": b"  </channel>\n</rss>\n"}
     _OPEN = {"atom": b"\n  <entry>", "rss": b"\n    <item>"}
 
-    def __init__(self, max_entries: int = 20_000) -> None:
+    def __init__(self, max_entries: int = 8192) -> None:
         self.max_entries = max_entries
         self._items: OrderedDict[tuple[Entry, str, str], bytes] = OrderedDict()
         self._lock = threading.Lock()  # request threads share it
@@ -348,12 +350,38 @@ def _fill_entry(fe: FeedEntry, entry: Entry, base_url: str, *, dc: bool) -> None
         fe.category(term=topic.slug, label=topic.name or topic.slug, scheme=scheme)
 
 
+#: Where the browser view of Atom and RSS feeds lives, under the site's base URL.
+STYLESHEET_PATH = "/static/feed.xsl"
+
+
+def _with_stylesheet(xml: bytes, base_url: str) -> bytes:
+    """Insert ``<?xml-stylesheet?>`` right after feedgen's XML declaration.
+
+    Browsers that apply XSLT show the feed as a page (feedsvc/static/feed.xsl);
+    feed readers and validators ignore processing instructions. Inserted into
+    the bytes because lxml, under feedgen, cannot put a node before the root.
+    """
+    declaration, newline, rest = xml.partition(b"\n")
+    if not declaration.startswith(b"<?xml ") or not newline:
+        raise ValueError("expected feedgen output to start with an XML declaration")
+    # Percent-encoding leaves no "?>" to end the instruction early, whatever a
+    # request's Host header held; escape() then makes it a valid pseudo-attribute.
+    url = quote(base_url + STYLESHEET_PATH, safe=":/@!$&'()*+,;=-._~%[]")
+    href = escape(url, quote=True).encode("ascii")
+    return b"".join((declaration, b"\n<?xml-stylesheet type=\"text/xsl\" href=\"", href,
+                     b"\"?>\n", rest))
+
+
 def _render_atom(doc: FeedDocument, site: Site, base_url: str) -> bytes:
-    return _feed_generator(doc, "atom", site, base_url).atom_str(pretty=True)
+    return _with_stylesheet(
+        _feed_generator(doc, "atom", site, base_url).atom_str(pretty=True), base_url
+    )
 
 
 def _render_rss(doc: FeedDocument, site: Site, base_url: str) -> bytes:
-    return _feed_generator(doc, "rss", site, base_url).rss_str(pretty=True)
+    return _with_stylesheet(
+        _feed_generator(doc, "rss", site, base_url).rss_str(pretty=True), base_url
+    )
 
 
 # --- JSON Feed 1.1 ----------------------------------------------------------

@@ -1,0 +1,132 @@
+"""What a person sees in a browser: headless Chromium (Debian's) driven by
+Selenium against a real gunicorn on 127.0.0.1, screenshots under tmp_path.
+
+Chromium shows a document served as ``application/atom+xml`` or
+``application/rss+xml`` as plain text and applies an ``<?xml-stylesheet?>``
+only to one served as ``application/xml`` or ``text/xml``, so feedsvc answers
+a browser's navigation to a feed with ``application/xml`` (feedsvc.http): the
+test follows the links a person would and checks the stylesheet's page.
+"""
+
+from __future__ import annotations
+
+import http.client
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUNDLED
+from tests.deploy_harness import Gunicorn
+from tests.feedcheck import check_atom, check_rss
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    pytest.skip("Chromium is not installed here (.ci/run installs Debian's chromium and "
+                "chromium-driver)", allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed "
+                                "(pip install -e '.[test]')")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Site:
+    base: str
+    port: int
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """gunicorn with no FEEDSVC_BASE_URL: links, and the stylesheet's, follow the host used."""
+    tmp = tmp_path_factory.mktemp("browser")
+    articles = tmp / "articles"
+    shutil.copytree(BUNDLED, articles)
+    gunicorn = Gunicorn(tmp, {"FEEDSVC_ARTICLES_DIR": str(articles),
+                              "FEEDSVC_LEDGER_PATH": str(tmp / "ledger.sqlite3"),
+                              "FEEDSVC_RELOAD_INTERVAL": "0"}, workers=1)
+    yield Site(f"http://127.0.0.1:{gunicorn.port}", gunicorn.port)
+    output = gunicorn.stop()
+    assert "Traceback" not in output, output
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,1300"):
+        options.add_argument(flag)
+    # The driver's path is given, so Selenium Manager downloads nothing.
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _to_topic_page(browser, base: str, shots: Path) -> str:
+    """Home page, then the first topic with several articles; returns the topic's name."""
+    browser.get(base + "/")
+    assert browser.title == "feedsvc"
+    assert browser.find_element(By.TAG_NAME, "h1").text == "feedsvc"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "ol.entries h2, ol.entries li")) >= 20
+    browser.save_screenshot(str(shots / "1-home.png"))
+    links = browser.find_elements(By.CSS_SELECTOR, "ul.topics a")
+    name, link = next((a.text, a) for a in links
+                      if int(a.find_element(By.XPATH, "..").text.rsplit("(", 1)[1][:-1]) >= 3)
+    link.click()
+    assert browser.current_url.startswith(base + "/topics/")
+    assert browser.find_element(By.TAG_NAME, "h1").text == name
+    browser.save_screenshot(str(shots / "2-topic.png"))
+    return name
+
+
+def _check_feed_view(browser, parsed, title: str, shots: Path, shot: str) -> None:
+    """The stylesheet's page: title, subscribe hint with the feed's URL, every entry."""
+    browser.save_screenshot(str(shots / shot))
+    assert browser.find_element(By.ID, "feed-title").text == title
+    hint = browser.find_element(By.ID, "subscribe")
+    assert hint.is_displayed() and "This is a web feed" in hint.text
+    self_url = next(link.href for link in parsed.feed.links if link.rel == "self")
+    assert browser.find_element(By.ID, "feed-url").text == self_url
+    shown = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "li.entry h2 a")]
+    assert shown == [entry.title for entry in parsed.entries]
+    first = browser.find_element(By.CSS_SELECTOR, "li.entry h2 a")
+    assert first.get_attribute("href") == parsed.entries[0].link
+
+
+def _get(port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200, path
+        return response.read()
+    finally:
+        conn.close()
+
+
+def test_feed_browser_view_in_chromium(server: Site, browser, tmp_path: Path) -> None:
+    """Home page, a topic, its Atom feed rendered by feed.xsl; then the RSS feed too."""
+    name = _to_topic_page(browser, server.base, tmp_path)
+    browser.find_element(By.CSS_SELECTOR, "p.feeds a[type='application/atom+xml']").click()
+    assert browser.current_url.endswith("/feed.atom")
+    assert browser.execute_script("return document.contentType") != "text/plain"
+    path = browser.current_url.removeprefix(server.base)
+    _check_feed_view(browser, check_atom(_get(server.port, path)), f"{name} — feedsvc",
+                     tmp_path, "3-feed-atom.png")
+    assert "Atom feed" in browser.title
+    browser.find_element(By.ID, "feed-home").click()  # back to the topic's page
+    assert browser.find_element(By.TAG_NAME, "h1").text == name
+    rss_path = path.replace(".atom", ".rss")
+    browser.get(server.base + rss_path)
+    _check_feed_view(browser, check_rss(_get(server.port, rss_path)), f"{name} — feedsvc",
+                     tmp_path, "4-feed-rss.png")
+    assert "RSS feed" in browser.title
