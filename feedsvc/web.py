@@ -83,6 +83,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app.register_error_handler(Exception, _internal_error)
     app.before_request(_ensure_reloader)
     # extensions: optional parts register themselves here, one line each.
+    from .observability import init_app as init_observability
+    init_observability(app)
     return app
 
 
