@@ -1,8 +1,9 @@
-"""The ``feedsvc`` command: ``serve`` the folder, or ``check`` it.
+"""The ``feedsvc`` command: ``serve`` the folder, ``check`` it, or ``build`` a static copy.
 
 ``check`` uses the same reading and parsing as the service (the publisher
 with a throw-away ledger), so what it reports is exactly what would be
-rejected when serving.
+rejected when serving. ``build`` exports what the service would serve, with
+the service's own ledger, so ids and dates match the live feeds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from .config import load_settings
 from .errors import ConfigError, FeedsvcError
+from .progress import Progress, busy
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -25,11 +27,13 @@ def _check(args: argparse.Namespace) -> int:
     settings = load_settings(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         publisher = Publisher(settings, Path(tmp) / "check.sqlite3")
-        publisher.refresh()
+        progress = Progress("check")
+        publisher.refresh(progress=progress)
+        progress.close()
         rejections = publisher.rejections
         warnings = publisher.warnings
         published = {e.article.path: e for e in publisher.collection.entries}
-        articles = publisher._state.articles  # noqa: SLF001 - check reports every parsed file
+        articles = publisher.articles
         publisher.close()
     for path in sorted(set(articles) | set(rejections)):
         if path in rejections:
@@ -44,6 +48,34 @@ def _check(args: argparse.Namespace) -> int:
             print(f"  warning: {warning}")
     print(f"{len(published)} published, {len(rejections)} rejected in {settings.articles_dir}")
     return 1 if rejections else 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .export import build_site
+    from .web import create_app
+
+    # No reloading while building: every file must come from one version.
+    overrides: dict[str, object] = {"reload_interval": 0}
+    if args.folder:
+        overrides["articles_dir"] = args.folder
+    if args.base_url:
+        overrides["base_url"] = args.base_url  # also the authority of new ids, as when serving
+    with busy(f"loading {load_settings(overrides).articles_dir}"):
+        app = create_app(overrides)
+    publisher = app.extensions["feedsvc"]
+    progress = Progress("build")
+    try:
+        summary = build_site(app, args.outdir, progress=progress)
+    finally:
+        progress.close()
+        publisher.close()
+    print(f"built {summary.files} files ({summary.feeds} feeds, {summary.pages} pages, "
+          f"{summary.assets} assets; each with a .gz) for {summary.base_url} "
+          f"in {summary.outdir} in {summary.seconds:.1f} s")
+    rejected = len(publisher.rejections)
+    if rejected:
+        print(f"{rejected} article file(s) rejected and left out; `feedsvc check` says why")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -83,6 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check", help="report, per file, whether it is published and why not")
     check.add_argument("folder", nargs="?", help="articles folder (default as for serve)")
     check.set_defaults(run=_check)
+    build = sub.add_parser("build", help="write every feed, page and asset into OUTDIR, with "
+                           ".gz copies, for a static host, CDN or object storage")
+    build.add_argument("outdir", help="folder to write (replaced whole if it holds an earlier "
+                       "build; refused if it holds anything else)")
+    build.add_argument("--folder", help="articles folder (default as for serve)")
+    build.add_argument("--base-url", help="public URL the files will be served at "
+                       "(default: FEEDSVC_BASE_URL)")
+    build.set_defaults(run=_build)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -154,7 +154,7 @@ class Publisher:
 
     # -- reading the folder -------------------------------------------------
 
-    def refresh(self) -> ReloadReport:
+    def refresh(self, progress: Callable[[int, int, str], None] | None = None) -> ReloadReport:
         """Rescan the folder and swap in a new collection if anything changed.
 
         Only files whose signature (size, mtime, inode) changed are read; a
@@ -163,7 +163,7 @@ class Publisher:
         its last good version published and is reported.
         """
         with self._lock:
-            report = self._refresh()
+            report = self._refresh(progress)
         for observer in self.report_observers:
             try:
                 observer(report)
@@ -171,7 +171,7 @@ class Publisher:
                 log.exception("reload observer failed")
         return report
 
-    def _refresh(self) -> ReloadReport:
+    def _refresh(self, progress: Callable[[int, int, str], None] | None) -> ReloadReport:
         started = time.perf_counter()
         now = self.clock()
         old = self._state
@@ -220,6 +220,8 @@ class Publisher:
             if not first and not settled(sig, int(now * 1e9), quiet_ns):
                 continue  # caught mid-write: the old version (if any) stays until it settles
             read += 1
+            if progress is not None:
+                progress(read, len(candidates), path)
             files[path] = sig
             touched.add(path)
             try:
@@ -354,6 +356,11 @@ class Publisher:
     def rejections(self) -> dict[str, ArticleError]:
         """Every file not published (or published in an older version), and why."""
         return {**self._state.parse_errors, **self._state.listing_errors}
+
+    @property
+    def articles(self) -> dict[str, Article]:
+        """Every file read successfully (drafts and scheduled ones too), by path."""
+        return dict(self._state.articles)
 
     @property
     def warnings(self) -> dict[str, tuple[str, ...]]:

@@ -1,0 +1,248 @@
+"""Static export: every feed, page and asset as files, for a CDN or object storage.
+
+The bytes are the live service's: feeds and their gzip form come from
+:meth:`Publisher.feed`, the call the feed routes answer with, and pages,
+OPML and assets from the app itself through Flask's test client (the same
+routes, templates, render cache and gzip). So an exported file equals what
+``gunicorn wsgi:app`` serves for the same articles, ledger and base URL.
+
+Layout: a URL is written at its own path, so a static host serves the same
+URLs with the content type of the extension (nginx's stock ``mime.types``
+maps ``.atom``, ``.rss``, ``.json``, ``.html``, ``.css``):
+
+- ``/feed.atom`` -> ``feed.atom``; archives likewise under ``archive/<k>/``;
+- ``/`` and ``/topics/<slug>/`` -> ``index.html`` in that folder;
+- ``/articles/<slug>`` (no trailing slash) -> ``articles/<slug>/index.html``:
+  every static host answers ``/articles/<slug>`` for a folder with a redirect
+  to ``/articles/<slug>/``, so the URLs in the feeds keep working with no
+  host configuration (nginx can serve it without the redirect:
+  ``try_files $uri $uri/index.html =404``). A file named ``<slug>`` with no
+  extension would get no HTML content type, and ``<slug>.html`` would need a
+  rewrite on every host that does not add ``.html`` itself;
+- every file has a ``.gz`` beside it (the app's own gzip bytes for feeds and
+  pages), for nginx's ``gzip_static`` or an upload with
+  ``Content-Encoding: gzip``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from .collection import FeedRef
+from .documents import archive_count, archive_path, feed_path
+from .errors import FeedsvcError
+from .model import FEED_FORMATS
+from .publisher import Publisher
+
+#: Written at the top of every build; a folder without it is never replaced.
+MARKER = ".feedsvc-build"
+
+Progress = Callable[[int, int, str], None]
+
+
+class ExportError(FeedsvcError):
+    """The site could not be exported to ``outdir``; ``reason`` says why."""
+
+    def __init__(self, outdir: Path, reason: str) -> None:
+        self.outdir = outdir
+        self.reason = reason
+        super().__init__(f"{outdir}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSummary:
+    """What one build wrote."""
+
+    outdir: Path
+    base_url: str
+    version: str  # the collection version exported (Publisher.version)
+    feeds: int  # feed documents (every format and archive), without .gz
+    pages: int  # HTML pages and the OPML list
+    assets: int  # files under /static/
+    files: int  # everything written, .gz included
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FeedDoc:
+    """One feed document to export: a feed, a format, and an archive number or None."""
+
+    ref: FeedRef
+    fmt: str
+    archive: int | None = None
+
+    @property
+    def url_path(self) -> str:
+        doc = feed_path(self.ref) if self.archive is None else archive_path(self.ref, self.archive)
+        return f"{doc}.{self.fmt}"
+
+
+def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
+    """Every document the site has: feeds, pages (with OPML), static assets (URL paths)."""
+    publisher: Publisher = app.extensions["feedsvc"]
+    collection = publisher.collection
+    size = app.config["FEEDSVC"].feed_size
+    feeds: list[FeedDoc] = []
+    for ref in collection.feed_refs():
+        archives = archive_count(len(collection.feed_entries(ref) or ()), size)
+        for number in [None, *range(1, archives + 1)]:
+            feeds += [FeedDoc(ref, fmt, number) for fmt in FEED_FORMATS]
+    pages = ["/", "/topics/", "/authors/", "/feeds.opml"]
+    pages += [FeedRef("topic", slug).html_path for slug in collection.topics]
+    pages += [FeedRef("author", slug).html_path for slug in collection.authors]
+    pages += [f"/articles/{entry.slug}" for entry in collection.entries]
+    assets: list[str] = []
+    static = Path(app.static_folder) if app.static_folder else None
+    if static is not None and static.is_dir():
+        url = (app.static_url_path or "/static").rstrip("/")
+        assets = sorted(f"{url}/{p.relative_to(static).as_posix()}"
+                        for p in static.rglob("*") if p.is_file())
+    return feeds, pages, assets
+
+
+def file_for(url_path: str, content_type: str) -> PurePosixPath:
+    """Where the document at ``url_path`` goes in the export (see the module's doc)."""
+    relative = url_path.lstrip("/")
+    if not relative or relative.endswith("/"):
+        return PurePosixPath(relative + "index.html")
+    if content_type.startswith("text/html"):
+        return PurePosixPath(relative) / "index.html"
+    return PurePosixPath(relative)
+
+
+def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None = None,
+               progress: Progress | None = None) -> BuildSummary:
+    """Write the whole site of ``app`` into ``outdir``, replacing an earlier build.
+
+    ``base_url`` is the public URL the files will be served at; it defaults
+    to the app's FEEDSVC_BASE_URL, and may only differ from it when that is
+    unset (then links are made from it, as they would be from a request's
+    host). The files are written to a temporary folder beside ``outdir`` and
+    swapped in at the end, so a host serving ``outdir`` never sees half a
+    build. Raises :class:`ExportError` if ``outdir`` holds anything but an
+    earlier build, or if the articles changed while building (run it again;
+    the CLI's app does not reload while it builds).
+    """
+    started = time.perf_counter()
+    outdir = Path(outdir)
+    settings = app.config["FEEDSVC"]
+    if settings.base_url and base_url and base_url.rstrip("/") != settings.base_url:
+        raise ExportError(outdir, f"base URL {base_url} differs from FEEDSVC_BASE_URL "
+                          f"{settings.base_url}, which the app's links use")
+    base = (base_url or settings.base_url or "").rstrip("/")
+    if not base:
+        raise ExportError(outdir, "a static site needs its public URL: give a base URL "
+                          "or set FEEDSVC_BASE_URL")
+    _check_replaceable(outdir)
+    publisher: Publisher = app.extensions["feedsvc"]
+    version = publisher.version
+    feeds, pages, assets = site_paths(app)
+    todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
+    staging = outdir.parent / f".{outdir.name}.building-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    files = written = 0
+    made: set[Path] = set()
+    try:
+        client = app.test_client()
+        for done, item in enumerate(todo, 1):
+            if isinstance(item, FeedDoc):
+                url_path = item.url_path
+                relative, body, packed = _feed(publisher, item, base, outdir)
+            else:
+                url_path = item
+                relative, body, packed = _fetch(client, url_path, base, outdir)
+            target = staging / relative
+            if target.parent not in made:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(target.parent)
+            target.write_bytes(body)
+            target.with_name(target.name + ".gz").write_bytes(packed)
+            files += 2
+            written += len(body) + len(packed)
+            if progress is not None:
+                progress(done, len(todo), url_path)
+        if publisher.version != version:
+            raise ExportError(outdir, "the articles changed during the build; run it again")
+        summary = BuildSummary(outdir=outdir, base_url=base, version=version,
+                               feeds=len(feeds), pages=len(pages), assets=len(assets),
+                               files=files, bytes=written,
+                               seconds=round(time.perf_counter() - started, 3))
+        record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}
+        (staging / MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        _swap_in(staging, outdir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def _feed(publisher: Publisher, doc: FeedDoc, base_url: str,
+          outdir: Path) -> tuple[PurePosixPath, bytes, bytes]:
+    """A feed document straight from the publisher: what the service's feed routes send."""
+    rendered = publisher.feed(doc.ref, doc.fmt, base_url, archive=doc.archive)
+    if rendered is None:
+        raise ExportError(outdir, f"{doc.url_path}: no such feed any more; did the articles "
+                          "change during the build?")
+    return PurePosixPath(doc.url_path.lstrip("/")), rendered.body, rendered.gzip_body
+
+
+def _fetch(client: FlaskClient, url_path: str, base_url: str,
+           outdir: Path) -> tuple[PurePosixPath, bytes, bytes]:
+    """A page or asset through the app's routes: the file and its gzip form.
+
+    One request, taking gzip: the plain bytes are its decompression, so both
+    files are exactly what the service sends (ETags and all).
+    """
+    response = client.get(url_path, base_url=base_url, headers={"Accept-Encoding": "gzip"})
+    if response.status_code != 200:
+        raise ExportError(outdir, f"{url_path}: the app answered {response.status_code} "
+                          f"{response.get_data()[:200]!r}")
+    data = response.get_data()
+    if response.headers.get("Content-Encoding") == "gzip":
+        packed, body = data, gzip.decompress(data)
+    else:  # static assets: the app sends them as they are
+        packed, body = gzip.compress(data, compresslevel=9, mtime=0), data
+    return file_for(url_path, response.headers.get("Content-Type", "")), body, packed
+
+
+def _check_replaceable(outdir: Path) -> None:
+    if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
+        raise ExportError(outdir, "exists and is not a folder")
+    if outdir.is_dir() and any(outdir.iterdir()) and not (outdir / MARKER).is_file():
+        raise ExportError(outdir, f"is not empty and holds no earlier build ({MARKER}); "
+                          "choose an empty or new folder")
+
+
+def _swap_in(staging: Path, outdir: Path) -> None:
+    """Replace ``outdir`` by ``staging``: two renames, so readers see old or new."""
+    if not outdir.exists():
+        staging.rename(outdir)
+        return
+    old = outdir.parent / f".{outdir.name}.old-{os.getpid()}"
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        outdir.rename(old)
+    except OSError:  # a mount point cannot be renamed: replace its contents instead
+        for child in list(outdir.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        for child in list(staging.iterdir()):
+            child.rename(outdir / child.name)
+        staging.rmdir()
+        return
+    staging.rename(outdir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,316 @@
+"""The static export: built into a folder, served by plain static servers, and
+compared byte for byte with the live app over the same articles and ledger."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from lxml import etree, html
+
+from feedsvc.cli import main
+from feedsvc.errors import FeedsvcError
+from feedsvc.export import MARKER, build_site
+from feedsvc.progress import Progress
+from feedsvc.web import create_app
+from tests.conftest import BASE_URL, BUNDLED, write_article
+from tests.deploy_harness import NGINX, NGINX_MISSING, Nginx, fetch, free_port, site_from
+from tests.feedcheck import ATOM, CHECKS
+
+FEED_SIZE = 5  # small, so that feeds have archive documents too
+FORMATS = ("atom", "rss", "json")
+#: Content types a feed reader takes for each format: the registered one, or
+#: the generic type a stock static server may know instead.
+ACCEPTABLE = {
+    "atom": {"application/atom+xml", "application/xml", "text/xml"},
+    "rss": {"application/rss+xml", "application/x-rss+xml", "application/xml", "text/xml"},
+    "json": {"application/feed+json", "application/json"},
+}
+
+
+@dataclass
+class Export:
+    out: Path
+    live: Flask  # a second app over the same articles and ledger: "the live service"
+    client: FlaskClient
+    feeds: set[str]  # every feed URL path, found by following the live app's links
+    pages: set[str]  # every page URL path (and OPML, static assets), likewise
+
+    def live_get(self, path: str, gzipped: bool = False) -> bytes:
+        headers = {"Accept-Encoding": "gzip"} if gzipped else {}
+        response = self.client.get(path, headers=headers)
+        assert response.status_code == 200, path
+        return response.data
+
+
+def _config(tmp: Path, articles: Path) -> dict[str, object]:
+    return {"articles_dir": str(articles), "ledger_path": str(tmp / "ledger.sqlite3"),
+            "base_url": BASE_URL, "reload_interval": 0, "feed_size": FEED_SIZE}
+
+
+def _local(url: str) -> str:
+    assert url.startswith(BASE_URL), url
+    return url.removeprefix(BASE_URL)
+
+
+def _live_feeds(client: FlaskClient, app: Flask) -> set[str]:
+    """Each feed's documents, by following prev-archive links from the live app."""
+    paths: set[str] = set()
+    for ref in app.extensions["feedsvc"].collection.feed_refs():
+        document: str | None = f"{ref.prefix}/feed"
+        while document:
+            paths.update(f"{document}.{fmt}" for fmt in FORMATS)
+            atom = etree.fromstring(client.get(document + ".atom").data)
+            older = atom.find(f"{ATOM}link[@rel='prev-archive']")
+            document = _local(older.get("href")).removesuffix(".atom") if older is not None \
+                else None
+    return paths
+
+
+def _live_pages(client: FlaskClient) -> set[str]:
+    """Pages reached from the home page and from every entry of the site feed."""
+    pages = {"/", "/topics/", "/authors/", "/feeds.opml"}
+    home = html.fromstring(client.get("/").data)
+    pages |= {_local(h) for h in home.xpath("//a/@href | //link/@href")
+              if h.startswith(BASE_URL) and (h.endswith("/") or "/static/" in h)}
+    items = client.get("/feed.json?limit=1000").get_json()["items"]
+    pages |= {_local(item["url"]) for item in items}
+    pages.add("/static/feed.xsl")  # named only in the feeds' <?xml-stylesheet?>
+    return pages
+
+
+def _file(out: Path, url_path: str) -> Path:
+    """Where the export should have put ``url_path`` (the layout in feedsvc/export.py)."""
+    relative = url_path.lstrip("/")
+    if not relative or relative.endswith("/"):
+        return out / relative / "index.html"
+    if relative.startswith("articles/"):
+        return out / relative / "index.html"
+    return out / relative
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
+    tmp = tmp_path_factory.mktemp("export")
+    articles = tmp / "articles"
+    shutil.copytree(BUNDLED, articles)
+    builder = create_app(_config(tmp, articles), instance_path=tmp / "builder")
+    summary = build_site(builder, tmp / "site")
+    builder.extensions["feedsvc"].close()
+    live = create_app(_config(tmp, articles), instance_path=tmp / "live")
+    client = live.test_client()
+    feeds, pages = _live_feeds(client, live), _live_pages(client)
+    assert summary.feeds == len(feeds)
+    return Export(tmp / "site", live, client, feeds, pages)
+
+
+def test_every_feed_is_exported_byte_for_byte(export: Export) -> None:
+    exported = {"/" + p.relative_to(export.out).as_posix() for p in export.out.rglob("feed.*")
+                if p.suffix in (".atom", ".rss", ".json")}
+    assert exported == export.feeds
+    assert any("/archive/" in path for path in exported), "FEED_SIZE should make archives"
+    for path in sorted(export.feeds):
+        body = _file(export.out, path).read_bytes()
+        assert body == export.live_get(path), path
+        packed = _file(export.out, path).with_name(Path(path).name + ".gz").read_bytes()
+        assert packed == export.live_get(path, gzipped=True), path
+        CHECKS[path.rsplit(".", 1)[1]](body)
+
+
+def test_every_page_opml_and_asset_is_exported(export: Export) -> None:
+    assert any(p.startswith("/articles/") for p in export.pages)
+    assert "/static/style.css" in export.pages
+    for path in sorted(export.pages):
+        target = _file(export.out, path)
+        assert target.read_bytes() == export.live_get(path), path
+        assert gzip.decompress(target.with_name(target.name + ".gz").read_bytes()) == \
+            target.read_bytes()
+    expected = {_file(export.out, p) for p in export.feeds | export.pages}
+    expected |= {p.with_name(p.name + ".gz") for p in expected}
+    expected.add(export.out / MARKER)
+    assert {p for p in export.out.rglob("*") if p.is_file()} == expected
+
+
+class StaticServer:
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(self.port), "--bind", "127.0.0.1",
+             "--directory", str(root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("python -m http.server did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def http_server(export: Export) -> Iterator[StaticServer]:
+    server = StaticServer(export.out)
+    yield server
+    server.stop()
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip()
+
+
+def test_plain_static_server_serves_the_same_feeds(export: Export,
+                                                   http_server: StaticServer) -> None:
+    """``python -m http.server`` over the folder: same URLs, same bytes, usable types."""
+    for path in sorted(export.feeds):
+        reply = fetch(http_server.port, path)
+        assert reply.status == 200, path
+        assert reply.body == export.live_get(path), path
+        fmt = path.rsplit(".", 1)[1]
+        assert _media_type(reply.headers["Content-Type"]) in ACCEPTABLE[fmt], (
+            path, reply.headers["Content-Type"])
+    home = fetch(http_server.port, "/")
+    assert home.status == 200 and home.body == export.live_get("/")
+
+
+def test_plain_static_server_keeps_article_urls(export: Export,
+                                                http_server: StaticServer) -> None:
+    """The feeds link /articles/<slug>: a stock server redirects it to the folder's page."""
+    articles = sorted(p for p in export.pages if p.startswith("/articles/"))
+    for path in articles[:5]:
+        first = fetch(http_server.port, path)
+        assert first.status in (301, 302, 308), path
+        assert first.headers["Location"] == path + "/"
+        page = fetch(http_server.port, path + "/")
+        assert page.status == 200 and page.body == export.live_get(path)
+        assert _media_type(page.headers["Content-Type"]) == "text/html"
+
+
+@pytest.fixture(scope="module")
+def nginx_static(export: Export, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+    if NGINX is None:
+        pytest.skip(NGINX_MISSING)
+    site = site_from("feedsvc-static.conf", {
+        "listen 80;": "listen 127.0.0.1:@PORT@;",
+        "listen [::]:80;": "",
+        "root /srv/feedsvc/site;": f"root {export.out};",
+    })
+    server = Nginx(tmp_path_factory.mktemp("nginx-static"), site)
+    yield server
+    server.stop()
+
+
+def test_nginx_serves_the_export_as_the_live_service(export: Export, nginx_static: Nginx) -> None:
+    """deploy/nginx/feedsvc-static.conf: same URLs, bytes, content types and gzip as live."""
+    for path in sorted(export.feeds | export.pages):
+        live = export.client.get(path)
+        reply = fetch(nginx_static.port, path)
+        assert reply.status == 200, path
+        assert reply.body == live.data, path
+        if not path.startswith("/static/"):  # Flask's own guess for assets differs slightly
+            assert reply.headers["Content-Type"] == live.headers["Content-Type"], path
+        zipped = fetch(nginx_static.port, path, {"Accept-Encoding": "gzip"})
+        assert zipped.headers["Content-Encoding"] == "gzip", path
+        assert gzip.decompress(zipped.body) == live.data, path
+        if not path.startswith("/static/"):
+            assert zipped.body == export.live_get(path, gzipped=True), path
+    assert fetch(nginx_static.port, "/" + MARKER).status == 404
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def test_build_command_matches_the_live_app(tmp_path: Path, articles_dir: Path,
+                                            make_app, monkeypatch, capsys) -> None:
+    ledger = tmp_path / "ledger.sqlite3"  # the ledger make_app's apps use
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(ledger))
+    out = tmp_path / "public"
+    argv = ["build", str(out), "--folder", str(articles_dir), "--base-url", BASE_URL]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("built ") and str(out) in captured.out
+    # Not a terminal here: plain progress lines, ending at 100%.
+    lines = [line for line in captured.err.splitlines() if line.startswith("build: ")]
+    assert 2 <= len(lines) <= 11 and lines[-1].endswith("(100%)")
+    assert "\r" not in captured.err
+    client = make_app(articles_dir).test_client()
+    for path in ("/feed.atom", "/topics/nato/feed.rss", "/authors/sara-wazowski/feed.json",
+                 "/feeds.opml"):
+        assert (out / path.lstrip("/")).read_bytes() == client.get(path).data, path
+
+    # A rebuild replaces the folder whole: a deleted article's page goes too.
+    gone = write_article(articles_dir, "short-lived.txt", "A Short Lived Story")
+    assert main(argv) == 0
+    assert (out / "articles" / "a-short-lived-story" / "index.html").is_file()
+    gone.unlink()
+    assert main(argv) == 0
+    assert not (out / "articles" / "a-short-lived-story").exists()
+    assert (out / MARKER).is_file() and (out / "feed.atom").is_file()
+    assert not list(tmp_path.glob(".public.*")), "no staging folder left behind"
+
+
+def test_build_refuses_a_folder_that_is_not_a_build(tmp_path: Path, articles_dir: Path,
+                                                    make_app, capsys) -> None:
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    code = main(["build", str(precious), "--folder", str(articles_dir), "--base-url", BASE_URL])
+    assert code == 2
+    assert "holds no earlier build" in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    # And a site needs a public URL: without one nothing is written.
+    app = make_app(articles_dir, base_url=None)
+    with pytest.raises(FeedsvcError, match="public URL"):
+        build_site(app, tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_build_without_base_url_setting_uses_the_given_one(tmp_path: Path, articles_dir: Path,
+                                                           make_app) -> None:
+    """Links come from the base URL given, as a live app makes them from the request host."""
+    app = make_app(articles_dir, base_url=None)
+    build_site(app, tmp_path / "site", "https://static.example.net")
+    live = app.test_client().get("/topics/nato/feed.atom", base_url="https://static.example.net")
+    body = (tmp_path / "site" / "topics" / "nato" / "feed.atom").read_bytes()
+    assert body == live.data
+    assert b'href="https://static.example.net/static/feed.xsl"' in body
+
+
+def test_progress_draws_a_bar_on_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress("build", stream, tty=True, interval=0)
+    for done in range(0, 101, 25):
+        progress(done, 100, f"/item/{done}")
+    progress.close("finished")
+    text = stream.getvalue()
+    assert text.count("\r") >= 5
+    assert "build [" in text and " 50% 50/100" in text and "100% 100/100" in text
+    assert "#" * 10 in text and text.endswith("finished\n")
+
+
+def test_progress_prints_a_line_per_tenth_elsewhere() -> None:
+    stream = io.StringIO()
+    progress = Progress("check", stream, tty=False)
+    for done in range(1, 1001):
+        progress(done, 1000)
+    lines = stream.getvalue().splitlines()
+    # The first item tells the total; then one line per tenth.
+    assert len(lines) == 11 and lines[:2] == ["check: 1/1000 (0%)", "check: 100/1000 (10%)"]
+    assert lines[-1] == "check: 1000/1000 (100%)"
