@@ -1,0 +1,97 @@
+"""gunicorn settings for feedsvc in production: ``gunicorn -c deploy/gunicorn.conf.py wsgi:app``.
+
+Every value can be changed without editing this file, through the variables
+below (the ``FEEDSVC_*`` settings of the app itself are read by the app):
+
+- ``FEEDSVC_BIND``: address to listen on, default ``127.0.0.1:8000`` (nginx in
+  front); several addresses separated by commas.
+- ``FEEDSVC_WORKERS``: worker processes, default ``2 * cores + 1`` capped at
+  ``FEEDSVC_MAX_WORKERS`` (default 8): each worker keeps its own copy of the
+  articles and render cache, so more workers cost memory, not correctness.
+- ``FEEDSVC_THREADS``: threads per worker (default 4); requests wait on the
+  network far more than they compute, and a thread shares its worker's cache.
+- ``FEEDSVC_TIMEOUT``: seconds a silent worker is given before it is restarted.
+- ``FEEDSVC_ACCESS_LOG``: access log file, default ``-`` (standard output).
+- ``PROMETHEUS_MULTIPROC_DIR``: where the workers keep their metrics so that
+  ``/metrics`` from any worker reports the sum over all of them; made in a
+  fresh temporary folder if not given, and emptied at start.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+
+
+def _cores() -> int:
+    """Cores this process may run on: the CPU set of a container, not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no sched_getaffinity on macOS
+        return os.cpu_count() or 1
+
+
+def default_workers(cores: int, cap: int) -> int:
+    """gunicorn's rule of thumb, ``2 * cores + 1``, never more than ``cap``."""
+    return max(1, min(2 * cores + 1, cap))
+
+
+bind = [address.strip() for address in os.environ.get("FEEDSVC_BIND", "127.0.0.1:8000").split(",")
+        if address.strip()]
+workers = int(os.environ.get("FEEDSVC_WORKERS") or default_workers(
+    _cores(), int(os.environ.get("FEEDSVC_MAX_WORKERS") or 8)))
+worker_class = "gthread"
+threads = int(os.environ.get("FEEDSVC_THREADS") or 4)
+
+# A render takes milliseconds; a worker silent for this long is stuck.
+timeout = int(os.environ.get("FEEDSVC_TIMEOUT") or 30)
+graceful_timeout = 30  # in-flight requests finish on restart or SIGTERM
+# nginx keeps idle upstream connections for 4 s (keepalive_timeout in the site
+# file): shorter than this, so nginx never reuses a connection we just closed.
+keepalive = 5
+
+# gunicorn 27 opens a control socket by default; nothing here uses it.
+control_socket_disable = True
+
+accesslog = os.environ.get("FEEDSVC_ACCESS_LOG", "-")
+# Combined log format plus the response time in milliseconds and the client
+# address nginx saw (REMOTE_ADDR is nginx's unless FEEDSVC_TRUSTED_PROXIES is set).
+access_log_format = ('%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
+                     '%(M)sms xff="%({x-forwarded-for}i)s"')
+errorlog = "-"
+loglevel = os.environ.get("FEEDSVC_LOG_LEVEL", "info")
+
+# -- metrics across workers (prometheus-client multiprocess mode) -------------
+
+_made_metrics_dir: str | None = None
+
+
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
+    """Before any worker forks: give the workers one empty metrics folder.
+
+    prometheus-client's documentation asks for the folder to be emptied
+    between runs, or counters of a previous run's processes would be summed in.
+    """
+    global _made_metrics_dir
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = _made_metrics_dir = tempfile.mkdtemp(prefix="feedsvc-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    os.makedirs(folder, exist_ok=True)
+    for stale in glob.glob(os.path.join(folder, "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001
+    """A worker is gone: drop its live gauges (its counters stay in the sums)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:  # noqa: ANN001
+    if _made_metrics_dir:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)

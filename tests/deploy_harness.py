@@ -1,0 +1,212 @@
+"""Running the shipped deploy/ files for real: gunicorn with deploy/gunicorn.conf.py
+and nginx with the site files, everything in a test's temporary folder.
+
+The site files under deploy/nginx/ mark the few lines a test must change
+(listen address, upstream, cache folder, web root, log file) with
+``# test: replaced``; :func:`site_from` replaces exactly those and refuses to
+run if a marked line is left alone or a value is not found exactly once, so
+the tests always run the configuration operators install.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy" / "nginx"
+MARKER = "# test: replaced"
+
+
+def _find_nginx() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/nginx", "/usr/local/sbin/nginx"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+NGINX = _find_nginx()
+NGINX_MISSING = "nginx is not installed here (.ci/run installs Debian's: apt-get install nginx)"
+needs_nginx = pytest.mark.skipif(NGINX is None, reason=NGINX_MISSING)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mime_types() -> Path:
+    """The stock mime.types of the installed nginx, as its nginx.conf includes it."""
+    output = subprocess.run([NGINX, "-V"], capture_output=True, text=True, check=True).stderr
+    match = re.search(r"--conf-path=(\S+)", output)
+    conf_dir = Path(match.group(1)).parent if match else Path("/etc/nginx")
+    return conf_dir / "mime.types"
+
+
+def site_from(name: str, replacements: dict[str, str]) -> str:
+    """The shipped site file ``deploy/nginx/<name>`` with its marked values replaced."""
+    text = (DEPLOY / name).read_text(encoding="utf-8")
+    marked = [line for line in text.splitlines()
+              if MARKER in line and not line.lstrip().startswith("#")]
+    for line in marked:
+        hits = [old for old in replacements if old in line]
+        assert len(hits) == 1, f"{name}: marked line {line.strip()!r} matches {hits}"
+    for old, new in replacements.items():
+        count = text.count(old)
+        assert count == 1, f"{name}: expected {old!r} exactly once, found it {count} times"
+        text = text.replace(old, new)
+    return text
+
+
+class Nginx:
+    """nginx in the foreground (``daemon off``) with everything in one folder."""
+
+    def __init__(self, folder: Path, site: str) -> None:
+        self.folder = folder
+        self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "site.conf").write_text(site.replace("@PORT@", str(self.port)),
+                                          encoding="utf-8")
+        # Workers run as root when we are root: the temporary folders are
+        # private to root, and "nobody" (nginx's default) could not use them.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temp = "\n".join(f"    {kind}_temp_path {folder / kind};"
+                         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (folder / "nginx.conf").write_text(f"""{user}daemon off;
+worker_processes 1;
+pid {folder / "nginx.pid"};
+error_log {folder / "error.log"} info;
+events {{ worker_connections 256; }}
+http {{
+    include {mime_types()};
+    default_type application/octet-stream;
+    access_log {folder / "access.log"};
+{temp}
+    include {folder / "site.conf"};
+}}
+""", encoding="utf-8")
+        self.log = (folder / "nginx.out").open("wb")
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", str(folder), "-c", str(folder / "nginx.conf"),
+             "-e", str(folder / "error.log")],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited with {self.proc.returncode}:\n{self.errors()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("nginx did not start listening:\n" + self.errors()) from None
+                time.sleep(0.05)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def errors(self) -> str:
+        parts = []
+        for name in ("nginx.out", "error.log"):
+            path = self.folder / name
+            if path.exists():
+                parts.append(path.read_text(errors="replace"))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Message  # case-insensitive .get()
+    body: bytes
+
+
+def fetch(port: int, path: str, headers: dict[str, str] | None = None,
+          method: str = "GET") -> Reply:
+    """One request on a fresh connection, nothing decoded or followed: what came back."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return Reply(response.status, response.msg, response.read())
+    finally:
+        conn.close()
+
+
+class Gunicorn:
+    """``gunicorn -c deploy/gunicorn.conf.py wsgi:app``, as the systemd unit runs it."""
+
+    def __init__(self, folder: Path, env: dict[str, str], workers: int = 2) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.workers = workers
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith("FEEDSVC_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+        clean.update(FEEDSVC_BIND=f"127.0.0.1:{self.port}", FEEDSVC_WORKERS=str(workers),
+                     PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
+        clean.update(env)
+        self.log_path = folder / "gunicorn.log"
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=clean, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        seen: set[int] = set()
+        while len(seen) < workers:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("gunicorn did not start all workers:\n" + self.output())
+            try:
+                seen |= self.worker_pids()
+            except OSError:
+                time.sleep(0.1)
+
+    def worker_pids(self, count: int = 16) -> set[int]:
+        """Pids of the workers that answered ``count`` concurrent /healthz requests."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            replies = list(pool.map(lambda _: fetch(self.port, "/healthz"), range(count)))
+        return {json.loads(r.body)["worker"] for r in replies if r.status == 200}
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.log_path.read_text(errors="replace")
