@@ -176,3 +176,25 @@ def test_new_edited_and_deleted_files_reach_every_worker(server: Server) -> None
     assert after.updated > before.updated
     path.unlink()
     _wait_until(lambda: everyone_sees(b"Live Reload Reaches Workers", present=False), budget)
+
+
+def test_archive_chain_over_http_collects_every_entry_once(server: Server) -> None:
+    """Follow prev-archive from the subscription document to the oldest archive."""
+    from lxml import etree
+
+    atom = "{http://www.w3.org/2005/Atom}"
+    ids: list[str] = []
+    url: str | None = server.base + "/feed.atom"
+    hops = 0
+    while url:
+        status, _, body = server.get(url.removeprefix(server.base))
+        assert status == 200, url
+        doc = etree.fromstring(body)
+        ids += [e.findtext(f"{atom}id") for e in doc.iter(f"{atom}entry")]
+        older = doc.findall(f"{atom}link[@rel='prev-archive']")
+        url = older[0].get("href") if older else None
+        hops += 1
+    status, _, body = server.get("/feed.json?limit=1000")
+    everything = [item["id"] for item in json.loads(body)["items"]]
+    assert hops > 2
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(everything)
