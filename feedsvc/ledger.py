@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import sqlite3
+import stat
 import threading
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -61,6 +63,15 @@ _SCHEMA = (
 _INDEX = "CREATE INDEX IF NOT EXISTS articles_hash ON articles(hash)"
 _COLUMNS = frozenset({"path", "id", "slug", "first_seen", "changed", "hash"})
 _ROW = "id, slug, first_seen, changed, hash"
+_READ_ONLY = (
+    "ledger is read-only: the file and its folder must be writable by the service "
+    "(SQLite also creates -wal and -shm files beside it)"
+)
+_GONE = (
+    "ledger file is gone (deleted or moved while the service runs); nothing new is recorded "
+    "until it is restored from a back-up - starting a new ledger would change published ids "
+    "and dates"
+)
 
 # RFC 4151 taggingEntity authority: a DNS name or an e-mail address. Underscores
 # are tolerated (container host names such as "feed_svc" have them); what would
@@ -110,10 +121,7 @@ def _reason(exc: sqlite3.Error) -> str:
             f"{BUSY_TIMEOUT_MS // 1000} s"
         )
     if name.startswith("SQLITE_READONLY") or "readonly" in low or "read-only" in low:
-        return (
-            "ledger is read-only: the file and its folder must be writable by the service "
-            "(SQLite also creates -wal and -shm files beside it)"
-        )
+        return _READ_ONLY
     if name == "SQLITE_NOTADB" or "not a database" in low:
         return (
             "file is not a database (corrupt, or not a feedsvc ledger); restore it from a "
@@ -130,6 +138,11 @@ def _reason(exc: sqlite3.Error) -> str:
         return "cannot open the ledger file: its folder must exist and be writable"
     if name.startswith("SQLITE_PERM") or "permission" in low:
         return f"permission denied ({msg})"
+    if name in ("SQLITE_IOERR_WRITE", "SQLITE_IOERR_SHMSIZE", "SQLITE_IOERR_TRUNCATE"):
+        # A file that cannot grow: ENOSPC after a partial write is SQLITE_FULL,
+        # a failed write, a size limit (EFBIG) or a -shm that cannot grow are
+        # these. One message for all, so a full disk is logged once, not per code.
+        return "cannot write to the disk: it may be full, or a file size limit was reached"
     if name.startswith("SQLITE_IOERR"):
         return f"disk I/O error ({name})"
     return msg
@@ -142,6 +155,8 @@ class Ledger:
     record from a reload thread) and guarded by a lock. Every SQLite failure
     is raised as :class:`LedgerError` naming the file; a corrupt, foreign or
     read-only file fails here, at construction, rather than at first use.
+    A file deleted, replaced or damaged while open is noticed at the next use
+    (see :meth:`_connection`), and that use fails until the file is back.
     """
 
     def __init__(self, path: Path, id_authority: str) -> None:
@@ -162,19 +177,45 @@ class Ledger:
         self.id_authority = authority
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        # What the file looked like after our last use of it; see _connection().
+        self._signature: tuple[int, ...] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LedgerError(
                 str(self.path), f"cannot create its folder: {exc.strerror or exc}"
             ) from exc
+        self._conn = self._connect(create=True)
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        """Open, configure and check the file; ``create=False`` never makes a new one.
+
+        Only the first open may create the file: once a ledger existed, a
+        missing file means it was deleted, and a fresh one would hand out new
+        ids and dates for articles already published.
+        """
+        # SQLite opens a file it may not write read-only, and then creates the
+        # -wal and -shm files with the same read-only mode: they would outlive
+        # the fix of the ledger's own mode. So a read-only file is not opened,
+        # and side files left read-only (by any reader) get the ledger's mode.
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise LedgerError(str(self.path), f"{_READ_ONLY}; {self.path.name} is not writable")
+        for side in (Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            if side.exists() and not os.access(side, os.W_OK):
+                with contextlib.suppress(OSError):  # not ours to change: said below
+                    os.chmod(side, stat.S_IMODE(os.stat(self.path).st_mode))
+                if not os.access(side, os.W_OK):
+                    raise LedgerError(str(self.path), f"{_READ_ONLY}; {side.name} is not writable")
         conn: sqlite3.Connection | None = None
         try:
+            target = self.path if create else f"{self.path.absolute().as_uri()}?mode=rw"
             conn = sqlite3.connect(
-                self.path,
+                target,
                 timeout=BUSY_TIMEOUT_MS / 1000,
                 isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE
                 check_same_thread=False,
+                uri=not create,
             )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             # Reads the header: a file that is not SQLite fails here.
@@ -192,6 +233,7 @@ class Ledger:
                     + "); restore it from a back-up - starting a new ledger would change "
                     "published ids and dates",
                 )
+            self._signature = self._file_signature()
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
@@ -200,7 +242,59 @@ class Ledger:
             if conn is not None:
                 conn.close()
             raise
-        self._conn = conn
+        return conn
+
+    def _file_signature(self) -> tuple[int, ...] | None:
+        """Identity and change times of the file now at ``path``; None if there is none."""
+        try:
+            st = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise LedgerError(str(self.path), f"cannot stat: {exc.strerror or exc}") from exc
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection if the file is as we left it; else a fresh, checked one.
+
+        SQLite keeps writing to a database file that was deleted or replaced
+        while open, so everything recorded afterwards would vanish at the next
+        start and those articles would get new ids and dates; and a cached
+        connection does not notice a file damaged, restored or made read-only
+        under it. So each use compares the file with how our last use left it:
+        if it is gone, nothing is recorded until it is restored; if anything
+        else changed (another worker's checkpoint, a restore, damage, a chmod)
+        or an earlier use failed, it is reopened with every check of a first
+        open, which costs a millisecond or two. Called with the lock held.
+        """
+        if self._closed:
+            raise LedgerError(str(self.path), "ledger is closed")
+        signature = self._file_signature()
+        if self._conn is not None and signature == self._signature:
+            return self._conn
+        self._drop()
+        if signature is None:
+            raise LedgerError(str(self.path), _GONE)
+        self._conn = self._connect(create=False)
+        return self._conn
+
+    def _drop(self) -> None:
+        """Close the connection after a failure, so that the next use reopens the file."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _failed(self, exc: sqlite3.Error) -> LedgerError:
+        """The LedgerError for ``exc``; drops the connection unless the file was just busy.
+
+        A corrupt, read-only or full file may be repaired or replaced while we
+        run: a fresh connection sees the repair, a cached one might not.
+        """
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if not name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            self._drop()
+        return LedgerError(str(self.path), _reason(exc))
 
     def _initialise(self, conn: sqlite3.Connection) -> None:
         """Create or check the tables; write the schema version to fail fast if read-only."""
@@ -242,11 +336,6 @@ class Ledger:
             _rollback(conn)
             raise
 
-    def _open_conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise LedgerError(str(self.path), "ledger is closed")
-        return self._conn
-
     def record(
         self, sightings: Iterable[Sighting], present_paths: Collection[str], now: float
     ) -> dict[str, Stamp]:
@@ -270,7 +359,7 @@ class Ledger:
         )
         seen_now = {s.path for s in batch}
         with self._lock:
-            conn = self._open_conn()
+            conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -282,7 +371,8 @@ class Ledger:
                     _rollback(conn)
                     raise
             except sqlite3.Error as exc:
-                raise LedgerError(str(self.path), _reason(exc)) from exc
+                raise self._failed(exc) from exc
+            self._signature = self._file_signature()  # our own commit may checkpoint
         return result
 
     def _record_one(
@@ -332,16 +422,17 @@ class Ledger:
     def stamps(self) -> dict[str, Stamp]:
         """Everything recorded, by path, including rows of files since deleted."""
         with self._lock:
-            conn = self._open_conn()
+            conn = self._connection()
             try:
                 rows = conn.execute(f"SELECT path, {_ROW} FROM articles").fetchall()
             except sqlite3.Error as exc:
-                raise LedgerError(str(self.path), _reason(exc)) from exc
+                raise self._failed(exc) from exc
         return {row[0]: _stamp(row[1:]) for row in rows}
 
     def close(self) -> None:
         """Close the connection; further use raises LedgerError. Safe to call twice."""
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 try:
