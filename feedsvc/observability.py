@@ -142,6 +142,13 @@ def ledger_problem(path: Path, timeout: float = LEDGER_PROBE_TIMEOUT) -> str | N
     ``timeout``), and a ``CREATE TABLE`` that is rolled back proves the file
     and its folder are writable without changing anything on disk.
     """
+    # Check permissions first: opening a read-only ledger makes SQLite create
+    # its -wal/-shm side files read-only too, which would outlive the fault.
+    for candidate in (Path(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if candidate.exists() and not os.access(candidate, os.W_OK):
+            return f"ledger {path}: {candidate.name} is not writable"
+    if not Path(path).exists():
+        return f"ledger {path} is missing; restore it from a back-up"
     try:
         conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=rw", uri=True,
                                timeout=timeout, isolation_level=None)

@@ -133,6 +133,10 @@ class Publisher:
             title=settings.site_title, subtitle=settings.site_subtitle, language=settings.language
         )
         self.catalog: TopicCatalog = load_topic_catalog(settings.topics_file)
+        if not settings.articles_dir.is_dir():  # before the ledger: make nothing for nothing
+            raise ConfigError(
+                "FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder that exists"
+            )
         self.ledger = Ledger(ledger_path, id_authority(settings.base_url))
         self.clock = clock
         self.settle_seconds = settle_seconds
@@ -182,8 +186,9 @@ class Publisher:
             listed_at = time.perf_counter()
         except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
             if first:
+                reason = exc.strerror or str(exc)
                 raise ConfigError(
-                    "FEEDSVC_ARTICLES_DIR", f"articles folder {root} cannot be read: {exc}"
+                    "FEEDSVC_ARTICLES_DIR", f"{root} cannot be read: {reason}"
                 ) from None
             if not self.folder_missing:
                 log.error("articles folder %s is missing; serving the last good feeds", root)

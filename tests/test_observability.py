@@ -65,7 +65,7 @@ def test_readyz_when_the_ledger_file_is_gone(app, client, tmp_path: Path) -> Non
         (tmp_path / f"ledger.sqlite3{suffix}").unlink(missing_ok=True)
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert "cannot be opened" in " ".join(response.get_json()["reasons"])
+    assert "is missing; restore it" in " ".join(response.get_json()["reasons"])
     assert not (tmp_path / "ledger.sqlite3").exists(), "the probe must not create a new ledger"
     assert client.get("/healthz").status_code == 200  # alive, just not ready
 
