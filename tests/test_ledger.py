@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
-import pickle
 import shutil
 import sqlite3
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,12 +22,12 @@ from feedsvc.errors import LedgerError
 from feedsvc.ledger import SCHEMA_VERSION, Ledger, Sighting
 from feedsvc.model import Stamp
 from feedsvc.text import slugify
+from tests.unprivileged import run_unprivileged
 
 AUTH = "news.example.org"
 PAST = 1_700_000_000  # 2023-11-14T22:13:20Z
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z
 LATER = NOW + 86_400
-NOBODY = 65534
 
 
 def sight(
@@ -545,45 +543,6 @@ def test_closed_ledger(db: Path) -> None:
 
 
 # --- read-only: permission bits do not bite for root, so drop to nobody -------------------
-
-
-def run_unprivileged(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn`` as an unprivileged user (fork and drop to nobody when root).
-
-    ``fn`` must return plain picklable data.
-    """
-    if os.geteuid() != 0:
-        return fn(*args)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(r)
-            try:
-                os.setgroups([])
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-            except OSError as exc:
-                payload: tuple[str, Any] = ("nosetuid", str(exc))
-            else:
-                try:
-                    payload = ("ok", fn(*args))
-                except BaseException:
-                    payload = ("error", traceback.format_exc())
-            with os.fdopen(w, "wb") as out:
-                out.write(pickle.dumps(payload))
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as inp:
-        data = inp.read()
-    os.waitpid(pid, 0)
-    kind, value = pickle.loads(data)
-    if kind == "nosetuid":
-        pytest.skip(f"cannot drop root privileges to test permissions: {value}")
-    if kind == "error":
-        pytest.fail(f"unprivileged child failed:\n{value}")
-    return value
 
 
 def _open_ledger(path: str) -> tuple[str, str] | dict[str, tuple[str, str]]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import stat
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,8 +26,7 @@ from feedsvc.source import (
     read_article,
     settled,
 )
-
-NOBODY = 65534
+from tests.unprivileged import run_unprivileged
 
 
 def write(root: Path, rel: str, data: str | bytes = "Headline\n\nBy Sara\n") -> Path:
@@ -43,47 +40,6 @@ def write(root: Path, rel: str, data: str | bytes = "Headline\n\nBy Sara\n") -> 
 
 def errors_of(root: Path) -> dict[str, str]:
     return {e.path: e.reason for e in list_articles(root).errors}
-
-
-def run_unprivileged(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn`` as an unprivileged user: permission bits do not bite for root.
-
-    As root, fork and drop to nobody (the interpreter lives under /root, so a
-    fresh ``python`` could not start as nobody); otherwise just call it.
-    ``fn`` must return plain picklable data.
-    """
-    if os.geteuid() != 0:
-        return fn(*args)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(r)
-            try:
-                os.setgroups([])
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-            except OSError as exc:
-                payload: tuple[str, Any] = ("nosetuid", str(exc))
-            else:
-                try:
-                    payload = ("ok", fn(*args))
-                except BaseException:
-                    payload = ("error", traceback.format_exc())
-            with os.fdopen(w, "wb") as out:
-                out.write(pickle.dumps(payload))
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as inp:
-        data = inp.read()
-    os.waitpid(pid, 0)
-    kind, value = pickle.loads(data)
-    if kind == "nosetuid":
-        pytest.skip(f"cannot drop root privileges to test permissions: {value}")
-    if kind == "error":
-        pytest.fail(f"unprivileged child failed:\n{value}")
-    return value
 
 
 @pytest.fixture

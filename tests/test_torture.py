@@ -15,12 +15,10 @@ import contextlib
 import io
 import json
 import os
-import pickle
 import random
 import re
 import shutil
 import tempfile
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +32,8 @@ from feedsvc.text import slugify
 from feedsvc.web import create_app
 from tests.conftest import BASE_URL, write_article
 from tests.feedcheck import CHECKS
+from tests.unprivileged import run_unprivileged as _run_unprivileged
 
-NOBODY = 65534
 LIMIT = 2 * 1024 * 1024  # FEEDSVC_MAX_ARTICLE_BYTES' documented default
 SECRET = "TOP-SECRET-OUTSIDE-THE-FOLDER"
 JUNK_TITLE = "Editor Junk Must Never Be Published"
@@ -76,47 +74,11 @@ JUNK = (".#draft.txt", "draft.txt~", ".draft.txt.swp", "draft.txt.tmp", ".hidden
 
 
 def run_unprivileged(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` as user nobody (forked) when we are root, else here.
-
-    ``fn`` must return plain picklable data; an exception in the child fails
-    the test with the child's traceback.
-    """
-    if os.geteuid() != 0:
-        return fn(*args)
-    # nobody may not be able to read site-packages (under /root): whatever the
-    # child imports lazily must be imported before the fork (see warm_up). And
-    # anyascii reads its tables one Unicode block at a time: load them now.
-    slugify("".join(map(chr, range(0x20, 0x3000))))
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        try:
-            os.close(read_end)
-            try:
-                os.setgroups([])
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-            except PermissionError as exc:
-                payload: tuple[str, Any] = ("nosetuid", str(exc))
-            else:
-                try:
-                    payload = ("ok", fn(*args))
-                except BaseException:
-                    payload = ("error", traceback.format_exc())
-            with os.fdopen(write_end, "wb") as out:
-                out.write(pickle.dumps(payload))
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as inp:
-        data = inp.read()
-    os.waitpid(pid, 0)
-    kind, value = pickle.loads(data)
-    if kind == "nosetuid":
-        pytest.skip(f"cannot drop root privileges to test permissions: {value}")
-    if kind == "error":
-        pytest.fail(f"unprivileged child failed:\n{value}")
-    return value
+    """As tests.unprivileged's, having loaded anyascii's tables first: it reads them
+    one Unicode block at a time, and nobody cannot read site-packages under /root."""
+    return _run_unprivileged(
+        fn, *args, before_fork=lambda: slugify("".join(map(chr, range(0x20, 0x3000))))
+    )
 
 
 @pytest.fixture
