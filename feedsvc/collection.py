@@ -7,11 +7,13 @@ that holds a reference sees one consistent version however reloads interleave.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from .model import Article, Author, Entry, Stamp, Topic, TopicRef
 from .topics import TopicCatalog
@@ -175,35 +177,67 @@ class Collection:
         by_slug: dict[str, Entry],
         previous: tuple[Collection, set[FeedRef]] | None,
     ) -> None:
-        """Derive topics, authors and versions; reuse ``previous`` for untouched feeds."""
-        self._feeds = {ref: feeds[ref] for ref in sorted(feeds, key=_canonical)}
-        self.entries: tuple[Entry, ...] = self._feeds[SITE_FEED]
+        """Derive topics, authors and versions; reuse ``previous`` for untouched feeds.
+
+        Everything here is a dict copy plus work per touched feed; orderings
+        (feed_refs, topics, authors) and the whole-site version are derived
+        on first use, so an edit among 100,000 articles does not sort them.
+        """
+        self._feeds = feeds
+        self.entries: tuple[Entry, ...] = feeds[SITE_FEED]
         self.by_slug: dict[str, Entry] = by_slug
-        old, touched = previous if previous else (None, set())
-        self._versions: dict[FeedRef, str] = {}
-        self.topics: dict[str, Topic] = {}
-        self.authors: dict[str, AuthorInfo] = {}
-        for ref, items in self._feeds.items():
-            if old is not None and ref not in touched:
-                self._versions[ref] = old._versions[ref]
-                if ref.kind == "topic":
-                    self.topics[ref.slug] = old.topics[ref.slug]
-                elif ref.kind == "author":
-                    self.authors[ref.slug] = old.authors[ref.slug]
+        if previous is None:
+            touched: Iterable[FeedRef] = feeds
+            self._versions: dict[FeedRef, str] = {}
+            self._topics: dict[str, Topic] = {}
+            self._authors: dict[str, AuthorInfo] = {}
+        else:
+            old, touched = previous
+            self._versions = dict(old._versions)
+            self._topics = dict(old._topics)
+            self._authors = dict(old._authors)
+        for ref in touched:
+            items = feeds.get(ref)
+            table: dict[str, Any] | None = (
+                self._topics if ref.kind == "topic" else
+                self._authors if ref.kind == "author" else None
+            )
+            if items is None:  # the feed is gone
+                self._versions.pop(ref, None)
+                if table is not None:
+                    table.pop(ref.slug, None)
                 continue
             self._versions[ref] = _version(items)
             if ref.kind == "topic":
-                self.topics[ref.slug] = _topic(ref.slug, items)
+                self._topics[ref.slug] = _topic(ref.slug, items)
             elif ref.kind == "author":
-                self.authors[ref.slug] = _author_info(ref.slug, items)
-        self.version: str = hashlib.blake2b(
-            "".join(f"{r.kind}/{r.slug}={v};" for r, v in self._versions.items()).encode(),
-            digest_size=16,
-        ).hexdigest()
+                self._authors[ref.slug] = _author_info(ref.slug, items)
+
+    @functools.cached_property
+    def _ordered_refs(self) -> list[FeedRef]:
+        return sorted(self._feeds, key=_canonical)
 
     def feed_refs(self) -> Iterator[FeedRef]:
-        """Every feed the collection has: site, then topics, then authors."""
-        return iter(self._feeds)
+        """Every feed the collection has: site, then topics, then authors, by slug."""
+        return iter(self._ordered_refs)
+
+    @functools.cached_property
+    def topics(self) -> dict[str, Topic]:
+        """Every topic by slug, in slug order."""
+        return {slug: self._topics[slug] for slug in sorted(self._topics)}
+
+    @functools.cached_property
+    def authors(self) -> dict[str, AuthorInfo]:
+        """Every author by slug, in slug order."""
+        return {slug: self._authors[slug] for slug in sorted(self._authors)}
+
+    @functools.cached_property
+    def version(self) -> str:
+        """A digest of every feed's version: changes when anything shown changes."""
+        return hashlib.blake2b(
+            "".join(f"{r.kind}/{r.slug}={self._versions[r]};" for r in self._ordered_refs).encode(),
+            digest_size=16,
+        ).hexdigest()
 
     def feed_entries(self, ref: FeedRef) -> tuple[Entry, ...] | None:
         """The entries of one feed, newest first; None for an unknown feed."""
@@ -214,13 +248,21 @@ class Collection:
         return self._versions.get(ref)
 
     def title_of(self, ref: FeedRef) -> str | None:
-        if ref.kind == "topic" and ref.slug in self.topics:
-            return self.topics[ref.slug].name
-        if ref.kind == "author" and ref.slug in self.authors:
-            return self.authors[ref.slug].author.name
+        if ref.kind == "topic" and ref.slug in self._topics:
+            return self._topics[ref.slug].name
+        if ref.kind == "author" and ref.slug in self._authors:
+            return self._authors[ref.slug].author.name
         return None
 
-    @property
+    def topic(self, slug: str) -> Topic | None:
+        """One topic, without building the ordered :attr:`topics`."""
+        return self._topics.get(slug)
+
+    def author(self, slug: str) -> AuthorInfo | None:
+        """One author, without building the ordered :attr:`authors`."""
+        return self._authors.get(slug)
+
+    @functools.cached_property
     def updated(self) -> datetime | None:
         """The newest ``updated`` of any entry: what the site last changed at."""
         return max((e.updated for e in self.entries), default=None)

@@ -33,12 +33,13 @@ def feed_path(ref: FeedRef) -> str:
 
 
 def _titles(ref: FeedRef, collection: Collection, site: Site) -> tuple[str, str]:
-    if ref.kind == "topic":
-        name = collection.topics[ref.slug].name
-        return f"{name} — {site.title}", f"Articles about {name} on {site.title}"
-    if ref.kind == "author":
-        author = collection.authors[ref.slug].author
-        return f"{author.name} — {site.title}", author.bio or f"Articles by {author.name}"
+    """Title and subtitle of a feed the collection has (callers checked it exists)."""
+    topic, info = collection.topic(ref.slug), collection.author(ref.slug)
+    if ref.kind == "topic" and topic is not None:
+        return f"{topic.name} — {site.title}", f"Articles about {topic.name} on {site.title}"
+    if ref.kind == "author" and info is not None:
+        name = info.author.name
+        return f"{name} — {site.title}", info.author.bio or f"Articles by {name}"
     return site.title, site.subtitle
 
 

@@ -299,10 +299,11 @@ def topics() -> Response:
 @bp.get("/topics/<slug>/")
 def topic(slug: str) -> Response:
     collection = _publisher().collection
-    if slug not in collection.topics:
+    found = collection.topic(slug)
+    if found is None:
         return _not_found("no such topic")
     ref = FeedRef("topic", slug)
-    return _page(("topic", slug), "topic.html", topic=collection.topics[slug],
+    return _page(("topic", slug), "topic.html", topic=found,
                  entries=collection.feed_entries(ref), feed_prefix=ref.prefix)
 
 
@@ -314,10 +315,11 @@ def authors() -> Response:
 @bp.get("/authors/<slug>/")
 def author(slug: str) -> Response:
     collection = _publisher().collection
-    if slug not in collection.authors:
+    info = collection.author(slug)
+    if info is None:
         return _not_found("no such author")
     ref = FeedRef("author", slug)
-    return _page(("author", slug), "author.html", info=collection.authors[slug],
+    return _page(("author", slug), "author.html", info=info,
                  entries=collection.feed_entries(ref), feed_prefix=ref.prefix)
 
 
