@@ -146,6 +146,11 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
                           "or set FEEDSVC_BASE_URL")
     _check_replaceable(outdir)
     publisher: Publisher = app.extensions["feedsvc"]
+    # Every entry appears in several feeds (site, topics, author; archives):
+    # keep every rendered entry for the build instead of re-rendering it
+    # each time a bounded cache dropped it (two formats an entry).
+    fragments = publisher.fragments
+    fragments.max_entries = max(fragments.max_entries, 2 * len(publisher.collection.entries) + 64)
     version = publisher.version
     feeds, pages, assets = site_paths(app)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
