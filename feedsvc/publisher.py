@@ -34,6 +34,9 @@ from .topics import TopicCatalog, load_topic_catalog
 
 log = logging.getLogger("feedsvc")
 
+#: Sightings recorded in one ledger transaction.
+LEDGER_BATCH = 500
+
 
 class Rendered:
     """One representation's bytes with everything HTTP needs to validate it.
@@ -251,8 +254,14 @@ class Publisher:
             and (path not in stamps or stamps[path].content_hash != article.content_hash)
         ]
         if sightings:
+            present = set(current)
             try:
-                stamps.update(self.ledger.record(sightings, set(current), now))
+                # In batches: several workers starting on one empty ledger each
+                # take its write lock in turn, so no batch may hold it for long
+                # (one 10,000-article transaction made another worker time out).
+                for start in range(0, len(sightings), LEDGER_BATCH):
+                    batch = sightings[start : start + LEDGER_BATCH]
+                    stamps.update(self.ledger.record(batch, present, now))
             except LedgerError as exc:
                 if first:
                     raise

@@ -183,3 +183,30 @@ def test_one_edit_rebuilds_only_what_it_touches(publisher, articles_dir) -> None
     assert after.feed_version(FeedRef("topic", "nato")) != before.feed_version(
         FeedRef("topic", "nato"))
     assert sum(a is not b for a, b in zip(after.entries, before.entries, strict=True)) == 1
+
+
+def test_first_load_records_in_short_transactions(tmp_path: Path, monkeypatch) -> None:
+    """Workers starting together on an empty ledger take its write lock in turns:
+    no transaction may cover the whole folder."""
+    from feedsvc import publisher as publisher_module
+    from feedsvc.ledger import Ledger
+
+    folder = tmp_path / "many"
+    for n in range(23):
+        write_article(folder, f"{n:03}.txt", f"Story Number {n}")
+    monkeypatch.setattr(publisher_module, "LEDGER_BATCH", 5)
+    sizes: list[int] = []
+    original = Ledger.record
+
+    def counting(self, sightings, present, now):  # noqa: ANN001, ANN202
+        batch = list(sightings)
+        sizes.append(len(batch))
+        return original(self, batch, present, now)
+
+    monkeypatch.setattr(Ledger, "record", counting)
+    settings = load_settings({"articles_dir": str(folder)}, environ={})
+    pub = Publisher(settings, tmp_path / "l.sqlite3")
+    pub.refresh()
+    assert sizes == [5, 5, 5, 5, 3]
+    assert len(pub.collection.entries) == 23
+    pub.close()

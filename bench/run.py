@@ -1,0 +1,869 @@
+"""feedsvc benchmark: every figure a ratio to a baseline measured in the same run.
+
+    python bench/run.py --sizes 1000,10000            # about 6 minutes on 2 cores
+    python bench/run.py --sizes 1000 --quick          # a smoke run, under 2 minutes
+    python bench/run.py --sizes 1000,10000,100000     # adds case d (takes ~10 more minutes)
+
+Prints the machine and one table row per case: the baseline and the result
+(median of the rounds, min..max), their ratio (median of per-round ratios,
+min..max), the target and whether the median meets it. The table is also
+written to bench/results/latest.md (git-ignored). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import gzip
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import corpus
+
+from feedsvc.collection import SITE_FEED, FeedRef, changed_feeds
+from feedsvc.config import load_settings
+from feedsvc.publisher import Publisher
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+BASE_URL = "http://bench.example"
+PACKAGES = ("flask", "werkzeug", "feedgen", "gunicorn", "lxml", "python-dateutil")
+NA_DEPLOY = "n/a (needs deploy issue)"
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the table: per-round baselines, results and their ratios."""
+
+    what: str
+    unit: str
+    baseline: list[float]
+    result: list[float]
+    target: str = ""
+    meets: Callable[[float], bool] | None = None  # applied to the median ratio (or result)
+    absolute: bool = False  # no baseline: the target applies to the result itself
+    speedup: bool = False  # the ratio is baseline / result ("x faster")
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        pairs = zip(self.result, self.baseline, strict=True)
+        return [b / r if self.speedup else r / b for r, b in pairs if b and r]
+
+    def cells(self) -> list[str]:
+        if not self.result:
+            missing = NA_DEPLOY if self.target else ""
+            return [self.what, "", missing, "", self.target, "", "; ".join(self.notes)]
+        figure = self.result if self.absolute else self.ratios
+        met = "" if self.meets is None else ("yes" if self.meets(median(figure)) else "**NO**")
+        return [
+            self.what,
+            "—" if self.absolute else spread(self.baseline, self.unit),
+            spread(self.result, self.unit),
+            "—" if self.absolute else spread(self.ratios, "x"),
+            self.target,
+            met,
+            "; ".join(self.notes),
+        ]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def number(value: float, unit: str) -> str:
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "req/s":
+        return f"{value:,.0f} req/s"
+    if unit == "MB":
+        return f"{value / 1e6:,.0f} MB"
+    if unit == "s":
+        return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+    if unit == "ms":
+        return f"{value * 1e3:.1f} ms"
+    if unit == "ms/article":
+        return f"{value * 1e3:.2f} ms/article"
+    return f"{value:g} {unit}"
+
+
+def spread(values: list[float], unit: str) -> str:
+    """``median (min..max)`` in the unit."""
+    if len(values) == 1:
+        return number(values[0], unit)
+    low, high = (number(v, unit).split()[0] for v in (min(values), max(values)))
+    return f"{number(median(values), unit)} ({low}..{high})"
+
+
+def table(rows: list[Row]) -> str:
+    head = ["what", "baseline", "result", "ratio", "target", "met?", "notes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine(load_generator: str) -> str:
+    """Cores, Python, package versions and the load generator, one line each."""
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "feedsvc", "wsgi.py"],
+                           capture_output=True, text=True).stdout.split("\n")
+    edits = f", uncommitted changes in {len([d for d in dirty if d])} file(s)" if any(dirty) else ""
+    return "\n".join(
+        [
+            f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            f"feedsvc: commit {head.stdout.strip()}{edits}",
+            f"machine: {os.cpu_count()} cores, {mem:.0f} GiB, {platform.platform()}",
+            f"python: {platform.python_version()} ({platform.python_implementation()})",
+            f"packages: {', '.join(versions)}",
+            f"load generator: {load_generator}",
+            f"nginx: {nginx_version()}",
+            f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        ]
+    )
+
+
+def nginx_version() -> str:
+    if shutil.which("nginx") is None:
+        return "not installed"
+    out = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
+    return out.stderr.strip().removeprefix("nginx version: ")
+
+
+# -- baselines: the floor the machine allows ---------------------------------------------
+
+
+def walk(root: Path, visit: Callable[[os.DirEntry[str]], int]) -> int:
+    """Visit every non-hidden file under ``root`` with one scandir walk; sum the results."""
+    total = 0
+    stack = [os.fspath(root)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:
+                    total += visit(entry)
+    return total
+
+
+def read_bytes(entry: os.DirEntry[str]) -> int:
+    with open(entry.path, "rb") as handle:
+        return len(handle.read())
+
+
+def stat_size(entry: os.DirEntry[str]) -> int:
+    return entry.stat(follow_symlinks=False).st_size
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+# -- gunicorn and wrk ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(slots=True)
+class Server:
+    """A gunicorn started by :func:`gunicorn`; ``started`` is just before its exec."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    started: float
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def workers(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+
+def filled_ledger(articles: Path, folder: str) -> Path:
+    """A ledger that already knows every article, as after the service's first start.
+
+    The HTTP cases measure serving, not the first start: two workers racing to
+    fill one empty ledger with 10,000 rows is case c's business (and has failed
+    a worker with "database is locked" under load, see bench/README.md).
+    """
+    ledger = Path(folder) / "ledger.sqlite3"
+    load_publisher(articles, ledger).close()
+    return ledger
+
+
+def feedsvc_env(articles: Path, ledger: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update(
+        FEEDSVC_ARTICLES_DIR=str(articles),
+        FEEDSVC_LEDGER_PATH=str(ledger),
+        FEEDSVC_BASE_URL=f"http://127.0.0.1:{port}",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def gunicorn(app: str, workers: int, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """``gunicorn app`` on 127.0.0.1, sync workers, no control socket; stopped on exit.
+
+    ``app`` is ``wsgi:app`` (feedsvc, from the repository root) or
+    ``hello:app`` (bench/hello.py): the same settings for both.
+    """
+    port = free_port()
+    env = dict(env or os.environ)
+    if app.startswith("wsgi:"):
+        env["FEEDSVC_BASE_URL"] = f"http://127.0.0.1:{port}"
+    chdir = ROOT if app.startswith("wsgi:") else BENCH
+    cmd = [
+        sys.executable, "-m", "gunicorn", "--workers", str(workers), "--worker-class", "sync",
+        "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--log-level", "warning",
+        "--chdir", str(chdir), app,
+    ]  # fmt: skip
+    with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(proc, port, started, Path(log.name))
+    try:
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        text = server.log.read_text(errors="replace")
+        server.log.unlink()
+        if "Traceback" in text:
+            print(f"gunicorn {app} logged an error:\n{text[-3000:]}", file=sys.stderr)
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def get(
+    server: Server, path: str, headers: dict[str, str] | None = None, wait: float = 900
+) -> Reply:
+    """One complete GET, retrying while the port refuses (gunicorn not yet bound)."""
+    deadline = time.perf_counter() + wait
+    while True:
+        if server.proc.poll() is not None:
+            raise RuntimeError("gunicorn exited:\n" + server.log.read_text(errors="replace"))
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=wait)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            response = conn.getresponse()
+            return Reply(response.status, dict(response.getheaders()), response.read())
+        except ConnectionRefusedError:
+            if time.perf_counter() > deadline:
+                raise
+            time.sleep(0.002)
+        finally:
+            conn.close()
+
+
+def wrk_version() -> str | None:
+    if shutil.which("wrk") is None:
+        return None
+    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return (out.stdout + out.stderr).splitlines()[0].split(" Copyright")[0]
+
+
+def wrk(url: str, seconds: float, connections: int, headers: dict[str, str]) -> float:
+    """Requests/s from wrk (2 threads); raises if any response was not 2xx/3xx."""
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s"]
+    for name, value in headers.items():
+        cmd += ["-H", f"{name}: {value}"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise RuntimeError(f"wrk {url}: {bad.group(1)} bad responses\n{out}")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not found:
+        raise RuntimeError(f"wrk {url}: no rate in output\n{out}")
+    return float(found.group(1))
+
+
+def _python_load(url: str, seconds: float, threads: int, headers: dict[str, str]) -> int:
+    """One process of the fallback load generator: ``threads`` blocking clients."""
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    deadline = time.perf_counter() + seconds
+
+    def client(_: int) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+            conn.request("GET", parts.path or "/", headers=headers)
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            if response.status >= 400:
+                raise RuntimeError(f"{url}: status {response.status}")
+            done += 1
+        return done
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sum(pool.map(client, range(threads)))
+
+
+def python_load(url: str, seconds: float, connections: int, headers: dict[str, str]) -> float:
+    """Fallback when wrk is missing: 2 processes of connections/2 threads each."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(_python_load, url, seconds, connections // 2, headers) for _ in range(2)
+        ]
+        return sum(f.result() for f in futures) / seconds
+
+
+# -- cases a and b: requests/s of an unchanged feed ----------------------------------------
+
+
+def http_cases(articles: Path, args: argparse.Namespace, load: Callable[..., float]) -> list[Row]:
+    """a. 200 gzip of /feed.atom and b. its 304, each against hello world."""
+    gz = {"Accept-Encoding": "gzip"}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        gunicorn("hello:app", 2) as hello,
+        gunicorn("wsgi:app", 2, feedsvc_env(articles, filled_ledger(articles, tmp), 0)) as app,
+    ):
+        get(hello, "/")
+        first = get(app, "/feed.atom", gz)
+        entries = gzip.decompress(first.body).count(b"<entry>")
+        etag = first.headers["ETag"]
+        if first.status != 200 or first.headers.get("Content-Encoding") != "gzip" or entries != 50:
+            raise RuntimeError(f"/feed.atom: {first.status} {first.headers}, {entries} entries")
+        conditional = {**gz, "If-None-Match": etag}
+        if get(app, "/feed.atom", conditional).status != 304:
+            raise RuntimeError("/feed.atom with If-None-Match: the ETag did not answer 304")
+        seconds, conns = args.seconds, args.connections
+        for url, headers in ((hello.url, gz), (app.url + "/feed.atom", gz)):
+            load(url + ("/" if url == hello.url else ""), 1, conns, headers)  # warm both workers
+        a = Row(f"a. GET unchanged 50-entry feed, gzip, 200 ({articles.name})", "req/s", [], [],
+                ">= 0.9x", lambda r: r >= 0.9,
+                notes=[f"{len(first.body):,} B gzip body, 2 sync workers, {conns} conns"])
+        b = Row("b. conditional GET answered 304", "req/s", [], [], ">= 0.95x",
+                lambda r: r >= 0.95)
+        for _ in range(args.rounds):
+            before = load(hello.url + "/", seconds, conns, gz)
+            full = load(app.url + "/feed.atom", seconds, conns, gz)
+            not_modified = load(app.url + "/feed.atom", seconds, conns, conditional)
+            after = load(hello.url + "/", seconds, conns, gz)
+            base = (before + after) / 2  # bracketing runs cancel a linear drift of the noise
+            a.baseline.append(base)
+            a.result.append(full)
+            b.baseline.append(base)
+            b.result.append(not_modified)
+        return [a, b]
+
+
+# -- cases c and d: cold start ------------------------------------------------------------
+
+
+def boot(app: str, env: dict[str, str] | None, path: str) -> tuple[float, dict[str, int]]:
+    """Seconds from exec of a 1-worker gunicorn to the first complete 200 of ``path``.
+
+    For feedsvc also its /healthz counts and the worker's peak RSS (VmHWM).
+    """
+    with gunicorn(app, 1, env) as server:
+        reply = get(server, path, {"Accept-Encoding": "gzip"})
+        elapsed = time.perf_counter() - server.started
+        if reply.status != 200:
+            raise RuntimeError(f"{app} {path}: status {reply.status}")
+        facts: dict[str, int] = {}
+        if app.startswith("wsgi:"):
+            health = json.loads(get(server, "/healthz").body)
+            status = Path(f"/proc/{health['worker']}/status").read_text()
+            peak = re.search(r"VmHWM:\s+(\d+) kB", status)
+            facts = {
+                "peak_rss": int(peak.group(1)) * 1024 if peak else 0,
+                "published": health["published"],
+                "rejected": health["rejected"],
+            }
+        return elapsed, facts
+
+
+def cold_start(articles: Path, n: int, rounds: int) -> list[Row]:
+    """c/d. gunicorn boot to the first site feed, minus hello world's boot, vs a cat loop."""
+    label = "d" if n >= 100_000 else "c"
+    target = n in (10_000, 100_000)
+    row = Row(f"{label}. cold start, {n:,} articles, empty ledger", "s", [], [],
+              "<= 4x" if target else "(info)", (lambda r: r <= 4) if target else None)
+    files = walk(articles, lambda e: 1)
+    disk = walk(articles, stat_size)
+    rss = Row(f"{label}. peak worker RSS, {n:,} articles", "MB", [], [],
+              "<= 2x" if n >= 100_000 else "(info)", (lambda r: r <= 2) if n >= 100_000 else None)
+    walk(articles, read_bytes)  # warm the page cache: every figure here is warm-cache
+    hello_boots, feed_boots = [], []
+    for _ in range(rounds):
+        cat = timed(lambda: walk(articles, read_bytes))
+        hello_boot, _ = boot("hello:app", None, "/")
+        with tempfile.TemporaryDirectory() as tmp:
+            env = feedsvc_env(articles, Path(tmp) / "ledger.sqlite3", 0)
+            env["FEEDSVC_RELOAD_INTERVAL"] = "0"
+            feed_boot, facts = boot("wsgi:app", env, "/feed.atom")
+        if facts["rejected"] or facts["published"] != files:
+            raise RuntimeError(f"cold start published {facts['published']} of {files} files")
+        hello_boots.append(hello_boot)
+        feed_boots.append(feed_boot)
+        row.baseline.append(cat)
+        row.result.append(feed_boot - hello_boot)
+        rss.baseline.append(disk)
+        rss.result.append(facts["peak_rss"])
+    row.notes.append(
+        f"0 rejected; gunicorn to first feed {spread(feed_boots, 's')}, hello world boot "
+        f"{spread(hello_boots, 's')}; baseline: scandir + read() of {files:,} files, warm cache"
+    )
+    rss.notes.append(f"baseline: corpus bytes on disk ({files:,} files)")
+    return [row, rss]
+
+
+# -- cases e and f: in-process rescan and edit ----------------------------------------------
+
+
+def load_publisher(articles: Path, ledger: Path) -> Publisher:
+    settings = load_settings(
+        {"articles_dir": str(articles), "base_url": BASE_URL, "reload_interval": 0}, environ={}
+    )
+    publisher = Publisher(settings, ledger, settle_seconds=0.0)
+    publisher.refresh()
+    return publisher
+
+
+def rescan(publisher: Publisher, articles: Path, n: int, rounds: int) -> Row:
+    """e. refresh() with nothing changed vs a scandir + stat walk of the same folder."""
+    target = n == 10_000
+    row = Row(f"e. rescan, nothing changed, {n:,} articles", "ms", [], [],
+              "<= 2x" if target else "(info)", (lambda r: r <= 2) if target else None)
+    reads = 0
+    for _ in range(rounds):
+        row.baseline.append(timed(lambda: walk(articles, stat_size)))
+        started = time.perf_counter()
+        report = publisher.refresh()
+        row.result.append(time.perf_counter() - started)
+        reads += report.read
+        if report.changed:
+            raise RuntimeError("rescan of an unchanged folder reported a change")
+    row.notes.append(f"files read: {reads}; baseline: os.scandir + stat walk")
+    return row
+
+
+def editable(publisher: Publisher, articles: Path) -> tuple[Path, bytes]:
+    """The newest entry whose file is plain LF text without front matter, and its bytes."""
+    for entry in publisher.collection.entries:
+        path = articles / entry.article.path
+        data = path.read_bytes()
+        if not data.startswith((b"---", b"\xef")) and b"\r" not in data:
+            return path, data
+    raise RuntimeError("no editable article")
+
+
+def edit(publisher: Publisher, articles: Path, n: int, rounds: int) -> Row:
+    """f. one edit: refresh() then feed() of every affected feed in 3 formats, in ms.
+
+    The edited file is the newest article, so it is in the first page of every
+    feed it belongs to; each round inserts a different sentence at the start of
+    its body, and the file is restored (bytes and mtime) at the end.
+    """
+    path, original = editable(publisher, articles)
+    entry = next(e for e in publisher.collection.entries if articles / e.article.path == path)
+    affected = {SITE_FEED}
+    affected |= {FeedRef("topic", t.slug) for t in entry.topics}
+    affected |= {FeedRef("author", a.slug) for a in entry.authors}
+    keys = [(ref, fmt) for ref in sorted(affected) for fmt in ("atom", "rss", "json")]
+    stat = path.stat()
+    target = n == 10_000
+    row = Row(f"f. one edit among {n:,}: from detection to new ETags", "ms", [], [],
+              "<= 50 ms" if target else "(info)", (lambda r: r <= 0.05) if target else None,
+              absolute=True)
+    reads, renders, changed = set(), set(), set()
+    with_listing: list[float] = []
+    headline, _, rest = original.partition(b"\n\n")
+    header, _, body = rest.partition(b"\n\n")
+    try:
+        for k in range(rounds):
+            etags = {key: publisher.feed(*key, BASE_URL).etag for key in keys}
+            sentence = f"Editors revised this story ({k + 1}). ".encode()
+            path.write_bytes(b"\n\n".join([headline, header, sentence + body]))
+            old = publisher.collection
+            before = publisher.renders
+            gc.collect()
+            started = time.perf_counter()
+            report = publisher.refresh()
+            fresh = {key: publisher.feed(*key, BASE_URL).etag for key in keys}
+            total = time.perf_counter() - started
+            # Detection is the rescan's listing finding the new signature (its cost
+            # is case e); the target is from then on. Both are reported.
+            row.result.append(total - report.list_seconds)
+            with_listing.append(total)
+            row.baseline.append(0.0)
+            if any(fresh[key] == etags[key] for key in keys):
+                raise RuntimeError("an affected feed kept its ETag after the edit")
+            reads.add(report.read)
+            renders.add(publisher.renders - before)
+            changed.add(len(changed_feeds(old, publisher.collection)))
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        publisher.refresh()
+    row.notes.append(
+        f"files read: {'/'.join(map(str, sorted(reads)))}; documents rendered: "
+        f"{'/'.join(map(str, sorted(renders)))} ({len(affected)} affected feeds: site, "
+        f"{len(entry.topics)} topics, {len(entry.authors)} author; x 3 formats); "
+        f"feeds whose version changed: {'/'.join(map(str, sorted(changed)))}; "
+        f"including the rescan that detects it: {1000 * statistics.median(with_listing):.1f} ms "
+        f"({1000 * min(with_listing):.1f}..{1000 * max(with_listing):.1f})"
+    )
+    return row
+
+
+def in_process(articles: Path, n: int, rounds: int) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        publisher = load_publisher(articles, Path(tmp) / "ledger.sqlite3")
+        try:
+            return [rescan(publisher, articles, n, rounds), edit(publisher, articles, n, rounds)]
+        finally:
+            publisher.close()
+
+
+# -- case g: nginx and static builds (the deploy issue's files) --------------------------
+
+NGINX_MAIN = """daemon off;
+user root;
+worker_processes 2;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    include {tmp}/feedsvc.conf;
+    server {{
+        listen 127.0.0.1:{static_port};
+        access_log {tmp}/static.access.log;
+        gzip off;
+        gzip_static on;
+        root {tmp}/static;
+    }}
+}}
+"""
+NGINX_SITE = ROOT / "deploy" / "nginx" / "feedsvc.conf"
+
+
+def site_conf(text: str, upstream: int, port: int, tmp: Path) -> str:
+    """The shipped site file with its host-specific lines pointed at ``tmp`` and our ports."""
+    rules = [
+        (r"server 127\.0\.0\.1:\d+;", f"server 127.0.0.1:{upstream};"),
+        (r"proxy_cache_path \S+", f"proxy_cache_path {tmp}/cache"),
+        (r"listen 80;", f"listen 127.0.0.1:{port};"),
+        (r"listen \[::\]:80;", ""),
+        (r"access_log \S+;", f"access_log {tmp}/feedsvc.access.log;"),
+    ]
+    for pattern, replacement in rules:
+        text, count = re.subn(pattern, replacement, text)
+        if count != 1:
+            raise RuntimeError(f"{NGINX_SITE}: {pattern!r} found {count} times, expected once")
+    return text
+
+
+def nginx_case(articles: Path, args: argparse.Namespace, load: Callable[..., float]) -> Row:
+    """g. /feed.atom (gzip) from nginx's proxy_cache vs the same bytes as a static file."""
+    gz = {"Accept-Encoding": "gzip"}
+    row = Row(f"g. feed via shipped nginx proxy_cache vs nginx static file ({articles.name})",
+              "req/s", [], [], ">= 0.8x", lambda r: r >= 0.8)
+    with (
+        tempfile.TemporaryDirectory() as tmp_name,
+        gunicorn("wsgi:app", 2, feedsvc_env(articles, filled_ledger(articles, tmp_name), 0)) as app,
+    ):
+        tmp = Path(tmp_name)
+        plain, packed = get(app, "/feed.atom"), get(app, "/feed.atom", gz)
+        (tmp / "static").mkdir()
+        (tmp / "static" / "feed.atom").write_bytes(plain.body)
+        (tmp / "static" / "feed.atom.gz").write_bytes(packed.body)
+        proxy, static = free_port(), free_port()
+        (tmp / "feedsvc.conf").write_text(site_conf(NGINX_SITE.read_text(), app.port, proxy, tmp))
+        (tmp / "nginx.conf").write_text(NGINX_MAIN.format(tmp=tmp, static_port=static))
+        log = (tmp / "nginx.out").open("wb")
+        nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
+                                 stdout=log, stderr=subprocess.STDOUT)
+        try:
+            cached = Server(nginx, proxy, 0.0, tmp / "nginx.out")
+            files = Server(nginx, static, 0.0, tmp / "nginx.out")
+            get(cached, "/feed.atom", gz)  # MISS: now cached
+            hit, same = get(cached, "/feed.atom", gz), get(files, "/feed.atom", gz)
+            if hit.headers.get("X-Cache-Status") != "HIT" or hit.body != same.body:
+                raise RuntimeError(f"nginx: not a cache HIT or other bytes: {hit.headers}")
+            for server in (cached, files):
+                load(server.url + "/feed.atom", 1, args.connections, gz)
+            for _ in range(args.rounds):
+                before = load(files.url + "/feed.atom", args.seconds, args.connections, gz)
+                row.result.append(load(cached.url + "/feed.atom", args.seconds,
+                                       args.connections, gz))
+                after = load(files.url + "/feed.atom", args.seconds, args.connections, gz)
+                row.baseline.append((before + after) / 2)
+        finally:
+            nginx.terminate()
+            nginx.wait(timeout=30)
+            log.close()
+    row.notes.append(f"{len(packed.body):,} B gzip body, cache HIT, nginx 2 workers, keep-alive")
+    return row
+
+
+PELICAN_VENV = BENCH / "corpus-pelican-venv"
+FEEDSVC_BUILD = [sys.executable, "-m", "feedsvc.cli", "build"]
+PELICAN_CONF = """SITENAME = "bench"
+SITEURL = "http://bench.example"
+FEED_DOMAIN = SITEURL
+TIMEZONE = "UTC"
+DEFAULT_LANG = "en"
+DEFAULT_PAGINATION = 50
+LOAD_CONTENT_CACHE = False
+CACHE_CONTENT = False
+FEED_ALL_ATOM = "feeds/all.atom.xml"
+FEED_ALL_RSS = "feeds/all.rss.xml"
+CATEGORY_FEED_ATOM = "feeds/category/{slug}.atom.xml"
+CATEGORY_FEED_RSS = "feeds/category/{slug}.rss.xml"
+AUTHOR_FEED_ATOM = "feeds/author/{slug}.atom.xml"
+AUTHOR_FEED_RSS = "feeds/author/{slug}.rss.xml"
+TAG_FEED_ATOM = "feeds/tag/{slug}.atom.xml"
+TAG_FEED_RSS = "feeds/tag/{slug}.rss.xml"
+"""
+
+
+def pelican() -> Path:
+    """The pelican command of bench/corpus-pelican-venv, made (pip) on first use."""
+    command = PELICAN_VENV / "bin" / "pelican"
+    if not command.exists():
+        print(f"installing Pelican into {PELICAN_VENV} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PELICAN_VENV)], check=True)
+        subprocess.run([str(PELICAN_VENV / "bin" / "pip"), "install", "-q", "pelican",
+                        "markdown"], check=True)
+    return command
+
+
+def to_markdown(text: str, mtime: float, slug: str) -> str:
+    """One generated article as Pelican Markdown: metadata block, ## headings, - lists."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").strip()
+    if text.startswith("---\n"):
+        text = text[text.index("\n---\n", 4) + 5 :]
+    headline, header, *body = text.split("\n\n")
+    byline, topic_line = header.split("\n")
+    words = topic_line.split()
+    prose = "\n\n".join(body)
+    broad = [w for w in words if f" {w.capitalize()}" in prose or f" {w.upper()}" in prose]
+    out = []
+    for paragraph in body:
+        lines = paragraph.split("\n")
+        if len(lines) == 1 and not paragraph.endswith((".", "”", "’")):
+            out.append("## " + paragraph)
+        else:
+            items = [f"- {line.strip()[2:]}" for line in lines if line.startswith("  • ")]
+            prose = [line for line in lines if not line.startswith("  • ")]
+            out.append("\n".join(prose) + ("\n\n" + "\n".join(items) if items else ""))
+    meta = [
+        f"Title: {headline}",
+        f"Date: {datetime.fromtimestamp(mtime, UTC):%Y-%m-%d %H:%M}",
+        f"Category: {(broad or words)[0]}",
+        f"Authors: {byline.removeprefix('By ').replace(' and ', ', ')}",
+        f"Tags: {', '.join([topic_line, *broad])}",
+        f"Slug: {slug}",
+    ]
+    return "\n".join(meta) + "\n\n" + "\n\n".join(out) + "\n"
+
+
+def markdown_corpus(articles: Path, n: int) -> Path:
+    """bench/corpus-md-N: the same articles as Markdown, made once."""
+    out = BENCH / f"corpus-md-{n}"
+    source = (articles / corpus.MARKER).read_text()  # the generator's seed and version
+    if (out / corpus.MARKER).exists() and (out / corpus.MARKER).read_text() == source:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    for path in corpus.files_of(articles):
+        text = path.read_text(encoding="utf-8")
+        (out / f"{path.stem}.md").write_text(to_markdown(text, path.stat().st_mtime, path.stem))
+    (out / corpus.MARKER).write_text(source)
+    return out
+
+
+def build_case(articles: Path, n: int, rounds: int) -> Row:
+    """g. `feedsvc build` of every feed, archive and page vs Pelican, per article."""
+    content = markdown_corpus(articles, n)
+    command = pelican()
+    row = Row(f"g. `feedsvc build` of {n:,} articles vs Pelican", "ms/article", [], [],
+              ">= 10x faster", lambda r: r >= 10, speedup=True)
+    counts = ""
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "conf.py").write_text(PELICAN_CONF)
+            started = time.perf_counter()
+            subprocess.run([str(command), str(content), "-o", f"{tmp}/pelican", "-s",
+                            f"{tmp}/conf.py", "-q"], check=True, stdout=subprocess.DEVNULL)
+            slow = time.perf_counter() - started
+            env = feedsvc_env(articles, Path(tmp) / "ledger.sqlite3", 0)
+            env["FEEDSVC_BASE_URL"] = BASE_URL
+            started = time.perf_counter()
+            subprocess.run(FEEDSVC_BUILD + [f"{tmp}/feedsvc"], check=True, env=env, cwd=ROOT,
+                           capture_output=True)
+            fast = time.perf_counter() - started
+            ours = [p for p in Path(tmp, "feedsvc").rglob("*") if p.is_file()]
+            feeds = sum(p.suffix in (".atom", ".rss", ".json") for p in ours)
+            theirs = [p for p in Path(tmp, "pelican").rglob("*") if p.is_file()]
+            pelican_feeds = sum(p.suffix == ".xml" for p in theirs)
+            counts = (f"feedsvc wrote {feeds:,} feed documents, {len(ours):,} files with .gz; "
+                      f"Pelican {pelican_feeds:,} feeds, {len(theirs):,} files")
+        row.baseline.append(slow / n)
+        row.result.append(fast / n)
+    row.notes.append(
+        f"baseline: Pelican {metadata_version(PELICAN_VENV, 'pelican')} (default theme, "
+        "category, author and tag feeds in Atom and RSS); feedsvc: `feedsvc build`, empty "
+        f"ledger, every feed, archive and page; {counts}"
+    )
+    return row
+
+
+def metadata_version(venv: Path, package: str) -> str:
+    out = subprocess.run([str(venv / "bin" / "python"), "-c",
+                          f"import importlib.metadata as m; print(m.version({package!r}))"],
+                         capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def not_available(what: str, target: str, missing: str) -> Row:
+    return Row(what, "", [], [], target, notes=[f"not in this tree: {missing}"])
+
+
+# -- main ---------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000", help="corpus sizes, comma-separated")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s: a smoke run")
+    parser.add_argument("--rounds", type=int, help="rounds of HTTP and cold start (default 3)")
+    parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 5)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--http-size", type=int, help="corpus of cases a/b (default: 10000 "
+                        "if among --sizes, else the smallest)")
+    parser.add_argument("--build-size", type=int, help="corpus of the build case (default: "
+                        "10000 if among --sizes, else the smallest)")
+    parser.add_argument("--skip", default="",
+                        help="cases to skip: a (a and b), c (c and d), e (e and f), g")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    args.seconds = args.seconds or (2 if args.quick else 5)
+    inproc_rounds = 5 if args.quick else 10
+    http_size = args.http_size or (10_000 if 10_000 in sizes else min(sizes))
+    build_size = args.build_size or (10_000 if 10_000 in sizes else min(sizes))
+
+    version = wrk_version()
+    load = wrk if version else python_load
+    generator = version or "wrk NOT FOUND: Python load generator (2 processes x threads)"
+    header = machine(generator)  # taken once: feedsvc may be edited while the suite runs
+    print(header, flush=True)
+
+    corpora = {}
+    for n in sorted(set(sizes) | {http_size, build_size}):
+        started = time.perf_counter()
+        corpora[n] = corpus.generate(n, BENCH / f"corpus-{n}")
+        print(f"corpus {n:,}: {corpora[n]} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+    rows: list[Row] = []
+    steps: list[tuple[str, Callable[[], list[Row]]]] = []
+    if "a" not in args.skip:
+        steps.append(("a/b", lambda: http_cases(corpora[http_size], args, load)))
+    for n in sizes:
+        if "c" not in args.skip:
+            steps.append((f"c/d {n}", lambda n=n: cold_start(corpora[n], n, args.rounds)))
+        if "e" not in args.skip:
+            steps.append((f"e/f {n}", lambda n=n: in_process(corpora[n], n, inproc_rounds)))
+    if "g" not in args.skip:
+        if NGINX_SITE.exists() and shutil.which("nginx"):
+            steps.append(("g nginx", lambda: [nginx_case(corpora[http_size], args, load)]))
+        else:
+            steps.append(("g nginx", lambda: [not_available(
+                "g. feed via nginx proxy_cache vs static file", ">= 0.8x",
+                "deploy/nginx/feedsvc.conf or nginx")]))
+        has_build = subprocess.run(FEEDSVC_BUILD + ["--help"], capture_output=True, cwd=ROOT)
+        if has_build.returncode == 0:
+            build_rounds = 1 if build_size >= 10_000 else args.rounds
+            steps.append(("g build", lambda: [build_case(corpora[build_size], build_size,
+                                                          build_rounds)]))
+        else:
+            steps.append(("g build", lambda: [not_available(
+                "g. `feedsvc build` vs Pelican, per article", ">= 10x faster",
+                "the `feedsvc build` command")]))
+    RESULTS.mkdir(exist_ok=True)
+    for name, step in steps:
+        started = time.perf_counter()
+        try:
+            new = step()
+        except Exception as exc:  # one broken case must not lose the others' figures
+            traceback.print_exc()
+            new = [Row(f"{name}: FAILED", "", [], [], notes=[f"{type(exc).__name__}: {exc}"])]
+        rows += new
+        print(f"[{name} done in {time.perf_counter() - started:.0f} s]", flush=True)
+        for row in new:
+            print("| " + " | ".join(row.cells()) + " |", flush=True)
+        rows.sort(key=lambda row: row.what[0])  # a, b, c/d by size, e, f, g
+        (RESULTS / "latest.md").write_text(header + "\n\n" + table(rows) + "\n")
+    print("\n" + table(rows))
+
+
+if __name__ == "__main__":
+    main()
