@@ -14,6 +14,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -112,6 +113,11 @@ class _State:
     entries: dict[str, Entry] = field(default_factory=dict)  # published ones, by path
 
 
+def _cost(rendered: Rendered) -> int:
+    """Bytes a cached representation holds, counting its gzip form (about a fifth)."""
+    return len(rendered.body) + len(rendered.body) // 5
+
+
 def id_authority(base_url: str | None) -> str:
     """The tag-URI authority of new ids: the site's host, else ``localhost``."""
     host = urlsplit(base_url).hostname if base_url else None
@@ -130,6 +136,7 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.time,
         settle_seconds: float = 1.0,
+        max_cache_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self.settings = settings
         self.site = Site(
@@ -145,7 +152,12 @@ class Publisher:
         self.settle_seconds = settle_seconds
         self._state = _State()
         self._lock = threading.Lock()
-        self._cache: dict[tuple, tuple[str, Rendered]] = {}
+        # Least recently used first; bounded so that a crawler walking every
+        # archive of every feed cannot grow a worker without limit.
+        self._cache: OrderedDict[tuple, tuple[str, Rendered]] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_lock = threading.Lock()
+        self.max_cache_bytes = max_cache_bytes
         self._keys_by_ref: dict[FeedRef, set[tuple]] = {}  # to prune only changed feeds
         self.fragments = FragmentCache()
         self.renders = 0  # documents rendered since start: tests and metrics count it
@@ -399,24 +411,44 @@ class Publisher:
         bytes, so the duplicate work is harmless and no lock is held while
         rendering.
         """
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == version:
-            return hit[1]
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] == version:
+                self._cache.move_to_end(key)
+                return hit[1]
         started = time.perf_counter()
         body, content_type, last_modified = build()
         rendered = Rendered.of(body, content_type, last_modified, max_age)
         self.renders += 1
         self.render_seconds += time.perf_counter() - started
-        self._cache[key] = (version, rendered)
+        with self._cache_lock:
+            self._forget(key)
+            self._cache[key] = (version, rendered)
+            self._cache_bytes += _cost(rendered)
+            while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
+                self._forget(next(iter(self._cache)))
         if len(key) > 1 and isinstance(key[1], FeedRef):
             self._keys_by_ref.setdefault(key[1], set()).add(key)
         return rendered
 
+    def _forget(self, key: tuple) -> None:
+        """Drop one cached representation (the cache lock is held)."""
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= _cost(old[1])
+
+    def clear_cache(self) -> None:
+        """Forget every rendered document (the next request renders again)."""
+        with self._cache_lock:
+            self._cache.clear()
+            self._cache_bytes = 0
+
     def _prune_cache(self, refs: Iterable[FeedRef]) -> None:
         """Drop the rendered documents of feeds that changed or went away."""
-        for ref in refs:
-            for key in self._keys_by_ref.pop(ref, ()):
-                self._cache.pop(key, None)
+        with self._cache_lock:
+            for ref in refs:
+                for key in self._keys_by_ref.pop(ref, ()):
+                    self._forget(key)
 
     def feed(
         self,

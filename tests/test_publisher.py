@@ -210,3 +210,22 @@ def test_first_load_records_in_short_transactions(tmp_path: Path, monkeypatch) -
     assert sizes == [5, 5, 5, 5, 3]
     assert len(pub.collection.entries) == 23
     pub.close()
+
+
+def test_render_cache_is_bounded_least_recently_used_first(publisher) -> None:
+    base = "https://news.example.org"
+    site = publisher.feed(SITE_FEED, "atom", base)
+    size = len(site.body) + len(site.body) // 5
+    publisher.clear_cache()
+    publisher.max_cache_bytes = 3 * size  # room for about three such documents
+    publisher.feed(SITE_FEED, "atom", base)
+    renders = publisher.renders
+    for fmt in ("rss", "json", "atom"):
+        publisher.feed(SITE_FEED, fmt, base)  # atom is a hit and becomes most recent
+    assert publisher.renders == renders + 2
+    for slug in ("nato", "ukraine", "china", "eu"):
+        publisher.feed(FeedRef("topic", slug), "atom", base)
+    assert publisher._cache_bytes <= publisher.max_cache_bytes
+    renders = publisher.renders
+    publisher.feed(SITE_FEED, "rss", base)  # evicted long ago: rendered again
+    assert publisher.renders == renders + 1

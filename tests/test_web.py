@@ -88,7 +88,7 @@ def test_feed_updated_is_newest_entry_not_render_time(app, client) -> None:
     entry_updated = [e.findtext(f"{ATOM}updated") for e in doc.iter(f"{ATOM}entry")]
     assert feed_updated == max(entry_updated)
     time.sleep(1.1)
-    app.extensions["feedsvc"]._cache.clear()  # force a fresh render
+    app.extensions["feedsvc"].clear_cache()  # force a fresh render
     assert etree.fromstring(client.get("/feed.atom").data).findtext(
         f"{ATOM}updated") == feed_updated
 
