@@ -71,3 +71,19 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FEEDSVC_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def world_dir():
+    """A temporary folder user nobody can use (pytest's tmp_path is 0700 for root)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="feedsvc-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in folder.rglob("*"):  # a chmod 0 file or folder must not stop the clean-up
+            if not path.is_symlink():
+                path.chmod(0o700)
+        shutil.rmtree(folder)

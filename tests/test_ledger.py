@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import sqlite3
 import tempfile
 import threading
@@ -551,17 +550,6 @@ def _open_ledger(path: str) -> tuple[str, str] | dict[str, tuple[str, str]]:
             return {p: (s.id, s.slug) for p, s in led.stamps().items()}
     except LedgerError as exc:
         return (exc.path, exc.reason)
-
-
-@pytest.fixture
-def world_dir() -> Iterator[Path]:
-    """A folder user nobody can reach (pytest's tmp_path is 0700 for root)."""
-    folder = Path(tempfile.mkdtemp(prefix="feedsvc-test-"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder)
 
 
 @pytest.mark.parametrize("folder_writable", [False, True])

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +45,6 @@ def root(tmp_path: Path) -> Path:
     folder = tmp_path / "articles"
     folder.mkdir()
     return folder
-
-
-@pytest.fixture
-def world_dir() -> Iterator[Path]:
-    """A folder that user nobody can reach (pytest's tmp_path is 0700 for root)."""
-    folder = Path(tempfile.mkdtemp(prefix="feedsvc-test-"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        for dirpath, dirnames, _ in os.walk(folder):
-            for d in dirnames:
-                os.chmod(os.path.join(dirpath, d), 0o755)
-        shutil.rmtree(folder)
 
 
 # --- is_ignored ---------------------------------------------------------------

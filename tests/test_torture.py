@@ -17,9 +17,7 @@ import json
 import os
 import random
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,23 +77,6 @@ def run_unprivileged(fn: Callable[..., Any], *args: Any) -> Any:
     return _run_unprivileged(
         fn, *args, before_fork=lambda: slugify("".join(map(chr, range(0x20, 0x3000))))
     )
-
-
-@pytest.fixture
-def world_dir() -> Iterator[Path]:
-    """A temporary folder user nobody can use (pytest's tmp_path is 0700 for root)."""
-    folder = Path(tempfile.mkdtemp(prefix="feedsvc-torture-"))
-    folder.chmod(0o755)
-    try:
-        yield folder
-    finally:
-        for path in folder.rglob("*"):  # a chmod 0 file must not stop the clean-up
-            if not path.is_symlink():
-                path.chmod(0o700)
-        shutil.rmtree(folder)
-
-
-# --- the folder ------------------------------------------------------------------------
 
 
 def build_torture_folder(root: Path) -> tuple[Path, Path]:
