@@ -43,7 +43,7 @@ from feedsvc.publisher import Publisher
 from feedsvc.web import create_app
 from tests.conftest import BASE_URL, BUNDLED, ROOT, write_article
 from tests.feedcheck import CHECKS
-from tests.test_torture import run_unprivileged, world_dir  # noqa: F401 - a fixture
+from tests.test_torture import run_unprivileged
 
 PAST = 1_700_000_000
 #: Budget for "visible within the reload interval": interval + 1 s settle + a busy machine.
@@ -249,7 +249,7 @@ def _read_only_scenario(root: str) -> dict[str, Any]:
     return out
 
 
-def test_ledger_made_read_only_while_running(world_dir: Path, make_app) -> None:  # noqa: F811
+def test_ledger_made_read_only_while_running(world_dir: Path, make_app) -> None:
     # Every module the child needs is imported now (nobody cannot read site-packages).
     shutil.copytree(BUNDLED, world_dir / "articles")
     warm = make_app(world_dir / "articles", ledger_path=str(world_dir / "warm.db"))
