@@ -113,6 +113,32 @@ class _State:
     entries: dict[str, Entry] = field(default_factory=dict)  # published ones, by path
 
 
+def _sightings(
+    touched: Iterable[str],
+    articles: dict[str, Article],
+    files: dict[str, FileSignature],
+    stamps: dict[str, Stamp],
+) -> list[Sighting]:
+    """What the ledger must hear of: touched articles that are new or whose text changed.
+
+    Drafts are left out, so an article's first publication is when its draft
+    flag goes, not when the draft was first saved.
+    """
+    return [
+        Sighting(
+            path=path,
+            content_hash=article.content_hash,
+            mtime=files[path].mtime_ns / 1e9,
+            slug_hint=article.front_matter.slug or slugify(article.title) or "article",
+            id_hint=article.front_matter.id,
+        )
+        for path in touched
+        if (article := articles.get(path)) is not None
+        and not article.front_matter.draft
+        and (path not in stamps or stamps[path].content_hash != article.content_hash)
+    ]
+
+
 def _cost(rendered: Rendered) -> int:
     """Bytes a cached representation holds, counting its gzip form (about a fifth)."""
     return len(rendered.body) + len(rendered.body) // 5
@@ -252,28 +278,10 @@ class Publisher:
             except ArticleError as exc:
                 parse_errors[path] = exc  # the last good version, if any, stays published
 
-        sightings = [
-            Sighting(
-                path=path,
-                content_hash=article.content_hash,
-                mtime=files[path].mtime_ns / 1e9,
-                slug_hint=article.front_matter.slug or slugify(article.title) or "article",
-                id_hint=article.front_matter.id,
-            )
-            for path in touched
-            if (article := articles.get(path)) is not None
-            and not article.front_matter.draft
-            and (path not in stamps or stamps[path].content_hash != article.content_hash)
-        ]
+        sightings = _sightings(touched, articles, files, stamps)
         if sightings:
-            present = set(current)
             try:
-                # In batches: several workers starting on one empty ledger each
-                # take its write lock in turn, so no batch may hold it for long
-                # (one 10,000-article transaction made another worker time out).
-                for start in range(0, len(sightings), LEDGER_BATCH):
-                    batch = sightings[start : start + LEDGER_BATCH]
-                    stamps.update(self.ledger.record(batch, present, now))
+                stamps.update(self._record(sightings, set(current), now))
             except LedgerError as exc:
                 if first:
                     raise
@@ -298,17 +306,35 @@ class Publisher:
             files, articles, parse_errors, listing_errors, stamps, collection, next_due, entries
         )
         if changed and collection is not old.collection:
-            changed_refs = changed_feeds(old.collection, collection)
-            self._prune_cache(changed_refs)
-            if not first:
-                for listener in self.listeners:
-                    try:
-                        listener(changed_refs)
-                    except Exception:  # a listener must never break a reload
-                        log.exception("collection listener failed")
+            self._announce(changed_feeds(old.collection, collection), tell_listeners=not first)
         self.loaded = True
         report = self._report(self._state, len(current), read, changed, started, None)
         return replace(report, list_seconds=listed_at - started)
+
+    def _record(
+        self, sightings: list[Sighting], present: set[str], now: float
+    ) -> dict[str, Stamp]:
+        """Stamp sightings in the ledger, in batches.
+
+        Several workers starting on one empty ledger take its write lock in
+        turn, so no transaction may hold it for long (one 10,000-article
+        transaction made another worker time out).
+        """
+        stamps: dict[str, Stamp] = {}
+        for start in range(0, len(sightings), LEDGER_BATCH):
+            stamps.update(self.ledger.record(sightings[start : start + LEDGER_BATCH], present, now))
+        return stamps
+
+    def _announce(self, changed: list[FeedRef], *, tell_listeners: bool) -> None:
+        """Drop the changed feeds' rendered documents and tell the listeners."""
+        self._prune_cache(changed)
+        if not tell_listeners:
+            return
+        for listener in self.listeners:
+            try:
+                listener(changed)
+            except Exception:  # a listener must never break a reload
+                log.exception("collection listener failed")
 
     def _build_collection(
         self,
