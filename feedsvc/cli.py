@@ -83,7 +83,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .web import create_app
 
-    app = create_app({"articles_dir": args.folder} if args.folder else None)
+    overrides = {"articles_dir": args.folder} if args.folder else {}
+    settings = load_settings(overrides)  # a bad setting stops us here, before any fork
+    if not settings.articles_dir.is_dir():
+        raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder")
 
     class _Server(BaseApplication):  # gunicorn's documented way to embed it
         def load_config(self) -> None:
@@ -94,10 +97,11 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", "-")
 
         def load(self):  # noqa: ANN202 - gunicorn's signature
-            return app
+            # In each worker, after the fork: a SQLite connection or a reload
+            # thread must not be carried across it.
+            return create_app(overrides)
 
-    print(f"serving {app.config['FEEDSVC'].articles_dir} on http://{args.host}:{args.port}/",
-          file=sys.stderr)
+    print(f"serving {settings.articles_dir} on http://{args.host}:{args.port}/", file=sys.stderr)
     _Server().run()
     return 0
 

@@ -82,6 +82,11 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app.register_error_handler(HTTPException, _plain_error)
     app.register_error_handler(Exception, _internal_error)
     app.before_request(_ensure_reloader)
+    # Start rescanning now, not at the first request: an idle service must
+    # still notice changes (and ping WebSub hubs). The app is created in each
+    # gunicorn worker (no --preload), and the request hook restarts the
+    # thread in a process forked from one that had it.
+    reloader.ensure_running()
     # extensions: optional parts register themselves here, one line each.
     from .observability import init_app as init_observability
     init_observability(app)

@@ -286,3 +286,18 @@ def test_fast_path_and_flask_route_answer_alike(app) -> None:
     assert int(head.headers["Content-Length"]) == len(client.get("/feed.json").data)
     assert client.get("/topics/missing/feed.atom").status_code == 404  # falls through
     assert client.post("/feed.atom").status_code == 405
+
+
+def test_an_idle_service_still_notices_changes_and_pings(make_app, articles_dir, hub) -> None:
+    """No request arrives, yet a new article is published and the hub told."""
+    app = make_app(articles_dir, websub_hubs=hub.url, reload_interval=0.2)
+    publisher = app.extensions["feedsvc"]
+    publisher.settle_seconds = 0
+    write_article(articles_dir, "quiet.txt", "Published While Nobody Asked")
+    deadline = time.monotonic() + 10
+    while not hub.pings and time.monotonic() < deadline:
+        time.sleep(0.05)
+    app.extensions["feedsvc.reloader"].stop()
+    assert app.extensions["feedsvc.websub"].wait_idle()
+    assert any(e.title == "Published While Nobody Asked" for e in publisher.collection.entries)
+    assert f"{BASE_URL}/feed.atom" in {p["hub.url"][0] for p in hub.pings}
