@@ -32,32 +32,30 @@ def _to_path(name: str, value: Any, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def _to_int(low: int, high: int) -> Callable[[str, Any, Path], int]:
-    def convert(name: str, value: Any, base: Path) -> int:
-        if isinstance(value, bool):
-            raise ConfigError(_env_name(name), f"expected a whole number, got {value!r}")
+def _to_number(kind: type, low: float, high: float) -> Callable[[str, Any, Path], Any]:
+    """A converter to ``kind`` (int or float) within ``[low, high]``."""
+    word = "a whole number" if kind is int else "a number"
+
+    def convert(name: str, value: Any, base: Path) -> Any:
         try:
-            number = int(str(value).strip())
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = kind(str(value).strip())
         except ValueError:
-            raise ConfigError(_env_name(name), f"expected a whole number, got {value!r}") from None
+            raise ConfigError(_env_name(name), f"expected {word}, got {value!r}") from None
         if not low <= number <= high:
             raise ConfigError(_env_name(name), f"must be between {low} and {high}, got {number}")
         return number
 
     return convert
+
+
+def _to_int(low: int, high: int) -> Callable[[str, Any, Path], int]:
+    return _to_number(int, low, high)
 
 
 def _to_float(low: float, high: float) -> Callable[[str, Any, Path], float]:
-    def convert(name: str, value: Any, base: Path) -> float:
-        try:
-            number = float(str(value).strip())
-        except ValueError:
-            raise ConfigError(_env_name(name), f"expected a number, got {value!r}") from None
-        if not low <= number <= high:
-            raise ConfigError(_env_name(name), f"must be between {low} and {high}, got {number}")
-        return number
-
-    return convert
+    return _to_number(float, low, high)
 
 
 def _to_text(name: str, value: Any, base: Path) -> str:

@@ -61,10 +61,6 @@ class Rendered:
         self._gzip: tuple[bytes, str] | None = None
         self._lock = threading.Lock()
 
-    @classmethod
-    def of(cls, body: bytes, content_type: str, last_modified: datetime, max_age: int) -> Rendered:
-        return cls(body, content_type, last_modified, max_age)
-
     def _compressed(self) -> tuple[bytes, str]:
         packed = self._gzip
         if packed is None:
@@ -444,7 +440,7 @@ class Publisher:
                 return hit[1]
         started = time.perf_counter()
         body, content_type, last_modified = build()
-        rendered = Rendered.of(body, content_type, last_modified, max_age)
+        rendered = Rendered(body, content_type, last_modified, max_age)
         self.renders += 1
         self.render_seconds += time.perf_counter() - started
         with self._cache_lock:
