@@ -19,6 +19,7 @@ below (the ``FEEDSVC_*`` settings of the app itself are read by the app):
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import shutil
@@ -52,6 +53,17 @@ graceful_timeout = 30  # in-flight requests finish on restart or SIGTERM
 # file): shorter than this, so nginx never reuses a connection we just closed.
 keepalive = 5
 
+# The master loads the app, and with it the store's index of every article,
+# once; workers are forked from it with the view in place (copy-on-write
+# pages, shared), so a worker starts in milliseconds and a SIGHUP leaves no
+# gap. feedsvc opens no SQLite connection and starts no thread in the master
+# (FEEDSVC_PRELOAD tells it); each worker starts its own in post_fork. A HUP
+# re-reads this file and forks new workers from the same master image, after
+# bringing the master's view up to date from the store (on_reload); new code
+# needs `systemctl restart`.
+preload_app = True
+os.environ["FEEDSVC_PRELOAD"] = "1"
+
 # gunicorn 27 opens a control socket by default; nothing here uses it.
 control_socket_disable = True
 
@@ -65,23 +77,66 @@ loglevel = os.environ.get("FEEDSVC_LOG_LEVEL", "info")
 
 # -- metrics across workers (prometheus-client multiprocess mode) -------------
 
-_made_metrics_dir: str | None = None
+_made_metrics_dir: str | None = os.environ.get("FEEDSVC_MADE_METRICS_DIR")
 
 
-def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
-    """Before any worker forks: give the workers one empty metrics folder.
+def _metrics_folder() -> None:
+    """Give the workers one empty metrics folder, before the app is preloaded.
 
+    Done when this file is read (the master preloads the app, and with it
+    prometheus-client, which reads the variable at import), once per master:
+    a HUP reads this file again while the workers' files are in use.
     prometheus-client's documentation asks for the folder to be emptied
     between runs, or counters of a previous run's processes would be summed in.
     """
     global _made_metrics_dir
+    if os.environ.get("FEEDSVC_METRICS_MASTER") == str(os.getpid()):
+        return
+    os.environ["FEEDSVC_METRICS_MASTER"] = str(os.getpid())
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         folder = _made_metrics_dir = tempfile.mkdtemp(prefix="feedsvc-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["FEEDSVC_MADE_METRICS_DIR"] = folder
     os.makedirs(folder, exist_ok=True)
     for stale in glob.glob(os.path.join(folder, "*.db")):
         os.remove(stale)
+
+
+_metrics_folder()
+
+
+def _publisher(server):  # noqa: ANN001, ANN202
+    app = server.app.wsgi()
+    return app.extensions["feedsvc"], app.extensions["feedsvc.reloader"]
+
+
+def on_reload(server) -> None:  # noqa: ANN001
+    """SIGHUP: catch the master's view up with the store before new workers fork from it."""
+    publisher, _ = _publisher(server)
+    try:
+        publisher.follow()
+    finally:
+        publisher.before_fork()
+
+
+def pre_fork(server, worker) -> None:  # noqa: ANN001
+    """Objects loaded so far are never collected: forked workers then share their pages
+    instead of copying each page the collector would touch."""
+    gc.freeze()
+
+
+def post_fork(server, worker) -> None:  # noqa: ANN001
+    """In the new worker: its own connections and its own follow / sync thread."""
+    _, reloader = _publisher(server)
+    reloader.ensure_running()
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001
+    """Give the writer lease up at once, so that another worker takes over the folder."""
+    publisher, reloader = _publisher(server)
+    reloader.stop()
+    if publisher.is_writer:
+        publisher.store.release()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001

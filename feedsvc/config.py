@@ -82,6 +82,17 @@ def _to_url_list(name: str, value: Any, base: Path) -> tuple[str, ...]:
     return tuple(_to_url(name, item, base) for item in items if str(item).strip())
 
 
+def _to_bool(name: str, value: Any, base: Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(_env_name(name), f"{value!r} is not true or false")
+
+
 def _to_language(name: str, value: Any, base: Path) -> str:
     text = _to_text(name, value, base)
     if not all(part.isalnum() and part.isascii() for part in text.split("-")):
@@ -110,6 +121,7 @@ class Settings:
     max_limit: int = 1000
     websub_hubs: tuple[str, ...] = ()
     trusted_proxies: int = 0
+    inotify: bool = True  # watch the folder with inotify (the rescan stays as a fallback)
 
 
 _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
@@ -128,6 +140,7 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "max_limit": _to_int(1, 100_000),
     "websub_hubs": _to_url_list,
     "trusted_proxies": _to_int(0, 10),
+    "inotify": _to_bool,
 }
 assert set(_CONVERTERS) == {f.name for f in fields(Settings)}
 

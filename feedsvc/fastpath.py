@@ -86,7 +86,7 @@ class FeedFastPath:
         if (method != "GET" and method != "HEAD") or environ.get("QUERY_STRING"):
             return self.app(environ, start_response)
         target = parse_feed_url(environ.get("PATH_INFO", ""))
-        if target is None:
+        if target is None or not self.publisher.loaded:  # before readiness, Flask says 503
             return self.app(environ, start_response)
         ref, fmt, archive = target
         base_url = self.settings.base_url or request_base_url(environ)

@@ -16,27 +16,24 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import documents
-from .collection import SITE_FEED, Collection, FeedRef, changed_feeds, make_entry
+from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
-from .ledger import Ledger, Sighting
-from .model import Article, Entry, FeedDocument, Site, Stamp
-from .parser import parse_article
+from .model import Article, FeedDocument, Site
 from .render import CONTENT_TYPES, FragmentCache, render_feed, render_opml
-from .source import FileSignature, list_articles, read_article, settled
-from .text import slugify
+from .source import list_articles
+from .store import SqliteStore
+from .sync import FolderSync, LeaseLost
 from .topics import TopicCatalog, load_topic_catalog
+from .view import StoreView
 
 log = logging.getLogger("feedsvc")
-
-#: Sightings recorded in one ledger transaction.
-LEDGER_BATCH = 500
 
 
 class Rendered:
@@ -93,46 +90,8 @@ class ReloadReport:
     error: str | None = None
     #: Of ``seconds``, the time spent listing the folder: how changes are detected.
     list_seconds: float = 0.0
-
-
-@dataclass(slots=True)
-class _State:
-    """Everything a rescan produces; replaced whole, never edited in place."""
-
-    files: dict[str, FileSignature] = field(default_factory=dict)
-    articles: dict[str, Article] = field(default_factory=dict)
-    parse_errors: dict[str, ArticleError] = field(default_factory=dict)
-    listing_errors: dict[str, ArticleError] = field(default_factory=dict)
-    stamps: dict[str, Stamp] = field(default_factory=dict)
-    collection: Collection = field(default_factory=lambda: Collection(()))
-    next_due: float | None = None
-    entries: dict[str, Entry] = field(default_factory=dict)  # published ones, by path
-
-
-def _sightings(
-    touched: Iterable[str],
-    articles: dict[str, Article],
-    files: dict[str, FileSignature],
-    stamps: dict[str, Stamp],
-) -> list[Sighting]:
-    """What the ledger must hear of: touched articles that are new or whose text changed.
-
-    Drafts are left out, so an article's first publication is when its draft
-    flag goes, not when the draft was first saved.
-    """
-    return [
-        Sighting(
-            path=path,
-            content_hash=article.content_hash,
-            mtime=files[path].mtime_ns / 1e9,
-            slug_hint=article.front_matter.slug or slugify(article.title) or "article",
-            id_hint=article.front_matter.id,
-        )
-        for path in touched
-        if (article := articles.get(path)) is not None
-        and not article.front_matter.draft
-        and (path not in stamps or stamps[path].content_hash != article.content_hash)
-    ]
+    #: Files parsed (read files whose bytes were new); at most ``read``.
+    parsed: int = 0
 
 
 def _cost(rendered: Rendered) -> int:
@@ -149,7 +108,12 @@ def id_authority(base_url: str | None) -> str:
 
 
 class Publisher:
-    """Owns the articles folder, the ledger and the render cache of one app."""
+    """The feed service the web layer calls: the store, its writer, this process's view,
+    and the render cache, wired together.
+
+    ``writer=False`` makes a process that only follows the store (never lists
+    the folder), as a second host's replica would.
+    """
 
     def __init__(
         self,
@@ -159,6 +123,7 @@ class Publisher:
         clock: Callable[[], float] = time.time,
         settle_seconds: float = 1.0,
         max_cache_bytes: int = 256 * 1024 * 1024,
+        writer: bool = True,
     ) -> None:
         self.settings = settings
         self.site = Site(
@@ -169,10 +134,18 @@ class Publisher:
             raise ConfigError(
                 "FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder that exists"
             )
-        self.ledger = Ledger(ledger_path, id_authority(settings.base_url))
+        self.store = SqliteStore(ledger_path, id_authority(settings.base_url))
+        self.ledger = self.store.ledger
         self.clock = clock
-        self.settle_seconds = settle_seconds
-        self._state = _State()
+        self.writer = writer
+        #: Seconds the writer lease lasts without renewal: another process takes over
+        #: after it (at once if the holder is a dead process of this host).
+        self.lease_seconds = max(3 * settings.reload_interval, 10.0)
+        self.sync = FolderSync(self.store, settings.articles_dir, settings.max_article_bytes,
+                               settle_seconds=settle_seconds,
+                               renew=lambda: self.store.acquire(self.lease_seconds))
+        self.view = StoreView(self.store, self.catalog)
+        self.is_writer = False
         self._lock = threading.Lock()
         # Least recently used first; bounded so that a crawler walking every
         # archive of every feed cannot grow a worker without limit.
@@ -193,18 +166,34 @@ class Publisher:
         #: Called with every :class:`ReloadReport`, e.g. for metrics.
         self.report_observers: list[Callable[[ReloadReport], None]] = []
 
-    # -- reading the folder -------------------------------------------------
+    @property
+    def settle_seconds(self) -> float:
+        """How long a file must be left alone before it is read (without inotify's word)."""
+        return self.sync.settle_seconds
 
-    def refresh(self, progress: Callable[[int, int, str], None] | None = None) -> ReloadReport:
-        """Rescan the folder and swap in a new collection if anything changed.
+    @settle_seconds.setter
+    def settle_seconds(self, value: float) -> None:
+        self.sync.settle_seconds = value
+
+    # -- reading the folder (writer) and following the store (everyone) ----------
+
+    def refresh(
+        self,
+        progress: Callable[[int, int, str], None] | None = None,
+        *,
+        sync: bool = True,
+        paths: set[str] | None = None,
+    ) -> ReloadReport:
+        """Sync the folder into the store (if this process is the writer), then follow it.
 
         Only files whose signature (size, mtime, inode) changed are read; a
-        file caught mid-write (modified within ``settle_seconds``) waits for
-        the next rescan, except on the first load; a file that turns bad keeps
-        its last good version published and is reported.
+        file caught mid-write waits for the next rescan, except on the first
+        load or when ``paths`` (from inotify: closed after writing, or renamed
+        into place) name it; a file that turns bad keeps its last good
+        version published and is reported. ``sync=False`` only follows.
         """
         with self._lock:
-            report = self._refresh(progress)
+            report = self._refresh(progress, sync, paths)
         for observer in self.report_observers:
             try:
                 observer(report)
@@ -212,114 +201,85 @@ class Publisher:
                 log.exception("reload observer failed")
         return report
 
-    def _refresh(self, progress: Callable[[int, int, str], None] | None) -> ReloadReport:
+    def follow(self) -> ReloadReport:
+        """Apply the store's changes to this process's view; reads no file."""
+        return self.refresh(sync=False)
+
+    def _refresh(
+        self,
+        progress: Callable[[int, int, str], None] | None,
+        sync: bool,
+        paths: set[str] | None,
+    ) -> ReloadReport:
         started = time.perf_counter()
         now = self.clock()
-        old = self._state
         first = not self.loaded
-        root = self.settings.articles_dir
-        try:
-            listing = list_articles(root)
-            listed_at = time.perf_counter()
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-            if first:
-                reason = exc.strerror or str(exc)
-                raise ConfigError(
-                    "FEEDSVC_ARTICLES_DIR", f"{root} cannot be read: {reason}"
-                ) from None
-            if not self.folder_missing:
-                log.error("articles folder %s is missing; serving the last good feeds", root)
-            self.folder_missing = True
-            return self._report(old, 0, 0, False, started, "articles folder missing")
-        if self.folder_missing:
-            log.info("articles folder %s is back", root)
-        self.folder_missing = False
-
-        # Only what differs from the last scan is looked at: new, changed and
-        # gone files. A rescan with nothing changed costs the listing and this.
-        current = listing.files
-        candidates = [p for p, sig in current.items() if old.files.get(p) != sig]
-        gone = old.files.keys() - current.keys()
-        listing_errors = {e.path: e for e in listing.errors}
-        due = old.next_due is not None and now >= old.next_due
-        if not (first or candidates or gone or due):
-            if listing_errors != old.listing_errors:
-                self._log_rejections(old.listing_errors, listing_errors)
-                self._state = replace(old, listing_errors=listing_errors)
-            report = self._report(self._state, len(current), 0, False, started, None)
-            return replace(report, list_seconds=listed_at - started)
-
-        files, articles = dict(old.files), dict(old.articles)
-        parse_errors, stamps = dict(old.parse_errors), dict(old.stamps)
-        for path in gone:
-            for table in (files, articles, parse_errors, stamps):
-                table.pop(path, None)
-        touched = set(gone)
-        read = 0
-        quiet_ns = int(self.settle_seconds * 1e9)
-        for path in candidates:
-            sig = current[path]
-            if not first and not settled(sig, int(now * 1e9), quiet_ns):
-                continue  # caught mid-write: the old version (if any) stays until it settles
-            read += 1
-            if progress is not None:
-                progress(read, len(candidates), path)
-            files[path] = sig
-            touched.add(path)
+        listed = read = parsed = 0
+        list_seconds = 0.0
+        if sync and self.writer:
             try:
-                articles[path] = parse_article(
-                    read_article(root, path, self.settings.max_article_bytes), path
-                )
-                parse_errors.pop(path, None)
-            except ArticleError as exc:
-                parse_errors[path] = exc  # the last good version, if any, stays published
-
-        sightings = _sightings(touched, articles, files, stamps)
-        if sightings:
-            try:
-                stamps.update(self._record(sightings, set(current), now))
+                self.is_writer = self.store.acquire(self.lease_seconds)
             except LedgerError as exc:
                 if first:
                     raise
-                if self.last_error != str(exc):
-                    log.error("%s; serving the last good feeds until it recovers", exc)
-                self.last_error = str(exc)
-                return self._report(old, len(current), read, False, started, str(exc))
+                return self._failed(exc, started)
+            if not self.is_writer:
+                self.sync.forget()  # another process writes: our records may go stale
+        if sync and self.is_writer:
+            root = self.settings.articles_dir
+            try:
+                listing = list_articles(root) if paths is None else None
+                list_seconds = time.perf_counter() - started
+            except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+                if first:
+                    reason = exc.strerror or str(exc)
+                    raise ConfigError(
+                        "FEEDSVC_ARTICLES_DIR", f"{root} cannot be read: {reason}"
+                    ) from None
+                if not self.folder_missing:
+                    log.error("articles folder %s is missing; serving the last good feeds", root)
+                self.folder_missing = True
+                return self._report(0, 0, False, started, "articles folder missing")
+            if self.folder_missing:
+                log.info("articles folder %s is back", root)
+            self.folder_missing = False
+            try:
+                done = (self.sync.run(now, listing=listing, progress=progress) if paths is None
+                        else self.sync.run_paths(paths, now))
+            except LedgerError as exc:
+                self.sync.forget()  # what was written is unknown: ask the store next time
+                if first:
+                    raise
+                return self._failed(exc, started)
+            except LeaseLost:
+                self.sync.forget()
+                self.is_writer = False
+                log.warning("writer lease lost mid-sync; another process writes now")
+                done = None
+            if done is not None:
+                listed, read, parsed = done.listed, done.read, done.parsed
+        old = self.view.state
+        try:
+            changed = self.view.poll(now)
+        except LedgerError as exc:
+            if first and self.is_writer:
+                raise
+            return self._failed(exc, started)
         self.last_error = None
-
-        changed = first or due or any(
-            articles.get(p) is not old.articles.get(p) or stamps.get(p) is not old.stamps.get(p)
-            for p in touched
-        )
-        collection, next_due, entries = old.collection, old.next_due, old.entries
+        new = self.view.state
+        self._log_rejections(old.parse_errors, new.parse_errors)
+        self._log_rejections(old.listing_errors, new.listing_errors)
         if changed:
-            collection, next_due, entries = self._build_collection(
-                articles, stamps, old, now, None if first or due else touched
-            )
-        self._log_rejections(old.parse_errors, parse_errors)
-        self._log_rejections(old.listing_errors, listing_errors)
-        self._state = _State(
-            files, articles, parse_errors, listing_errors, stamps, collection, next_due, entries
-        )
-        if changed and collection is not old.collection:
-            self._announce(changed_feeds(old.collection, collection), tell_listeners=not first)
-        self.loaded = True
-        report = self._report(self._state, len(current), read, changed, started, None)
-        return replace(report, list_seconds=listed_at - started)
+            self._announce(changed, tell_listeners=not first)
+        self.loaded = self.view.loaded
+        return self._report(listed, read, changed is not None and (bool(changed) or first),
+                            started, None, list_seconds, parsed)
 
-    def _record(
-        self, sightings: list[Sighting], present: set[str], now: float
-    ) -> dict[str, Stamp]:
-        """Stamp sightings in the ledger, in batches.
-
-        Several workers starting on one empty ledger take its write lock in
-        turn, so no transaction may hold it for long (one 10,000-article
-        transaction made another worker time out).
-        """
-        stamps: dict[str, Stamp] = {}
-        for start in range(0, len(sightings), LEDGER_BATCH):
-            stamps.update(self.ledger.record(sightings[start : start + LEDGER_BATCH], present, now))
-        return stamps
+    def _failed(self, exc: LedgerError, started: float) -> ReloadReport:
+        if self.last_error != str(exc):
+            log.error("%s; serving the last good feeds until it recovers", exc)
+        self.last_error = str(exc)
+        return self._report(0, 0, False, started, str(exc))
 
     def _announce(self, changed: list[FeedRef], *, tell_listeners: bool) -> None:
         """Drop the changed feeds' rendered documents and tell the listeners."""
@@ -332,47 +292,6 @@ class Publisher:
             except Exception:  # a listener must never break a reload
                 log.exception("collection listener failed")
 
-    def _build_collection(
-        self,
-        articles: dict[str, Article],
-        stamps: dict[str, Stamp],
-        old: _State,
-        now: float,
-        touched: set[str] | None,
-    ) -> tuple[Collection, float | None, dict[str, Entry]]:
-        """A new collection, rebuilding only the entries of ``touched`` paths.
-
-        ``touched=None`` looks at every article (first load, or a scheduled
-        article fell due). Reusing unchanged Entry objects keeps rebuilding
-        cheap after one edit among thousands, and keeps their rendered
-        fragments cached (:class:`~feedsvc.render.FragmentCache`).
-        """
-        if touched is None:
-            entries: dict[str, Entry] = {}
-            next_due: float | None = None
-            paths: Iterable[str] = articles
-        else:
-            entries, next_due, paths = dict(old.entries), old.next_due, touched
-        for path in paths:
-            entries.pop(path, None)
-            article, stamp = articles.get(path), stamps.get(path)
-            if article is None or stamp is None or article.front_matter.draft:
-                continue
-            entry = old.entries.get(path)
-            if entry is None or entry.article is not article or old.stamps.get(path) is not stamp:
-                entry = make_entry(article, stamp, self.catalog)
-            due = entry.published.timestamp()
-            if due > now:  # scheduled: published when its time comes, without a restart
-                next_due = due if next_due is None else min(next_due, due)
-                continue
-            entries[path] = entry
-        scope = old.entries.keys() | entries.keys() if touched is None else touched
-        removed = [e for p in scope if (e := old.entries.get(p)) and entries.get(p) is not e]
-        added = [e for p in scope if (e := entries.get(p)) and old.entries.get(p) is not e]
-        if len(removed) + len(added) <= max(64, len(entries) // 10):
-            return old.collection.evolve(removed, added), next_due, entries
-        return Collection(entries.values()), next_due, entries
-
     def _log_rejections(
         self, before: dict[str, ArticleError], after: dict[str, ArticleError]
     ) -> None:
@@ -382,8 +301,10 @@ class Publisher:
                 log.warning("rejected %s", error)
 
     def _report(
-        self, state: _State, listed: int, read: int, changed: bool, started: float, err: str | None
+        self, listed: int, read: int, changed: bool, started: float, err: str | None,
+        list_seconds: float = 0.0, parsed: int = 0,
     ) -> ReloadReport:
+        state = self.view.state
         return ReloadReport(
             listed=listed,
             read=read,
@@ -392,31 +313,39 @@ class Publisher:
             changed=changed,
             seconds=time.perf_counter() - started,
             error=err,
+            list_seconds=list_seconds,
+            parsed=parsed,
         )
+
+    def before_fork(self) -> None:
+        """Close the store's connections: a master about to fork must not hand them on."""
+        self.store.before_fork()
 
     # -- what the web layer reads --------------------------------------------
 
     @property
     def collection(self) -> Collection:
-        return self._state.collection
+        return self.view.state.collection
 
     @property
     def rejections(self) -> dict[str, ArticleError]:
         """Every file not published (or published in an older version), and why."""
-        return {**self._state.parse_errors, **self._state.listing_errors}
+        state = self.view.state
+        return {**state.parse_errors, **state.listing_errors}
 
     @property
     def articles(self) -> dict[str, Article]:
         """Every file read successfully (drafts and scheduled ones too), by path."""
-        return dict(self._state.articles)
+        return dict(self.view.state.articles)
 
     @property
     def warnings(self) -> dict[str, tuple[str, ...]]:
-        return {p: a.warnings for p, a in self._state.articles.items() if a.warnings}
+        return {p: a.warnings for p, a in self.view.state.articles.items() if a.warnings}
 
     @property
     def next_due(self) -> float | None:
-        return self._state.next_due
+        return self.view.state.next_due
+
 
     # -- rendering, once per version ------------------------------------------
 
@@ -482,7 +411,7 @@ class Publisher:
         limit: int | None = None,
     ) -> Rendered | None:
         """One feed document in one format; None if the feed or archive does not exist."""
-        collection = self._state.collection
+        collection = self.view.state.collection
         version = collection.feed_version(ref)
         if version is None or fmt not in CONTENT_TYPES:
             return None
@@ -514,7 +443,7 @@ class Publisher:
 
     def opml(self, base_url: str) -> Rendered:
         """An OPML 2.0 list of every feed, for importing into a reader."""
-        collection = self._state.collection
+        collection = self.view.state.collection
         updated = collection.updated or documents.EPOCH
 
         def build() -> tuple[bytes, str, datetime]:
@@ -541,8 +470,11 @@ class Publisher:
     @property
     def version(self) -> str:
         """A digest of the whole collection, for pages that show all of it."""
-        return self._state.collection.version
+        return self.view.state.collection.version
 
     def close(self) -> None:
-        self.ledger.close()
+        """Give the writer lease up (another process takes over at once) and close the store."""
+        if self.is_writer:
+            self.store.release()
+        self.store.close()
 

@@ -188,13 +188,13 @@ def test_one_edit_rebuilds_only_what_it_touches(publisher, articles_dir) -> None
 def test_first_load_records_in_short_transactions(tmp_path: Path, monkeypatch) -> None:
     """Workers starting together on an empty ledger take its write lock in turns:
     no transaction may cover the whole folder."""
-    from feedsvc import publisher as publisher_module
+    from feedsvc import sync as sync_module
     from feedsvc.ledger import Ledger
 
     folder = tmp_path / "many"
     for n in range(23):
         write_article(folder, f"{n:03}.txt", f"Story Number {n}")
-    monkeypatch.setattr(publisher_module, "LEDGER_BATCH", 5)
+    monkeypatch.setattr(sync_module, "BATCH", 5)
     sizes: list[int] = []
     original = Ledger.record
 
