@@ -158,7 +158,7 @@ class Publisher:
         self.renders = 0  # documents rendered since start: tests and metrics count it
         self.render_seconds = 0.0  # time spent rendering them
         self.folder_missing = False
-        self.last_error: str | None = None
+        self._errors: dict[str, str] = {}  # "sync" / "follow" -> the failure now
         self.loaded = False
         #: Called as ``listener(changed_feeds)`` after each swap of the collection
         #: (not on the first load), e.g. to ping WebSub hubs.
@@ -222,7 +222,7 @@ class Publisher:
             except LedgerError as exc:
                 if first:
                     raise
-                return self._failed(exc, started)
+                return self._failed(exc, started, "sync")
             if not self.is_writer:
                 self.sync.forget()  # another process writes: our records may go stale
         if sync and self.is_writer:
@@ -250,7 +250,7 @@ class Publisher:
                 self.sync.forget()  # what was written is unknown: ask the store next time
                 if first:
                     raise
-                return self._failed(exc, started)
+                return self._failed(exc, started, "sync")
             except LeaseLost:
                 self.sync.forget()
                 self.is_writer = False
@@ -258,14 +258,15 @@ class Publisher:
                 done = None
             if done is not None:
                 listed, read, parsed = done.listed, done.read, done.parsed
+                self._errors.pop("sync", None)
         old = self.view.state
         try:
             changed = self.view.poll(now)
         except LedgerError as exc:
             if first and self.is_writer:
                 raise
-            return self._failed(exc, started)
-        self.last_error = None
+            return self._failed(exc, started, "follow")
+        self._errors.pop("follow", None)
         new = self.view.state
         self._log_rejections(old.parse_errors, new.parse_errors)
         self._log_rejections(old.listing_errors, new.listing_errors)
@@ -275,11 +276,17 @@ class Publisher:
         return self._report(listed, read, changed is not None and (bool(changed) or first),
                             started, None, list_seconds, parsed)
 
-    def _failed(self, exc: LedgerError, started: float) -> ReloadReport:
+    def _failed(self, exc: LedgerError, started: float, kind: str) -> ReloadReport:
+        """Log a store failure once (not at every poll until it recovers), keep serving."""
         if self.last_error != str(exc):
             log.error("%s; serving the last good feeds until it recovers", exc)
-        self.last_error = str(exc)
+        self._errors[kind] = str(exc)
         return self._report(0, 0, False, started, str(exc))
+
+    @property
+    def last_error(self) -> str | None:
+        """The store's failure now (writing the folder's changes, or following), if any."""
+        return self._errors.get("sync") or self._errors.get("follow")
 
     def _announce(self, changed: list[FeedRef], *, tell_listeners: bool) -> None:
         """Drop the changed feeds' rendered documents and tell the listeners."""
