@@ -61,8 +61,7 @@ keepalive = 5
 # re-reads this file and forks new workers from the same master image, after
 # bringing the master's view up to date from the store (on_reload); new code
 # needs `systemctl restart`.
-preload_app = True
-os.environ["FEEDSVC_PRELOAD"] = "1"
+preload_app = True  # and FEEDSVC_PRELOAD=1 in raw_env below
 
 # gunicorn 27 opens a control socket by default; nothing here uses it.
 control_socket_disable = True
@@ -77,32 +76,24 @@ loglevel = os.environ.get("FEEDSVC_LOG_LEVEL", "info")
 
 # -- metrics across workers (prometheus-client multiprocess mode) -------------
 
-_made_metrics_dir: str | None = os.environ.get("FEEDSVC_MADE_METRICS_DIR")
+#: Given, or one of this master's own (the same path when a HUP reads this file again).
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(
+    tempfile.gettempdir(), f"feedsvc-metrics-{os.getpid()}")
+_made_metrics_dir = None if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else _metrics_dir
+# gunicorn sets raw_env in the master before it preloads the app, and with it
+# prometheus-client, which reads the variable when it is imported.
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={_metrics_dir}", "FEEDSVC_PRELOAD=1"]
+os.makedirs(_metrics_dir, exist_ok=True)  # the preloaded app opens its files in it
 
 
-def _metrics_folder() -> None:
-    """Give the workers one empty metrics folder, before the app is preloaded.
+def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
+    """Before any worker forks: empty the metrics folder.
 
-    Done when this file is read (the master preloads the app, and with it
-    prometheus-client, which reads the variable at import), once per master:
-    a HUP reads this file again while the workers' files are in use.
     prometheus-client's documentation asks for the folder to be emptied
     between runs, or counters of a previous run's processes would be summed in.
     """
-    global _made_metrics_dir
-    if os.environ.get("FEEDSVC_METRICS_MASTER") == str(os.getpid()):
-        return
-    os.environ["FEEDSVC_METRICS_MASTER"] = str(os.getpid())
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder:
-        folder = _made_metrics_dir = tempfile.mkdtemp(prefix="feedsvc-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ["FEEDSVC_MADE_METRICS_DIR"] = folder
-    os.makedirs(folder, exist_ok=True)
-    for stale in glob.glob(os.path.join(folder, "*.db")):
+    for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
         os.remove(stale)
-
-
-_metrics_folder()
 
 
 def _publisher(server):  # noqa: ANN001, ANN202
@@ -128,7 +119,7 @@ def pre_fork(server, worker) -> None:  # noqa: ANN001
 def post_fork(server, worker) -> None:  # noqa: ANN001
     """In the new worker: its own connections and its own follow / sync thread."""
     _, reloader = _publisher(server)
-    reloader.ensure_running()
+    reloader.ensure_running(until_loaded=True)
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001

@@ -17,6 +17,7 @@ slugs and dates).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -312,35 +313,49 @@ class SqliteStore:
     def __init__(self, path: Path, id_authority: str) -> None:
         self.ledger = Ledger(path, id_authority)  # creates the file, checks and opens it
         self.path = self.ledger.path
-        self._db = _sqlite.Database(self.path, prepare=self._prepare)
-        self._lock = threading.Lock()
+        # Two connections, each with its own lock: the request threads' reads
+        # (content, the change counter) never wait behind the writer's batches.
+        self._dbs = {side: _sqlite.Database(self.path, prepare=self._prepare)
+                     for side in ("read", "write")}
+        self._locks = {side: threading.Lock() for side in ("read", "write")}
         self.holder = _holder()
         self._holder_pid = os.getpid()
         self.found_version = 0
-        with self._lock:
-            self._conn()
+        with self._using("write"):
+            pass
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Upgrade the schema if needed; a current one costs a read, not the write lock."""
         try:
+            if _sqlite.user_version(conn) == len(_STEPS):
+                return
             self.found_version = _sqlite.migrate(conn, _STEPS)
         except _sqlite.SchemaTooNew as exc:
             raise LedgerError(str(self.path), str(exc)) from None
 
-    def _conn(self) -> sqlite3.Connection:
-        """The connection (lock held); LedgerError if the file is gone or unusable."""
-        try:
-            return self._db.connection()
-        except FileNotFoundError:
-            raise LedgerError(str(self.path), _GONE) from None
-        except sqlite3.Error as exc:
-            self._db.drop()
-            raise LedgerError(str(self.path), _reason(exc)) from exc
+    @contextlib.contextmanager
+    def _using(self, side: str) -> Iterator[sqlite3.Connection]:
+        """One side's connection with its lock held; every failure a LedgerError.
 
-    def _failed(self, exc: sqlite3.Error) -> LedgerError:
-        name = getattr(exc, "sqlite_errorname", "") or ""
-        if not name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-            self._db.drop()
-        return LedgerError(str(self.path), _reason(exc))
+        A busy database is not the file's fault; anything else drops the
+        connection, so that the next use sees a repaired or restored file.
+        """
+        db = self._dbs[side]
+        with self._locks[side]:
+            try:
+                conn = db.connection()
+            except FileNotFoundError:
+                raise LedgerError(str(self.path), _GONE) from None
+            except sqlite3.Error as exc:
+                db.drop()
+                raise LedgerError(str(self.path), _reason(exc)) from exc
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                name = getattr(exc, "sqlite_errorname", "") or ""
+                if not name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                    db.drop()
+                raise LedgerError(str(self.path), _reason(exc)) from exc
 
     def _my_holder(self) -> str:
         if self._holder_pid != os.getpid():  # a forked child is another process
@@ -357,62 +372,46 @@ class SqliteStore:
     # -- the writer -------------------------------------------------------------------
 
     def files(self) -> dict[str, FileRecord]:
-        with self._lock:
-            conn = self._conn()
-            try:
-                rows = conn.execute(
-                    f"SELECT {_FILE_COLUMNS} FROM files f "
-                    "LEFT JOIN versions v ON v.version = f.version"
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+        with self._using("write") as conn:
+            rows = conn.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files f "
+                "LEFT JOIN versions v ON v.version = f.version"
+            ).fetchall()
         return {row[0]: FileRecord(*row) for row in rows}
 
     def write(self, batch: Batch) -> int:
-        with self._lock:
-            conn = self._conn()
-            try:
-                with _sqlite.transaction(conn):
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO versions (version, parser, meta, content) "
-                        "VALUES (?, ?, ?, ?)",
-                        [(v, PARSER_VERSION, meta, content) for v, meta, content in batch.versions],
-                    )
-                    conn.executemany(
-                        "INSERT OR REPLACE INTO files "
-                        "(path, size, mtime_ns, inode, version, error, line) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(f.path, f.size, f.mtime_ns, f.inode, f.version, f.error, f.line)
-                         for f in batch.files],
-                    )
-                    conn.executemany("DELETE FROM files WHERE path = ?",
-                                     [(p,) for p in batch.gone])
-                    seq = _meta_int(conn, "store_seq")
-                    if batch.changed:
-                        seq += 1
-                        conn.executemany(
-                            "INSERT OR REPLACE INTO changes (path, seq) VALUES (?, ?)",
-                            [(p, seq) for p in sorted(batch.changed)],
-                        )
-                        _set_meta(conn, "store_seq", str(seq))
-                    if batch.complete:
-                        _set_meta(conn, "store_complete", "1")
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+        with self._using("write") as conn, _sqlite.transaction(conn):
+            conn.executemany(
+                "INSERT OR REPLACE INTO versions (version, parser, meta, content) "
+                "VALUES (?, ?, ?, ?)",
+                [(v, PARSER_VERSION, meta, content) for v, meta, content in batch.versions],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO files (path, size, mtime_ns, inode, version, error, line) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(f.path, f.size, f.mtime_ns, f.inode, f.version, f.error, f.line)
+                 for f in batch.files],
+            )
+            conn.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in batch.gone])
+            seq = _meta_int(conn, "store_seq")
+            if batch.changed:
+                seq += 1
+                conn.executemany(
+                    "INSERT OR REPLACE INTO changes (path, seq) VALUES (?, ?)",
+                    [(p, seq) for p in sorted(batch.changed)],
+                )
+                _set_meta(conn, "store_seq", str(seq))
+            if batch.complete:
+                _set_meta(conn, "store_complete", "1")
         return seq
 
     def forget_unused_versions(self) -> int:
         """Delete versions no file holds any more (old texts of edited files)."""
-        with self._lock:
-            conn = self._conn()
-            try:
-                with _sqlite.transaction(conn):
-                    cursor = conn.execute(
-                        "DELETE FROM versions WHERE version NOT IN "
-                        "(SELECT version FROM files WHERE version IS NOT NULL)"
-                    )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+        with self._using("write") as conn, _sqlite.transaction(conn):
+            cursor = conn.execute(
+                "DELETE FROM versions WHERE version NOT IN "
+                "(SELECT version FROM files WHERE version IS NOT NULL)"
+            )
         return cursor.rowcount
 
     # -- followers --------------------------------------------------------------------
@@ -425,54 +424,44 @@ class SqliteStore:
 
     def seq(self) -> tuple[int, int, bool]:
         """(sequence number, generation, complete): what a follower polls, cheaply."""
-        with self._lock:
-            conn = self._conn()
-            try:
-                rows = dict(conn.execute(
-                    "SELECT key, value FROM meta WHERE key IN ('store_seq', 'store_complete')"
-                ).fetchall())
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
-            return (int(rows.get("store_seq", 0)), self._db.generation,
-                    rows.get("store_complete") == "1")
+        with self._using("read") as conn:
+            rows = dict(conn.execute(
+                "SELECT key, value FROM meta WHERE key IN ('store_seq', 'store_complete')"
+            ).fetchall())
+            generation = self._dbs["read"].generation
+        return int(rows.get("store_seq", 0)), generation, rows.get("store_complete") == "1"
 
     def _read(self, since: int | None, generation: int) -> Snapshot:
-        with self._lock:
-            conn = self._conn()
-            if since is not None and generation != self._db.generation:
+        with self._using("read") as conn:
+            if since is not None and generation != self._dbs["read"].generation:
                 since = None  # another file (restored from a back-up): start over
-            try:
-                with _sqlite.transaction(conn, immediate=False):
-                    seq = _meta_int(conn, "store_seq")
-                    complete = _meta_int(conn, "store_complete") == 1
-                    if since is None:
-                        changed: set[str] = set()
-                        rows = conn.execute(
-                            f"SELECT {_FILE_COLUMNS}, v.meta FROM files f "
-                            "LEFT JOIN versions v ON v.version = f.version"
-                        ).fetchall()
-                        stamp_rows = conn.execute(
-                            "SELECT path, id, slug, first_seen, changed, hash FROM articles"
-                        ).fetchall()
-                    else:
-                        changed = {
-                            r[0] for r in conn.execute(
-                                "SELECT path FROM changes WHERE seq > ?", (since,))
-                        }
-                        rows = conn.execute(
-                            f"SELECT {_FILE_COLUMNS}, v.meta FROM changes c "
-                            "JOIN files f ON f.path = c.path "
-                            "LEFT JOIN versions v ON v.version = f.version WHERE c.seq > ?",
-                            (since,),
-                        ).fetchall()
-                        stamp_rows = conn.execute(
-                            "SELECT a.path, a.id, a.slug, a.first_seen, a.changed, a.hash "
-                            "FROM changes c JOIN articles a ON a.path = c.path WHERE c.seq > ?",
-                            (since,),
-                        ).fetchall()
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
-            generation = self._db.generation
+            with _sqlite.transaction(conn, immediate=False):
+                seq = _meta_int(conn, "store_seq")
+                complete = _meta_int(conn, "store_complete") == 1
+                if since is None:
+                    changed: set[str] = set()
+                    rows = conn.execute(
+                        f"SELECT {_FILE_COLUMNS}, v.meta FROM files f "
+                        "LEFT JOIN versions v ON v.version = f.version"
+                    ).fetchall()
+                    stamp_rows = conn.execute(
+                        "SELECT path, id, slug, first_seen, changed, hash FROM articles"
+                    ).fetchall()
+                else:
+                    changed = {r[0] for r in conn.execute(
+                        "SELECT path FROM changes WHERE seq > ?", (since,))}
+                    rows = conn.execute(
+                        f"SELECT {_FILE_COLUMNS}, v.meta FROM changes c "
+                        "JOIN files f ON f.path = c.path "
+                        "LEFT JOIN versions v ON v.version = f.version WHERE c.seq > ?",
+                        (since,),
+                    ).fetchall()
+                    stamp_rows = conn.execute(
+                        "SELECT a.path, a.id, a.slug, a.first_seen, a.changed, a.hash "
+                        "FROM changes c JOIN articles a ON a.path = c.path WHERE c.seq > ?",
+                        (since,),
+                    ).fetchall()
+            generation = self._dbs["read"].generation
         files = {row[0]: FileRecord(*row[:8]) for row in rows}
         metas = {row[4]: row[8] for row in rows if row[4] is not None and row[8] is not None}
         stamps = {row[0]: _stamp(row[1:]) for row in stamp_rows}
@@ -480,14 +469,10 @@ class SqliteStore:
                         full=since is None)
 
     def content(self, version: str) -> bytes:
-        with self._lock:
-            conn = self._conn()
-            try:
-                row = conn.execute(
-                    "SELECT content FROM versions WHERE version = ?", (version,)
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+        with self._using("read") as conn:
+            row = conn.execute(
+                "SELECT content FROM versions WHERE version = ?", (version,)
+            ).fetchone()
         # Gone only if the file changed and an old entry is rendered in the moment
         # before the follower swaps it out: an empty body, never an error page.
         return row[0] if row is not None else zlib.compress(b"", 1)
@@ -496,39 +481,27 @@ class SqliteStore:
 
     def acquire(self, ttl: float) -> bool:
         holder, now = self._my_holder(), time.time()
-        with self._lock:
-            conn = self._conn()
-            try:
-                with _sqlite.transaction(conn):
-                    row = conn.execute(
-                        "SELECT holder, expires FROM leases WHERE name = ?", (WRITER_LEASE,)
-                    ).fetchone()
-                    if row is not None and row[0] != holder and row[1] > now and not _dead_here(
-                        row[0]
-                    ):
-                        return False
-                    conn.execute(
-                        "INSERT OR REPLACE INTO leases (name, holder, expires) VALUES (?, ?, ?)",
-                        (WRITER_LEASE, holder, now + ttl),
-                    )
-            except sqlite3.Error as exc:
-                raise self._failed(exc) from exc
+        with self._using("write") as conn, _sqlite.transaction(conn):
+            row = conn.execute(
+                "SELECT holder, expires FROM leases WHERE name = ?", (WRITER_LEASE,)
+            ).fetchone()
+            if row is not None and row[0] != holder and row[1] > now and not _dead_here(row[0]):
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO leases (name, holder, expires) VALUES (?, ?, ?)",
+                (WRITER_LEASE, holder, now + ttl),
+            )
         return True
 
     def release(self) -> None:
         holder = self._my_holder()
-        with self._lock:
-            try:
-                conn = self._conn()
-                with _sqlite.transaction(conn):
-                    conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?",
-                                 (WRITER_LEASE, holder))
-            except (sqlite3.Error, LedgerError):
-                pass  # it expires by itself
+        with contextlib.suppress(LedgerError), self._using("write") as conn, \
+                _sqlite.transaction(conn):
+            conn.execute("DELETE FROM leases WHERE name = ? AND holder = ?",
+                         (WRITER_LEASE, holder))
 
     def lease_holder(self) -> str | None:
-        with self._lock:
-            conn = self._conn()
+        with self._using("read") as conn:
             row = conn.execute(
                 "SELECT holder FROM leases WHERE name = ? AND expires > ?",
                 (WRITER_LEASE, time.time()),
@@ -537,13 +510,15 @@ class SqliteStore:
 
     def before_fork(self) -> None:
         """Close every connection: a process about to fork workers must not hand them on."""
-        with self._lock:
-            self._db.drop()
+        for side, db in self._dbs.items():
+            with self._locks[side]:
+                db.drop()
         self.ledger._drop()  # noqa: SLF001 - reopened at its next use
 
     def close(self) -> None:
-        with self._lock:
-            self._db.drop()
+        for side, db in self._dbs.items():
+            with self._locks[side]:
+                db.drop()
         self.ledger.close()
 
 

@@ -107,7 +107,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     if preload:
         publisher.before_fork()
     else:
-        reloader.ensure_running()
+        reloader.ensure_running(until_loaded=True)
     # extensions: optional parts register themselves here, one line each.
     from .observability import init_app as init_observability
     init_observability(app)
@@ -161,10 +161,16 @@ class Reloader:
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
-    def ensure_running(self) -> None:
-        # Live reload off: still run until the first complete collection is in
-        # (a worker forked before it, or following another's first import).
-        if (self.interval <= 0 and self.publisher.loaded) or self._pid == os.getpid():
+    def ensure_running(self, *, until_loaded: bool = False) -> None:
+        """Start the thread in this process if it has none.
+
+        With live reload off (interval 0) only ``until_loaded`` starts one, which
+        ends once the first complete collection is in (a worker forked before it,
+        or one following another process's first import).
+        """
+        if self._pid == os.getpid():
+            return
+        if self.interval <= 0 and (self.publisher.loaded or not until_loaded):
             return
         with self._lock:
             if self._pid == os.getpid():
@@ -449,6 +455,8 @@ def healthz() -> Response:
         "articles_dir": "missing" if publisher.folder_missing else "ok",
         "ledger": "error" if publisher.last_error else "ok",
         "worker": os.getpid(),
+        "store_seq": publisher.view.state.seq,  # the store change this process has applied
+        "writer": publisher.is_writer,
     }
     if publisher.last_error:
         body["error"] = publisher.last_error
