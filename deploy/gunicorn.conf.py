@@ -97,15 +97,19 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
 
 
 def _publisher(server):  # noqa: ANN001, ANN202
-    app = server.app.wsgi()
-    return app.extensions["feedsvc"], app.extensions["feedsvc.reloader"]
+    """The preloaded feedsvc app's publisher and reloader (None, None for another app)."""
+    extensions = getattr(server.app.wsgi(), "extensions", {})
+    return extensions.get("feedsvc"), extensions.get("feedsvc.reloader")
 
 
 def on_reload(server) -> None:  # noqa: ANN001
     """SIGHUP: catch the master's view up with the store before new workers fork from it."""
     publisher, _ = _publisher(server)
+    if publisher is None:
+        return
     try:
         publisher.follow()
+        publisher.warm()  # new workers start with the site feeds rendered
     finally:
         publisher.before_fork()
 
@@ -119,14 +123,16 @@ def pre_fork(server, worker) -> None:  # noqa: ANN001
 def post_fork(server, worker) -> None:  # noqa: ANN001
     """In the new worker: its own connections and its own follow / sync thread."""
     _, reloader = _publisher(server)
-    reloader.ensure_running(until_loaded=True)
+    if reloader is not None:
+        reloader.ensure_running(until_loaded=True)
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001
     """Give the writer lease up at once, so that another worker takes over the folder."""
     publisher, reloader = _publisher(server)
-    reloader.stop()
-    if publisher.is_writer:
+    if reloader is not None:
+        reloader.stop()
+    if publisher is not None and publisher.is_writer:
         publisher.store.release()
 
 

@@ -105,6 +105,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     # worker starts its own in post_fork (deploy/gunicorn.conf.py), and the
     # request hook restarts it in any process forked from one that had it.
     if preload:
+        publisher.warm()
         publisher.before_fork()
     else:
         reloader.ensure_running(until_loaded=True)
