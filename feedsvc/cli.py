@@ -1,7 +1,8 @@
 """The ``feedsvc`` command: ``serve`` the folder, ``check`` it, or ``build`` a static copy.
 
 ``check`` uses the same reading and parsing as the service (the publisher
-with a throw-away ledger), so what it reports is exactly what would be
+over a private copy of the service's store, so only files changed since the
+service last saw them are read), so what it reports is exactly what would be
 rejected when serving. ``build`` exports what the service would serve, with
 the service's own ledger, so ids and dates match the live feeds.
 """
@@ -9,15 +10,45 @@ the service's own ledger, so ids and dates match the live feeds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import load_settings
+from .config import Settings, load_settings
 from .errors import ConfigError, FeedsvcError
 from .progress import Progress, busy
+
+
+def _service_ledger(settings: Settings) -> Path:
+    """Where the service keeps its ledger and store (create_app's default included)."""
+    if settings.ledger_path is not None:
+        return settings.ledger_path
+    from flask import Flask
+
+    return Path(Flask("feedsvc").instance_path) / "ledger.sqlite3"
+
+
+def _copy_store(source: Path, target: Path) -> None:
+    """A private copy of the service's store, so that check reads only what changed.
+
+    ``check`` must not stamp ids into the service's ledger (a file checked is
+    not yet published), so it works on a copy made with SQLite's online
+    back-up (safe while the service writes), without the copy's writer lease.
+    """
+    src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+        with contextlib.suppress(sqlite3.Error):  # a ledger from before the store has none
+            dst.execute("DELETE FROM leases")
+            dst.commit()
+    finally:
+        src.close()
+        dst.close()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -26,7 +57,16 @@ def _check(args: argparse.Namespace) -> int:
     overrides = {"articles_dir": args.folder} if args.folder else {}
     settings = load_settings(overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        publisher = Publisher(settings, Path(tmp) / "check.sqlite3")
+        copy = Path(tmp) / "check.sqlite3"
+        service = _service_ledger(settings)
+        if service.is_file():
+            try:
+                _copy_store(service, copy)
+            except sqlite3.Error as exc:
+                print(f"feedsvc: not using the store {service} ({exc}): reading every file",
+                      file=sys.stderr)
+                copy.unlink(missing_ok=True)
+        publisher = Publisher(settings, copy)
         progress = Progress("check")
         publisher.refresh(progress=progress)
         progress.close()

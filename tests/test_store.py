@@ -313,3 +313,23 @@ def test_a_ledger_from_a_newer_release_is_refused(articles_dir: Path, tmp_path: 
     conn.close()
     with pytest.raises(LedgerError, match="written by a newer feedsvc"):
         Publisher(_settings(articles_dir), ledger)
+
+
+def test_check_uses_the_service_store_and_leaves_it_alone(articles_dir: Path, tmp_path: Path,
+                                                          monkeypatch, capsys) -> None:
+    from feedsvc.cli import main
+
+    ledger = tmp_path / "ledger.sqlite3"
+    service = Publisher(_settings(articles_dir), ledger)
+    service.refresh()  # the service has seen the folder
+    service.close()
+    write_article(articles_dir, "fresh.txt", "A Fresh Story To Check")
+    with sqlite3.connect(ledger) as conn:
+        before = conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(ledger))
+    counts = Counting(monkeypatch)
+    assert main(["check", str(articles_dir)]) == 0
+    assert "published  fresh.txt: A Fresh Story To Check" in capsys.readouterr().out
+    assert (counts.reads, counts.parses) == (1, 1)  # only the file the store lacks
+    with sqlite3.connect(ledger) as conn:  # nothing stamped in the service's ledger
+        assert conn.execute("SELECT count(*) FROM articles").fetchone()[0] == before
