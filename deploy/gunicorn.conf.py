@@ -122,8 +122,11 @@ def pre_fork(server, worker) -> None:  # noqa: ANN001
 
 def post_fork(server, worker) -> None:  # noqa: ANN001
     """In the new worker: its own connections and its own follow / sync thread."""
-    _, reloader = _publisher(server)
+    publisher, reloader = _publisher(server)
     if reloader is not None:
+        # Forked before the first import finished: once it has, the writer asks
+        # the master to reload, so that new workers share the master's view.
+        reloader.hup_master_when_loaded = not publisher.loaded
         reloader.ensure_running(until_loaded=True)
 
 

@@ -19,8 +19,9 @@ import multiprocessing
 import os
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,10 +95,6 @@ def read_and_parse(
     )
     return Parsed(path, version, encode_article(article), article.content_packed, sighting,
                   parsed=True)
-
-
-def _pool_parse(args: tuple[Path, str, int, str | None, float]) -> Parsed:
-    return read_and_parse(*args)
 
 
 class LeaseLost(Exception):
@@ -300,17 +297,32 @@ class FolderSync:
 
 def _pooled(jobs: list[tuple[Path, str, int, str | None, float]], workers: int
             ) -> Iterable[Parsed]:
-    """Parse on every core; results in order, so batches commit as they come."""
+    """Parse on every core; results in order, so batches commit as they come.
+
+    At most a few chunks are in flight: when storing is slower than parsing,
+    parsed articles would otherwise pile up in this process's memory.
+    """
     # forkserver: the pool's processes are forked from a clean server process,
     # never from this one, whose threads (gunicorn's, the reloader's) and
     # SQLite connections must not be duplicated.
     context = multiprocessing.get_context("forkserver")
     started = time.perf_counter()
-    pool: Executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    chunk = 64
+    chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
     try:
-        yield from pool.map(_pool_parse, jobs, chunksize=64)
+        pending: deque[Future[list[Parsed]]] = deque()
+        for part in chunks:
+            pending.append(pool.submit(_parse_chunk, part))
+            if len(pending) > 2 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     log.info("parsed %d files on %d processes in %.1f s", len(jobs), workers,
              time.perf_counter() - started)
 
+
+def _parse_chunk(jobs: list[tuple[Path, str, int, str | None, float]]) -> list[Parsed]:
+    return [read_and_parse(*job) for job in jobs]
