@@ -183,6 +183,10 @@ class Store(Protocol):
         """What changed after ``since``: a full snapshot if the store is another file now."""
         ...
 
+    def seq(self) -> tuple[int, int, bool]:
+        """(sequence number, generation, complete): what a follower polls, cheaply."""
+        ...
+
     def content(self, version: str) -> bytes:
         """One version's compressed content HTML, fetched when it is rendered."""
         ...
@@ -193,6 +197,10 @@ class Store(Protocol):
 
     def release(self) -> None:
         """Give the writer lease up (at exit), so another process takes over at once."""
+        ...
+
+    def before_fork(self) -> None:
+        """Close every connection; the next use in either process opens its own."""
         ...
 
     def close(self) -> None: ...

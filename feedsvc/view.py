@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .collection import Collection, FeedRef, changed_feeds, make_entry
 from .errors import ArticleError
 from .model import Article, Entry, Stamp
-from .store import FileRecord, Snapshot, SqliteStore, decode_article
+from .store import FileRecord, Snapshot, Store, decode_article
 from .topics import TopicCatalog
 
 log = logging.getLogger("feedsvc")
@@ -63,7 +63,7 @@ def _without_gc(build: Callable[[], ViewState]) -> ViewState:
 class StoreView:
     """The collection one process serves, following the store."""
 
-    def __init__(self, store: SqliteStore, catalog: TopicCatalog) -> None:
+    def __init__(self, store: Store, catalog: TopicCatalog) -> None:
         self.store = store
         self.catalog = catalog
         self.state = ViewState()

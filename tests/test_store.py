@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import feedsvc.store
 import feedsvc.sync
 from feedsvc.config import load_settings
 from feedsvc.errors import LedgerError
@@ -165,6 +167,7 @@ def test_feeds_answer_503_until_the_first_import_is_complete(make_app, articles_
 WORKER = """
 import sys, time
 from pathlib import Path
+import feedsvc.store
 import feedsvc.sync
 from feedsvc.config import load_settings
 from feedsvc.model import Article
@@ -333,3 +336,80 @@ def test_check_uses_the_service_store_and_leaves_it_alone(articles_dir: Path, tm
     assert (counts.reads, counts.parses) == (1, 1)  # only the file the store lacks
     with sqlite3.connect(ledger) as conn:  # nothing stamped in the service's ledger
         assert conn.execute("SELECT count(*) FROM articles").fetchone()[0] == before
+
+
+# -- the writer lease -------------------------------------------------------------------
+
+
+def test_one_writer_at_a_time_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    store = SqliteStore(ledger, "news.example.org")
+    assert store.acquire(60) and store.acquire(60)  # taken, then renewed
+
+    def holder(name: str, expires: float) -> None:
+        with sqlite3.connect(ledger) as conn:
+            conn.execute("UPDATE leases SET holder = ?, expires = ?", (name, expires))
+
+    holder("elsewhere:1", time.time() + 60)  # a live process of another host
+    assert not store.acquire(60)
+    holder("elsewhere:1", time.time() - 1)  # ... whose lease ran out: it died
+    assert store.acquire(60)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    holder(f"{socket.gethostname()}:{dead}", time.time() + 60)  # a dead process of ours
+    assert store.acquire(60)  # taken over at once, without waiting for the expiry
+    store.release()
+    with sqlite3.connect(ledger) as conn:
+        assert conn.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+    store.close()
+
+
+def test_a_parser_change_parses_every_stored_version_again(articles_dir: Path, tmp_path: Path,
+                                                           monkeypatch) -> None:
+    ledger = tmp_path / "ledger.sqlite3"
+    Publisher(_settings(articles_dir), ledger).refresh()
+    monkeypatch.setattr(feedsvc.sync, "PARSER_VERSION", feedsvc.sync.PARSER_VERSION + 1)
+    monkeypatch.setattr(feedsvc.store, "PARSER_VERSION", feedsvc.sync.PARSER_VERSION)
+    counts = Counting(monkeypatch)
+    publisher = Publisher(_settings(articles_dir), ledger)
+    publisher.refresh()
+    assert counts.parses == len(publisher.collection.entries) + len(publisher.rejections)
+    counts.parses = 0
+    Publisher(_settings(articles_dir), ledger).refresh()
+    assert counts.parses == 0  # stored again under the new parser's version
+
+
+def test_a_file_still_open_for_writing_is_not_read(articles_dir: Path, tmp_path: Path) -> None:
+    from feedsvc.watch import FolderWatcher, available
+
+    if not available():
+        pytest.skip("no inotify here")
+    publisher = Publisher(_settings(articles_dir), tmp_path / "ledger.sqlite3",
+                          settle_seconds=0)
+    publisher.refresh()
+    seen: list[set[str]] = []
+    watcher = FolderWatcher(articles_dir, on_paths=lambda p: (seen.append(p),
+                                                              publisher.refresh(paths=p)),
+                            on_overflow=publisher.refresh).start()
+    publisher.sync.writing = watcher.writing
+    try:
+        with open(articles_dir / "slow.txt", "w", encoding="utf-8") as handle:
+            handle.write("A Story Written Slowly\n\nTest Writer\ntest topic\n\n")
+            handle.flush()
+            deadline = time.monotonic() + 5
+            while "slow.txt" not in watcher.writing:
+                assert time.monotonic() < deadline, "inotify did not report the write"
+                time.sleep(0.01)
+            publisher.refresh()  # a rescan with no settle wait: still not read
+            assert "A Story Written Slowly" not in {e.title for e in publisher.collection.entries}
+            handle.write("The lead paragraph, written a little later.\n")
+        deadline = time.monotonic() + 5  # closed: inotify hands it over at once
+        while "A Story Written Slowly" not in {e.title for e in publisher.collection.entries}:
+            assert time.monotonic() < deadline, "the closed file was not published"
+            time.sleep(0.01)
+        entry = next(e for e in publisher.collection.entries
+                     if e.title == "A Story Written Slowly")
+        assert "written a little later" in entry.content_html and {"slow.txt"} in seen
+    finally:
+        watcher.stop()
+        publisher.close()
