@@ -15,13 +15,14 @@ The templates of the pages and of the preview see the same globals
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from . import urls
 from .collection import FeedRef
-from .formats import formats, get_format
+from .formats import Format, formats, get_format
 from .model import FeedDocument, Site
 
 #: RFC 5005 links of a document, as the preview labels them.
@@ -29,11 +30,18 @@ ARCHIVE_LABELS = {"current": "Current feed", "next-archive": "Newer entries",
                   "prev-archive": "Older entries"}
 
 
+class _Formats:
+    """The registered formats, read afresh each time a template loops over them."""
+
+    def __iter__(self) -> Iterator[Format]:
+        return formats()
+
+
 def template_globals() -> dict[str, Any]:
     """What every template may use: the URL layout and the formats (pages and preview)."""
     return {
         "urls": urls,
-        "formats": list(formats()),
+        "formats": _Formats(),
         "topic_ref": lambda slug: FeedRef("topic", slug),
         "author_ref": lambda slug: FeedRef("author", slug),
         "archive_labels": ARCHIVE_LABELS,

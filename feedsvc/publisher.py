@@ -25,11 +25,12 @@ from . import documents
 from .collection import SITE_FEED, Collection, FeedRef, changed_feeds, make_entry
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
+from .formats import content_types, get_format
 from .ledger import Ledger, Sighting
 from .model import Article, Entry, FeedDocument, Site, Stamp
 from .parser import parse_article
 from .preview import render_preview
-from .render import CONTENT_TYPES, FragmentCache, render_feed, render_opml
+from .render import FragmentCache, render_feed, render_opml
 from .source import FileSignature, list_articles, read_article, settled
 from .text import slugify
 from .topics import TopicCatalog, load_topic_catalog
@@ -493,7 +494,8 @@ class Publisher:
         """
         collection = self._state.collection
         version = collection.feed_version(ref)
-        if version is None or fmt not in CONTENT_TYPES:
+        record = get_format(fmt)
+        if version is None or record is None:
             return None
         size = self.settings.feed_size
         hubs = self.settings.websub_hubs
@@ -522,7 +524,7 @@ class Publisher:
         if preview:
             return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, doc.updated
         body = render_feed(doc, fmt, self.site, base_url, self.fragments)
-        return body, CONTENT_TYPES[fmt], doc.updated
+        return body, content_types()[fmt], doc.updated
 
     def opml(self, base_url: str) -> Rendered:
         """An OPML 2.0 list of every feed, for importing into a reader."""

@@ -31,7 +31,7 @@ from lxml import etree
 
 from feedsvc import __version__, urls
 from feedsvc.formats import Format, content_types, formats, get_format, media_types, register_format
-from feedsvc.model import FEED_FORMATS, Entry, FeedDocument, Site
+from feedsvc.model import Entry, FeedDocument, Site
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 #: RFC 5005 (Feed Paging and Archiving) namespace, for ``<fh:archive/>``.
@@ -52,7 +52,7 @@ def render_feed(
     base_url: str,
     fragments: FragmentCache | None = None,
 ) -> bytes:
-    """Render ``doc`` as ``fmt`` (one of :data:`FEED_FORMATS`), UTF-8 bytes.
+    """Render ``doc`` as ``fmt`` (a registered format, feedsvc.formats), UTF-8 bytes.
 
     With ``fragments``, Atom and RSS entries rendered for earlier documents
     are reused (see :class:`FragmentCache`); the bytes are the same either way.
@@ -61,7 +61,8 @@ def render_feed(
     """
     record = get_format(fmt)
     if record is None:
-        raise ValueError(f"unknown feed format {fmt!r}; expected one of {FEED_FORMATS}")
+        known = [f.name for f in formats()]
+        raise ValueError(f"unknown feed format {fmt!r}; expected one of {known}")
     if fragments is not None and fmt in FragmentCache.FORMATS and doc.entries:
         return fragments.assemble(doc, fmt, site, base_url)
     return record.renderer(doc, site, base_url)

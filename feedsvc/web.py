@@ -23,8 +23,8 @@ from .collection import SITE_FEED, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
 from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
+from .formats import formats
 from .http import SECURITY_HEADERS, negotiate
-from .model import FEED_FORMATS
 from .preview import template_globals
 from .publisher import Publisher, Rendered
 from .websub import HubNotifier
@@ -93,7 +93,7 @@ def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
 
     def listener(changed: list[FeedRef]) -> None:
         notifier.notify(
-            f"{settings.base_url}{urls.feed(ref, fmt)}" for ref in changed for fmt in FEED_FORMATS
+            f"{settings.base_url}{urls.feed(ref, fmt.name)}" for ref in changed for fmt in formats()
         )
 
     return listener
