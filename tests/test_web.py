@@ -472,3 +472,15 @@ def test_every_error_carries_the_safety_headers(client, path: str, status: int,
         assert words in response.data
         for name in SAFETY_HEADERS:
             assert response.headers[name] == PAGE_SECURITY_HEADERS[name], name
+
+
+def test_an_internal_error_carries_the_safety_headers_too(app, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.extensions["feedsvc"], "feed", broken)
+    response = app.test_client().get("/feed.atom?limit=2")
+    assert response.status_code == 500
+    assert b"boom" not in response.data and b"Traceback" not in response.data
+    for name in SAFETY_HEADERS:
+        assert response.headers[name] == PAGE_SECURITY_HEADERS[name], name
