@@ -97,6 +97,24 @@ def media_types() -> dict[str, str]:
     return {fmt.name: fmt.media_type for fmt in formats()}
 
 
+_MEDIA: tuple[int, frozenset[str]] = (0, frozenset())
+
+
+def feed_media_types() -> frozenset[str]:
+    """Every format's bare media type, one set kept until the registry changes.
+
+    Asked on every feed request (feedsvc.http.wants_preview): the same
+    object each time, so it also serves as a cheap, hashable cache key.
+    """
+    global _MEDIA
+    registry = _registry()
+    count, types = _MEDIA
+    if count != len(registry):
+        types = frozenset(fmt.media_type for fmt in registry.values())
+        _MEDIA = (len(registry), types)
+    return types
+
+
 def extension_regex() -> str:
     """A regex matching exactly the registered extensions (routes, fast path)."""
     return "(?:" + "|".join(fmt.extension for fmt in formats()) + ")"
