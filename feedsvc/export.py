@@ -21,7 +21,13 @@ maps ``.atom``, ``.rss``, ``.json``, ``.html``, ``.css``):
   rewrite on every host that does not add ``.html`` itself;
 - every file has a ``.gz`` beside it (the app's own gzip bytes for feeds and
   pages), for nginx's ``gzip_static`` or an upload with
-  ``Content-Encoding: gzip``.
+  ``Content-Encoding: gzip``;
+- a feed URL's HTML preview (what the live service sends a browser there)
+  goes beside the feed, at the feed's file name plus ``.html``
+  (``feed.atom.html``). A static host cannot negotiate by itself, so the
+  feed's own bytes stay at the feed's URL for every client; a host that can
+  choose a file by ``Accept`` (deploy/nginx/feedsvc-static.conf) sends
+  browsers the ``.html`` file there, as the live service does.
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ from pathlib import Path, PurePosixPath
 from flask import Flask
 from flask.testing import FlaskClient
 
+from . import urls
 from .collection import FeedRef
-from .documents import archive_count, archive_path, feed_path
+from .documents import archive_count
 from .errors import FeedsvcError
-from .model import FEED_FORMATS
+from .formats import formats
 from .publisher import Publisher
 
 #: Written at the top of every build; a folder without it is never replaced.
@@ -66,26 +73,34 @@ class BuildSummary:
     outdir: Path
     base_url: str
     version: str  # the collection version exported (Publisher.version)
-    feeds: int  # feed documents (every format and archive), without .gz
+    feeds: int  # feed documents (every format and archive), without .gz or previews
     pages: int  # HTML pages and the OPML list
     assets: int  # files under /static/
     files: int  # everything written, .gz included
     bytes: int
     seconds: float
+    previews: int = 0  # HTML previews of feed documents (``feed.atom.html``)
 
 
 @dataclass(frozen=True, slots=True)
 class FeedDoc:
-    """One feed document to export: a feed, a format, and an archive number or None."""
+    """One feed document to export: a feed, a format, an archive number or None,
+    and whether it is the document's HTML preview rather than the feed."""
 
     ref: FeedRef
     fmt: str
     archive: int | None = None
+    preview: bool = False
 
     @property
     def url_path(self) -> str:
-        doc = feed_path(self.ref) if self.archive is None else archive_path(self.ref, self.archive)
-        return f"{doc}.{self.fmt}"
+        return urls.feed(self.ref, self.fmt, self.archive)
+
+    @property
+    def file(self) -> PurePosixPath:
+        """Where it goes: the URL's path; a preview beside it with ``.html`` added."""
+        relative = self.url_path.lstrip("/")
+        return PurePosixPath(relative + ".html" if self.preview else relative)
 
 
 def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
@@ -97,11 +112,14 @@ def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
     for ref in collection.feed_refs():
         archives = archive_count(len(collection.feed_entries(ref) or ()), size)
         for number in [None, *range(1, archives + 1)]:
-            feeds += [FeedDoc(ref, fmt, number) for fmt in FEED_FORMATS]
-    pages = ["/", "/topics/", "/authors/", "/feeds.opml"]
-    pages += [FeedRef("topic", slug).html_path for slug in collection.topics]
-    pages += [FeedRef("author", slug).html_path for slug in collection.authors]
-    pages += [f"/articles/{entry.slug}" for entry in collection.entries]
+            for fmt in formats():
+                feeds.append(FeedDoc(ref, fmt.name, number))
+                if fmt.preview:
+                    feeds.append(FeedDoc(ref, fmt.name, number, preview=True))
+    pages = [urls.HOME, urls.TOPICS, urls.AUTHORS, urls.OPML]
+    pages += [urls.topic(slug) for slug in collection.topics]
+    pages += [urls.author(slug) for slug in collection.authors]
+    pages += [urls.article(entry.slug) for entry in collection.entries]
     assets: list[str] = []
     static = Path(app.static_folder) if app.static_folder else None
     if static is not None and static.is_dir():
@@ -180,8 +198,10 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
                 progress(done, len(todo), url_path)
         if publisher.version != version:
             raise ExportError(outdir, "the articles changed during the build; run it again")
+        previews = sum(doc.preview for doc in feeds)
         summary = BuildSummary(outdir=outdir, base_url=base, version=version,
-                               feeds=len(feeds), pages=len(pages), assets=len(assets),
+                               feeds=len(feeds) - previews, previews=previews,
+                               pages=len(pages), assets=len(assets),
                                files=files, bytes=written,
                                seconds=round(time.perf_counter() - started, 3))
         record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}
@@ -195,12 +215,14 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
 
 def _feed(publisher: Publisher, doc: FeedDoc, base_url: str,
           outdir: Path) -> tuple[PurePosixPath, bytes, bytes]:
-    """A feed document straight from the publisher: what the service's feed routes send."""
-    rendered = publisher.feed(doc.ref, doc.fmt, base_url, archive=doc.archive)
+    """A feed document (or its preview) straight from the publisher: what the
+    service's feed routes send a reader (or a browser)."""
+    rendered = publisher.feed(doc.ref, doc.fmt, base_url, archive=doc.archive,
+                              preview=doc.preview)
     if rendered is None:
         raise ExportError(outdir, f"{doc.url_path}: no such feed any more; did the articles "
                           "change during the build?")
-    return PurePosixPath(doc.url_path.lstrip("/")), rendered.body, rendered.gzip_body
+    return doc.file, rendered.body, rendered.gzip_body
 
 
 def _fetch(client: FlaskClient, url_path: str, base_url: str,

@@ -25,15 +25,20 @@ from . import documents
 from .collection import SITE_FEED, Collection, FeedRef, changed_feeds, make_entry
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
+from .formats import content_types, get_format
 from .ledger import Ledger, Sighting
 from .model import Article, Entry, FeedDocument, Site, Stamp
 from .parser import parse_article
-from .render import CONTENT_TYPES, FragmentCache, render_feed, render_opml
+from .preview import render_preview
+from .render import FragmentCache, render_feed, render_opml
 from .source import FileSignature, list_articles, read_article, settled
 from .text import slugify
 from .topics import TopicCatalog, load_topic_catalog
 
 log = logging.getLogger("feedsvc")
+
+#: The content type of a feed's HTML preview.
+PREVIEW_TYPE = "text/html; charset=utf-8"
 
 #: Sightings recorded in one ledger transaction.
 LEDGER_BATCH = 500
@@ -480,11 +485,17 @@ class Publisher:
         *,
         archive: int | None = None,
         limit: int | None = None,
+        preview: bool = False,
     ) -> Rendered | None:
-        """One feed document in one format; None if the feed or archive does not exist."""
+        """One feed document in one format; None if the feed or archive does not exist.
+
+        With ``preview``, the document's HTML preview at that format's URL
+        (feedsvc.preview) instead of the feed: cached alike, per feed version.
+        """
         collection = self._state.collection
         version = collection.feed_version(ref)
-        if version is None or fmt not in CONTENT_TYPES:
+        record = get_format(fmt)
+        if version is None or record is None:
             return None
         size = self.settings.feed_size
         hubs = self.settings.websub_hubs
@@ -502,15 +513,18 @@ class Publisher:
         if doc is None:
             return None
         return self.cached(
-            ("feed", ref, fmt, archive, limit, base_url),
+            ("feed", ref, fmt, archive, limit, base_url, *(("preview",) if preview else ())),
             version,
-            lambda: self._render(doc, fmt, base_url),
+            lambda: self._render(doc, fmt, base_url, preview),
             max_age,
         )
 
-    def _render(self, doc: FeedDocument, fmt: str, base_url: str) -> tuple[bytes, str, datetime]:
+    def _render(self, doc: FeedDocument, fmt: str, base_url: str,
+                preview: bool = False) -> tuple[bytes, str, datetime]:
+        if preview:
+            return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, doc.updated
         body = render_feed(doc, fmt, self.site, base_url, self.fragments)
-        return body, CONTENT_TYPES[fmt], doc.updated
+        return body, content_types()[fmt], doc.updated
 
     def opml(self, base_url: str) -> Rendered:
         """An OPML 2.0 list of every feed, for importing into a reader."""

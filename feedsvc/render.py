@@ -29,21 +29,9 @@ from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
-from feedsvc import __version__
-from feedsvc.model import FEED_FORMATS, Entry, FeedDocument, Site
-
-CONTENT_TYPES = {
-    "atom": "application/atom+xml; charset=utf-8",
-    "rss": "application/rss+xml; charset=utf-8",
-    "json": "application/feed+json; charset=utf-8",
-}
-
-#: Media types of the feed documents themselves, for ``<link type=...>``.
-_LINK_TYPES = {
-    "atom": "application/atom+xml",
-    "rss": "application/rss+xml",
-    "json": "application/feed+json",
-}
+from feedsvc import __version__, urls
+from feedsvc.formats import Format, content_types, formats, get_format, media_types, register_format
+from feedsvc.model import Entry, FeedDocument, Site
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 #: RFC 5005 (Feed Paging and Archiving) namespace, for ``<fh:archive/>``.
@@ -64,18 +52,20 @@ def render_feed(
     base_url: str,
     fragments: FragmentCache | None = None,
 ) -> bytes:
-    """Render ``doc`` as ``fmt`` (one of :data:`FEED_FORMATS`), UTF-8 bytes.
+    """Render ``doc`` as ``fmt`` (a registered format, feedsvc.formats), UTF-8 bytes.
 
     With ``fragments``, Atom and RSS entries rendered for earlier documents
     are reused (see :class:`FragmentCache`); the bytes are the same either way.
     Raises ValueError for an unknown format, so a bad extension in a URL is a
     caller's 404 rather than a silent fallback to some other format.
     """
-    if fmt not in FEED_FORMATS:
-        raise ValueError(f"unknown feed format {fmt!r}; expected one of {FEED_FORMATS}")
-    if fragments is not None and fmt != "json" and doc.entries:
+    record = get_format(fmt)
+    if record is None:
+        known = [f.name for f in formats()]
+        raise ValueError(f"unknown feed format {fmt!r}; expected one of {known}")
+    if fragments is not None and fmt in FragmentCache.FORMATS and doc.entries:
         return fragments.assemble(doc, fmt, site, base_url)
-    return _RENDERERS[fmt](doc, site, base_url)
+    return record.renderer(doc, site, base_url)
 
 
 class FragmentCache:
@@ -95,6 +85,8 @@ class FragmentCache:
 
     _CLOSE = {"atom": b"</feed>\n", "rss": b"  </channel>\n</rss>\n"}
     _OPEN = {"atom": b"\n  <entry>", "rss": b"\n    <item>"}
+    #: The formats whose documents are assembled from entry fragments.
+    FORMATS = frozenset(_CLOSE)
 
     def __init__(self, max_entries: int = 8192) -> None:
         self.max_entries = max_entries
@@ -162,7 +154,7 @@ def render_opml(
             type="rss",
             text=title,
             title=title,
-            xmlUrl=base_url + feed_path + ".atom",
+            xmlUrl=base_url + urls.with_format(feed_path, "atom"),
             htmlUrl=base_url + html_path,
         )
     return etree.tostring(opml, encoding="UTF-8", xml_declaration=True, pretty_print=True)
@@ -205,15 +197,15 @@ def _is_http_url(value: str) -> bool:
 
 
 def _article_url(entry: Entry, base_url: str) -> str:
-    return f"{base_url}/articles/{entry.slug}"
+    return base_url + urls.article(entry.slug)
 
 
 def _author_url(slug: str, base_url: str) -> str | None:
-    return f"{base_url}/authors/{slug}/" if slug else None
+    return base_url + urls.author(slug) if slug else None
 
 
 def _topic_scheme(base_url: str) -> str:
-    return f"{base_url}/topics/"
+    return base_url + urls.TOPICS
 
 
 def _feed_links(doc: FeedDocument, fmt: str, base_url: str) -> list[dict[str, str]]:
@@ -223,10 +215,10 @@ def _feed_links(doc: FeedDocument, fmt: str, base_url: str) -> list[dict[str, st
     added as the RSS channel ``<link>``, which must be the page, not the feed.
     Links of ``doc.links`` point at the same format as the document itself.
     """
-    ext = "." + fmt
-    links = [{"href": base_url + doc.path + ext, "rel": "self", "type": _LINK_TYPES[fmt]}]
+    links = [{"href": base_url + urls.with_format(doc.path, fmt), "rel": "self",
+              "type": _LINK_TYPES[fmt]}]
     links += [
-        {"href": base_url + path + ext, "rel": rel, "type": _LINK_TYPES[fmt]}
+        {"href": base_url + urls.with_format(path, fmt), "rel": rel, "type": _LINK_TYPES[fmt]}
         for rel, path in doc.links
     ]
     links += [{"href": hub, "rel": "hub"} for hub in doc.hubs]
@@ -353,7 +345,7 @@ def _fill_entry(fe: FeedEntry, entry: Entry, base_url: str, *, dc: bool) -> None
 
 
 #: Where the browser view of Atom and RSS feeds lives, under the site's base URL.
-STYLESHEET_PATH = "/static/feed.xsl"
+STYLESHEET_PATH = urls.static("feed.xsl")
 
 
 def _with_stylesheet(xml: bytes, base_url: str) -> bytes:
@@ -421,7 +413,7 @@ def _render_json(doc: FeedDocument, site: Site, base_url: str) -> bytes:
         "version": JSONFEED_VERSION,
         "title": doc.title,
         "home_page_url": base_url + doc.html_path,
-        "feed_url": base_url + doc.path + ".json",
+        "feed_url": base_url + urls.with_format(doc.path, "json"),
     }
     if doc.subtitle:
         feed["description"] = doc.subtitle
@@ -432,15 +424,23 @@ def _render_json(doc: FeedDocument, site: Site, base_url: str) -> bytes:
     older = next((path for rel, path in doc.links if rel == "prev-archive"), None)
     if older is not None:
         # JSON Feed's next_url pages towards older items, as RFC 5005 prev-archive does.
-        feed["next_url"] = base_url + older + ".json"
+        feed["next_url"] = base_url + urls.with_format(older, "json")
     if doc.archive:
         feed["_feedsvc"] = {"archive": True}
     feed["items"] = [_json_item(entry, base_url) for entry in doc.entries]
     return json.dumps(feed, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+# --- the built-in formats ----------------------------------------------------
+
+register_format(Format("atom", "application/atom+xml", _render_atom, "Atom"))
+register_format(Format("rss", "application/rss+xml", _render_rss, "RSS"))
+register_format(Format("json", "application/feed+json", _render_json, "JSON Feed"))
+
+#: Format name -> Content-Type, from the registry.
+CONTENT_TYPES = content_types()
+#: Media types of the feed documents themselves, for ``<link type=...>``.
+_LINK_TYPES = media_types()
 _RENDERERS: dict[str, Callable[[FeedDocument, Site, str], bytes]] = {
-    "atom": _render_atom,
-    "rss": _render_rss,
-    "json": _render_json,
+    fmt.name: fmt.renderer for fmt in formats()
 }

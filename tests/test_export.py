@@ -112,6 +112,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
     client = live.test_client()
     feeds, pages = _live_feeds(client, live), _live_pages(client)
     assert summary.feeds == len(feeds)
+    assert summary.previews == len(feeds)  # every format has a browser preview
     return Export(tmp / "site", live, client, feeds, pages)
 
 
@@ -137,6 +138,7 @@ def test_every_page_opml_and_asset_is_exported(export: Export) -> None:
         assert gzip.decompress(target.with_name(target.name + ".gz").read_bytes()) == \
             target.read_bytes()
     expected = {_file(export.out, p) for p in export.feeds | export.pages}
+    expected |= {_file(export.out, p + ".html") for p in export.feeds}  # the previews
     expected |= {p.with_name(p.name + ".gz") for p in expected}
     expected.add(export.out / MARKER)
     assert {p for p in export.out.rglob("*") if p.is_file()} == expected
@@ -232,6 +234,43 @@ def test_nginx_serves_the_export_as_the_live_service(export: Export, nginx_stati
         if not path.startswith("/static/"):
             assert zipped.body == export.live_get(path, gzipped=True), path
     assert fetch(nginx_static.port, "/" + MARKER).status == 404
+
+
+CHROME_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_export_writes_each_preview_beside_its_feed(export: Export) -> None:
+    """``feed.atom.html``: the bytes the live service sends a browser at ``/feed.atom``."""
+    for path in sorted(export.feeds):
+        live = export.client.get(path, headers={"Accept": CHROME_ACCEPT})
+        assert live.headers["Content-Type"] == "text/html; charset=utf-8", path
+        target = _file(export.out, path + ".html")
+        assert target.read_bytes() == live.data, path
+        zipped = export.client.get(path, headers={"Accept": CHROME_ACCEPT,
+                                                  "Accept-Encoding": "gzip"})
+        assert target.with_name(target.name + ".gz").read_bytes() == zipped.data, path
+
+
+def test_nginx_negotiates_the_export_like_the_live_service(export: Export,
+                                                           nginx_static: Nginx) -> None:
+    """feedsvc-static.conf: browsers get the preview at a feed URL, readers the feed."""
+    paths = sorted(export.feeds)
+    for path in paths[:: max(1, len(paths) // 12)] + ["/archive/1/feed.rss"]:
+        for accept in (CHROME_ACCEPT, "application/atom+xml, */*;q=0.1", "*/*", None,
+                       "text/html;q=0, */*"):
+            headers = {"Accept": accept} if accept else {}
+            live = export.client.get(path, headers=headers)
+            reply = fetch(nginx_static.port, path, headers)
+            assert reply.status == 200, (path, accept)
+            assert reply.body == live.data, (path, accept)
+            assert reply.headers["Content-Type"] == live.headers["Content-Type"], (path, accept)
+            assert reply.headers["Vary"] == live.headers["Vary"] == "Accept, Accept-Encoding"
+            assert reply.headers["Cache-Control"] == "public, max-age=300"
+        zipped = fetch(nginx_static.port, path, {"Accept": CHROME_ACCEPT,
+                                                 "Accept-Encoding": "gzip"})
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(zipped.body) == export.client.get(
+            path, headers={"Accept": CHROME_ACCEPT}).data
 
 
 # -- the command ------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 
   Every Atom and RSS document names this file in an <?xml-stylesheet?>
   instruction; a browser that applies XSLT to the document shows this page
-  instead of raw XML, and feed readers ignore the instruction. XSLT 1.0 only
+  instead of raw XML, and feed readers ignore the instruction. The live
+  service sends browsers an HTML preview instead (feedsvc/preview.py); this
+  view remains for static hosts that cannot negotiate (README). XSLT 1.0 only
   (what browsers implement); no disable-output-escaping (Firefox has none),
   so entry summaries are shown as the plain text they are.
 -->
