@@ -3,12 +3,14 @@ feedparser (bozo must be false), and the JSON Feed 1.1 required fields."""
 
 from __future__ import annotations
 
+import html
 import json
 from functools import cache
 from pathlib import Path
 
 import feedparser
 from lxml import etree
+from lxml import html as lxml_html
 
 SCHEMA = Path(__file__).parent / "schemas" / "atom.rng"
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -52,3 +54,22 @@ def check_json(body: bytes) -> dict:
 
 
 CHECKS = {"atom": check_atom, "rss": check_rss, "json": check_json}
+
+
+def plain_text(item: feedparser.FeedParserDict, key: str) -> str:
+    """The plain text feedparser read for ``key`` (``title``, ``summary`` ...).
+
+    A field given as text comes back as ``text/plain`` and is returned as is.
+    One given as HTML (RSS ``title`` and ``description``, see README "Text and
+    HTML in each format") comes back ``text/html``: it must hold no element at
+    all after feedparser's sanitizer (text escaped as HTML has none), and is
+    returned unescaped.
+    """
+    value = item[key]
+    kind = item.get(f"{key}_detail", {}).get("type", "text/plain")
+    if kind == "text/plain":
+        return value
+    assert kind == "text/html", f"{key}: unexpected type {kind}"
+    fragment = lxml_html.fragment_fromstring(f"<div>{value}</div>")
+    assert len(fragment) == 0, f"{key}: HTML elements in {value!r}"
+    return html.unescape(value)
