@@ -7,10 +7,13 @@ import html
 import json
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import feedparser
 from lxml import etree
 from lxml import html as lxml_html
+
+from feedsvc.model import FEED_FORMATS
 
 SCHEMA = Path(__file__).parent / "schemas" / "atom.rng"
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -73,3 +76,32 @@ def plain_text(item: feedparser.FeedParserDict, key: str) -> str:
     fragment = lxml_html.fragment_fromstring(f"<div>{value}</div>")
     assert len(fragment) == 0, f"{key}: HTML elements in {value!r}"
     return html.unescape(value)
+
+
+def feed_paths(app) -> list[str]:
+    """Every feed document of an app, every format: current feeds, then their archives."""
+    client = app.test_client()
+    collection = app.extensions["feedsvc"].collection
+    paths: list[str] = []
+    for ref in collection.feed_refs():
+        for fmt in FEED_FORMATS:
+            path = f"{ref.prefix}/feed.{fmt}"
+            seen = {path}
+            while path:
+                paths.append(path)
+                path = _prev_archive(client.get(path).data, fmt)
+                if path in seen:
+                    break
+                seen.add(path)
+    return paths
+
+
+def _prev_archive(body: bytes, fmt: str) -> str | None:
+    """The path of the ``prev-archive`` document a feed links to, if any."""
+    if fmt == "json":
+        url = json.loads(body).get("next_url")
+    else:
+        doc = etree.fromstring(body)
+        hrefs = doc.xpath("//*[local-name()='link'][@rel='prev-archive']/@href")
+        url = hrefs[0] if hrefs else None
+    return urlsplit(url).path if url else None
