@@ -11,8 +11,9 @@ XML-safe once, when the file is read, and cleaning again here would double the
 cost of every render.
 
 Text or HTML: every field but the article content is plain text. Where a
-format defines a field as HTML (RSS 2.0 ``title`` and ``description`` per the
-RSS Best Practices Profile, OPML ``text``), the text is HTML-escaped first
+format defines a field as HTML or readers take it for HTML (RSS 2.0 ``title``
+and ``description``, see the RSS Best Practices Profile on character data;
+OPML ``text``), the text is HTML-escaped first
 (:func:`_as_html`) and the XML serializer escapes that again, so ``<b>`` is
 shown as ``<b>``, never made bold. Atom text constructs say ``type="text"``
 (RFC 4287 3.1.1), JSON Feed titles and summaries are plain text by definition.
@@ -437,7 +438,8 @@ def _hex_references(xml: bytes) -> bytes:
     references, the form "that works in the widest number of aggregators",
     and the W3C validator warns (ContainsHTML) on an HTML-escaped title such
     as ``AT&amp;T`` written with named entities. The XML is the same either
-    way; feedgen (lxml) only writes named ones, hence the byte replacement.
+    way; feedgen (lxml) only writes named ones, hence the byte replacement
+    (the bundled site feed grows 3.5%, 0.4% gzipped).
     """
     for named, hexadecimal in _HEX_REFERENCES.items():
         xml = xml.replace(named, hexadecimal)
