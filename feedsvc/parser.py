@@ -297,7 +297,7 @@ def _lines(text: str, path: str, warnings: list[str]) -> list[_Line]:
             f"line {no}: {removed} unprintable character{plural} removed"
             f" (the first is U+{ord(text[first]):04X})"
         )
-    cleaned = clean_xml_text(text)
+    cleaned = clean_xml_text(text) if removed else text
     lines = [_Line(no, raw.rstrip()) for no, raw in enumerate(cleaned.split("\n"), start=1)]
     if not any(line.text for line in lines):
         if text.strip():
