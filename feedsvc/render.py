@@ -9,6 +9,15 @@ OPML are small enough to write directly.
 Strings are used as they arrive: :class:`~feedsvc.model.Article` text is made
 XML-safe once, when the file is read, and cleaning again here would double the
 cost of every render.
+
+Text or HTML: every field but the article content is plain text. Where a
+format defines a field as HTML or readers take it for HTML (RSS 2.0 ``title``
+and ``description``, see the RSS Best Practices Profile on character data;
+OPML ``text``), the text is HTML-escaped first
+(:func:`_as_html`) and the XML serializer escapes that again, so ``<b>`` is
+shown as ``<b>``, never made bold. Atom text constructs say ``type="text"``
+(RFC 4287 3.1.1), JSON Feed titles and summaries are plain text by definition.
+README "Text and HTML in each format" has the table.
 """
 
 from __future__ import annotations
@@ -138,7 +147,9 @@ def render_opml(
 
     ``feeds`` are ``(title, feed path without extension, html path)``.
     ``type="rss"`` is OPML's word for any feed. Dates come from ``updated``,
-    never from the clock, so the list is as cacheable as the feeds.
+    never from the clock, so the list is as cacheable as the feeds. OPML 2.0
+    lets ``text`` hold encoded HTML, so readers may render it: it is given as
+    HTML (:func:`_as_html`); ``title`` and the head's ``title`` are plain text.
     """
     opml = etree.Element("opml", version="2.0")
     head = etree.SubElement(opml, "head")
@@ -152,7 +163,7 @@ def render_opml(
             body,
             "outline",
             type="rss",
-            text=title,
+            text=_as_html(title),
             title=title,
             xmlUrl=base_url + urls.with_format(feed_path, "atom"),
             htmlUrl=base_url + html_path,
@@ -189,6 +200,15 @@ def _text_elem(parent: etree._Element, tag: str, text: str) -> etree._Element:
     elem = etree.SubElement(parent, tag)
     elem.text = text
     return elem
+
+
+def _as_html(text: str) -> str:
+    """Plain text as the HTML that displays it, for fields a format defines as HTML.
+
+    Only ``&``, ``<`` and ``>``: quotes mean nothing in HTML text, and the
+    browser view (static/feed.xsl) undoes exactly these three for RSS.
+    """
+    return escape(text, quote=False)
 
 
 def _is_http_url(value: str) -> bool:
@@ -250,6 +270,7 @@ class _FeedsvcExtension(BaseExtension):
         return {"fh": FH_NS} if self.archive else {}
 
     def extend_atom(self, atom_feed: etree._Element) -> etree._Element:
+        _mark_text(atom_feed, ("title", "subtitle"))
         if self.archive:
             etree.SubElement(atom_feed, f"{{{FH_NS}}}archive")
         return atom_feed
@@ -263,8 +284,20 @@ class _FeedsvcExtension(BaseExtension):
         return rss_feed
 
 
+def _mark_text(parent: etree._Element, tags: tuple[str, ...]) -> None:
+    """Say ``type="text"`` on Atom text constructs feedgen writes without a type.
+
+    Absent means text too (RFC 4287 3.1.1), but saying it leaves no doubt
+    to a reader that guesses HTML from the content.
+    """
+    for tag in tags:
+        for elem in parent.iterchildren(tag):  # feedgen builds un-namespaced tags
+            if elem.get("type") is None:
+                elem.set("type", "text")
+
+
 class _FeedsvcEntryExtension(BaseEntryExtension):
-    """Puts back ``rel``/``type`` on an Atom entry's link.
+    """Puts back ``rel``/``type`` on an Atom entry's link; marks its title as text.
 
     feedgen 1.0.0 drops every attribute but ``href`` from entry links (a
     shadowed loop variable in ``FeedEntry.atom_entry``). A bare link still
@@ -273,6 +306,7 @@ class _FeedsvcEntryExtension(BaseEntryExtension):
     """
 
     def extend_atom(self, entry: etree._Element) -> etree._Element:
+        _mark_text(entry, ("title",))
         for link in entry.iterchildren("link"):  # feedgen builds un-namespaced tags
             if link.get("rel") is None:
                 link.set("rel", "alternate")
@@ -295,9 +329,10 @@ def _feed_generator(doc: FeedDocument, fmt: str, site: Site, base_url: str) -> F
 
     updated = _utc(doc.updated)
     fg.id(base_url + doc.html_path)
-    fg.title(doc.title)
+    html = _as_html if rss else str  # RSS title and description are HTML
+    fg.title(html(doc.title))
     # RSS requires a non-empty channel description; fall back to the title.
-    fg.subtitle(doc.subtitle or doc.title)
+    fg.subtitle(html(doc.subtitle or doc.title))
     fg.updated(updated)  # Atom <updated> and RSS <lastBuildDate>
     fg.pubDate(updated)
     fg.language(site.language)
@@ -320,10 +355,16 @@ def _feed_generator(doc: FeedDocument, fmt: str, site: Site, base_url: str) -> F
 
 
 def _fill_entry(fe: FeedEntry, entry: Entry, base_url: str, *, dc: bool) -> None:
-    """Copy one Entry into a feedgen entry (Atom and RSS fields at once)."""
+    """Copy one Entry into a feedgen entry, for RSS when ``dc`` (dc:creator) is set.
+
+    RSS ``title`` and ``description`` are HTML, so their text goes in through
+    :func:`_as_html`; author names (Atom ``name``, ``dc:creator``) and
+    categories are plain text in both formats, as are Atom title and summary.
+    """
+    html = _as_html if dc else str
     # guid() also sets atom:id; URL ids are links a reader may open, tag: ids not.
     fe.guid(entry.id, permalink=_is_http_url(entry.id))
-    fe.title(entry.title)
+    fe.title(html(entry.title))
     fe.link(href=_article_url(entry, base_url), rel="alternate", type="text/html")
     fe.published(_utc(entry.published))  # also RSS pubDate
     fe.updated(_utc(entry.updated))
@@ -337,7 +378,7 @@ def _fill_entry(fe: FeedEntry, entry: Entry, base_url: str, *, dc: bool) -> None
             fe.dc.dc_creator(author.name)
     if entry.summary:
         # Also RSS <description>; without it feedgen puts the content there.
-        fe.summary(entry.summary, type="text")
+        fe.summary(html(entry.summary), type="text")
     fe.content(entry.content_html, type="html")  # RSS content:encoded
     scheme = _topic_scheme(base_url)
     for topic in entry.topics:
@@ -374,8 +415,27 @@ def _render_atom(doc: FeedDocument, site: Site, base_url: str) -> bytes:
 
 def _render_rss(doc: FeedDocument, site: Site, base_url: str) -> bytes:
     return _with_stylesheet(
-        _feed_generator(doc, "rss", site, base_url).rss_str(pretty=True), base_url
+        _hex_references(_feed_generator(doc, "rss", site, base_url).rss_str(pretty=True)),
+        base_url,
     )
+
+
+_HEX_REFERENCES = {b"&amp;": b"&#x26;", b"&lt;": b"&#x3C;", b"&gt;": b"&#x3E;"}
+
+
+def _hex_references(xml: bytes) -> bytes:
+    """Write ``&``, ``<`` and ``>`` as ``&#x26;``, ``&#x3C;``, ``&#x3E;`` in RSS.
+
+    The RSS Best Practices Profile (Character Data) asks for hexadecimal
+    references, the form "that works in the widest number of aggregators",
+    and the W3C validator warns (ContainsHTML) on an HTML-escaped title such
+    as ``AT&amp;T`` written with named entities. The XML is the same either
+    way; feedgen (lxml) only writes named ones, hence the byte replacement
+    (the bundled site feed grows 3.5%, 0.4% gzipped).
+    """
+    for named, hexadecimal in _HEX_REFERENCES.items():
+        xml = xml.replace(named, hexadecimal)
+    return xml
 
 
 # --- JSON Feed 1.1 ----------------------------------------------------------

@@ -153,3 +153,45 @@ def test_feed_preview_in_chromium(server: Site, browser, tmp_path: Path) -> None
     assert "archive" in browser.find_element(By.ID, "archive-note").text
     browser.find_element(By.ID, "current").click()
     assert browser.current_url == server.base + "/feed.atom"
+
+
+@pytest.fixture(scope="module")
+def corpus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """gunicorn over the markup corpus of tests/test_text_fields.py."""
+    from tests.test_text_fields import write_corpus
+
+    tmp = tmp_path_factory.mktemp("browser-corpus")
+    write_corpus(tmp / "articles")
+    gunicorn = Gunicorn(tmp, {"FEEDSVC_ARTICLES_DIR": str(tmp / "articles"),
+                              "FEEDSVC_LEDGER_PATH": str(tmp / "ledger.sqlite3"),
+                              "FEEDSVC_RELOAD_INTERVAL": "0"}, workers=1)
+    yield Site(f"http://127.0.0.1:{gunicorn.port}", gunicorn.port)
+    output = gunicorn.stop()
+    assert "Traceback" not in output, output
+
+
+def test_markup_like_text_is_shown_as_text_in_chromium(corpus_server: Site, browser,
+                                                       tmp_path: Path) -> None:
+    """The feed views (RSS and Atom through feed.xsl) and the pages show "<b>Bold</b>"
+    and "<script>" as the words they are: no such element, no dialog, the text exact."""
+    from selenium.common.exceptions import NoAlertPresentException
+
+    from tests.test_text_fields import BY_TITLE
+
+    markup = ("script", "b", "i", "u", "em", "img")
+    for number, path in enumerate(("/feed.rss", "/feed.atom", "/", "/authors/sam-i-tag-i/")):
+        browser.get(corpus_server.base + path)
+        browser.save_screenshot(str(tmp_path / f"corpus-{number}.png"))
+        for tag in markup:
+            assert browser.find_elements(By.TAG_NAME, tag) == [], f"<{tag}> in {path}"
+        with pytest.raises(NoAlertPresentException):
+            browser.switch_to.alert.text  # noqa: B018 (reading it is the check)
+        shown = {h.text for h in browser.find_elements(
+            By.CSS_SELECTOR, "li.entry h2 a, ol.entries h2 a")}
+        if path.startswith("/feed"):
+            assert shown == set(BY_TITLE), path
+        else:
+            assert shown and shown <= set(BY_TITLE), path
+    summaries = {p.text for p in browser.find_elements(By.CSS_SELECTOR, "ol.entries p")}
+    assert BY_TITLE['The <b>Bold</b> & <script>alert(1)</script> "Headline"']["summary"] in (
+        summaries)
