@@ -12,7 +12,8 @@ at most once:
 2. both have the same title and the same byline (authors, in order); or
 3. their texts are nearly the same: the Jaccard similarity of their sets of
    word 5-shingles (runs of five consecutive words, lower-cased, markup
-   removed) is at least :data:`SIMILARITY` (0.8), the most similar pairs first.
+   removed) is at least :data:`SIMILARITY` (0.8), the most similar pairs first
+   (when at most :data:`MAX_PAIRS` pairs are to compare).
 
 A file whose bytes equal a gone file's is matched by the ledger itself (by
 content hash), in one scan or across restarts.
@@ -35,6 +36,8 @@ from .model import Article, Stamp
 SIMILARITY = 0.8
 #: Words per shingle.
 SHINGLE = 5
+#: Most gone x new pairs whose texts are compared in one scan.
+MAX_PAIRS = 40_000
 
 _TAG = re.compile(r"<[^>]*>")
 _WORD = re.compile(r"\w+")
@@ -79,7 +82,9 @@ def match_renames(gone: Mapping[str, Article], new: Mapping[str, Article]) -> di
             candidates[:] = [c for c in candidates if c in gone_left]
             if candidates:
                 pair(path, candidates.pop(0))
-    if gone_left and new_left:
+    # Text similarity compares every pair: skipped for mass moves (a checkout of
+    # another branch), where ids and content hashes still match.
+    if gone_left and new_left and len(gone_left) * len(new_left) <= MAX_PAIRS:
         gone_sh = {p: shingles(a) for p, a in gone_left.items()}
         new_sh = {p: shingles(a) for p, a in new_left.items()}
         scored = sorted(

@@ -466,15 +466,16 @@ class Ledger:
         with self._lock:
             conn = self._connection()
             try:
+                # Mostly every version is known already (another worker wrote
+                # it, or a restart): read without taking the write lock.
+                known = {doc: _newest_version(conn, doc) for doc in versions}
+                if all(k is not None and k[0] == versions[d][0] for d, k in known.items()):
+                    return {doc: k[1] for doc, k in known.items() if k is not None}
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     wrote = False
                     for doc, (digest, floor) in versions.items():
-                        newest = conn.execute(
-                            "SELECT digest, moment FROM feed_versions WHERE doc = ? "
-                            "ORDER BY moment DESC LIMIT 1",
-                            (doc,),
-                        ).fetchone()
+                        newest = _newest_version(conn, doc)
                         if newest is not None and newest[0] == digest:
                             result[doc] = newest[1]
                             continue
@@ -679,6 +680,13 @@ def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+
+
+def _newest_version(conn: sqlite3.Connection, doc: str) -> tuple[str, int] | None:
+    return conn.execute(
+        "SELECT digest, moment FROM feed_versions WHERE doc = ? ORDER BY moment DESC LIMIT 1",
+        (doc,),
+    ).fetchone()
 
 
 def _row(conn: sqlite3.Connection, path: str) -> tuple[str, str, int, int | None, str] | None:
