@@ -559,8 +559,13 @@ class Ledger:
         self._signature = self._file_signature()
         return not busy
 
-    def checkpoint_if_due(self, interval: float = CHECKPOINT_INTERVAL) -> bool:
-        """Checkpoint if something was written and ``interval`` seconds passed since the last."""
+    def checkpoint_if_due(self, interval: float | None = None) -> bool:
+        """Checkpoint if something was written and ``interval`` seconds passed since the last.
+
+        ``interval`` defaults to :data:`CHECKPOINT_INTERVAL`.
+        """
+        if interval is None:
+            interval = CHECKPOINT_INTERVAL
         with self._lock:
             if self._dirty_since is None or time.monotonic() - self._checkpointed < interval:
                 return False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,34 @@ def test_restore_as_root_keeps_the_service_user_as_owner(tmp_path: Path) -> None
     restore(tmp_path / "copy.sqlite3", db)
     st = os.stat(db)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o640)
+
+
+def test_the_reload_thread_checkpoints_after_changes(make_app, articles_dir: Path,
+                                                     monkeypatch) -> None:
+    """While serving, the WAL is folded into the main file without any restart."""
+    from feedsvc import ledger as ledger_module
+    from tests.conftest import write_article
+
+    monkeypatch.setattr(ledger_module, "CHECKPOINT_INTERVAL", 0.0)
+    app = make_app(articles_dir, reload_interval=0.2)
+    publisher = app.extensions["feedsvc"]
+    publisher.settle_seconds = 0
+    db = publisher.ledger.path
+    keep_open = Ledger(db, AUTH)  # another worker: SQLite alone would keep the WAL
+    try:
+        write_article(articles_dir, "checkpointed.txt", "A Story Checkpointed")
+        deadline = time.monotonic() + 10
+        while True:
+            shutil.copyfile(db, db.with_name("plain.sqlite3"))
+            try:
+                paths = [r[0] for r in _rows(db.with_name("plain.sqlite3"))]
+            except sqlite3.OperationalError:
+                paths = []
+            if "checkpointed.txt" in paths:
+                break
+            assert time.monotonic() < deadline, "the main file never got the new row"
+            time.sleep(0.1)
+    finally:
+        app.extensions["feedsvc.reloader"].stop()
+        keep_open.close()
+        publisher.close()
