@@ -113,6 +113,9 @@ class _State:
     #: When each feed document's current version first existed (the ledger's
     #: :meth:`~feedsvc.ledger.Ledger.moments`), by :func:`version_key`.
     moments: dict[str, datetime] = field(default_factory=dict)
+    #: Paths of the publishable (not draft) articles by content hash: duplicates are
+    #: looked for only among the hashes a rescan touched.
+    by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 #: The version key of every HTML page and the OPML list: they show the whole site.
@@ -317,16 +320,7 @@ class Publisher:
         renames = match_renames(gone_published, appeared) if gone_published and appeared else {}
         for new_path, old_path in sorted(renames.items()):
             log.info("%s is %s renamed: it keeps its id, slug and date", new_path, old_path)
-        try:
-            duplicates = find_duplicates(
-                articles, stamps, (p for p, a in articles.items() if not a.front_matter.draft),
-                self.ledger.stamps_of,
-            )
-        except LedgerError as exc:  # reported below, where recording fails the same way
-            log.error("%s; duplicates judged by this scan alone", exc)
-            duplicates = find_duplicates(
-                articles, stamps, (p for p, a in articles.items() if not a.front_matter.draft)
-            )
+        by_hash, duplicates = self._duplicates(old, articles, stamps, touched)
         for path in sorted(duplicates.keys() - old.duplicates.keys()):
             log.warning("duplicate %s: duplicate of %s; not published", path, duplicates[path])
         # A file that stops or starts being a duplicate is published or withdrawn.
@@ -361,7 +355,7 @@ class Publisher:
         moments = self._moments(old, collection, moved, now) if moved or first else old.moments
         self._state = _State(
             files, articles, parse_errors, listing_errors, stamps, collection, next_due, entries,
-            duplicates, moments,
+            duplicates, moments, by_hash,
         )
         if changed and collection is not old.collection:
             self._announce(moved, tell_listeners=not first)
@@ -382,6 +376,41 @@ class Publisher:
         for start in range(0, len(sightings), LEDGER_BATCH):
             stamps.update(self.ledger.record(sightings[start : start + LEDGER_BATCH], present, now))
         return stamps
+
+    def _duplicates(
+        self, old: _State, articles: dict[str, Article], stamps: dict[str, Stamp],
+        touched: set[str],
+    ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+        """The hash index and the duplicates after this scan, looking only at touched hashes.
+
+        One edit among 100,000 articles costs a dict copy, not a pass over
+        every article.
+        """
+        by_hash = dict(old.by_hash)
+        affected: set[str] = set()
+        for path in touched:
+            for article, add in ((old.articles.get(path), False), (articles.get(path), True)):
+                if article is None or article.front_matter.draft:
+                    continue
+                h = article.content_hash
+                group = by_hash.get(h, ())
+                group = (*group, path) if add and path not in group else tuple(
+                    p for p in group if p != path or add)
+                if group:
+                    by_hash[h] = group
+                else:
+                    by_hash.pop(h, None)
+                affected.add(h)
+        candidates = [p for h in affected for p in by_hash.get(h, ())]
+        try:
+            found = find_duplicates(articles, stamps, candidates, self.ledger.stamps_of)
+        except LedgerError as exc:  # reported below, where recording fails the same way
+            log.error("%s; duplicates judged by this scan alone", exc)
+            found = find_duplicates(articles, stamps, candidates)
+        duplicates = {p: first for p, first in old.duplicates.items()
+                      if p not in touched and articles[p].content_hash not in affected}
+        duplicates.update(found)
+        return by_hash, duplicates
 
     def _moments(
         self, old: _State, collection: Collection, moved: list[FeedRef], now: float

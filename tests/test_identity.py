@@ -211,3 +211,35 @@ def test_a_renamed_and_edited_article_keeps_its_url_and_id_in_the_feed(app, arti
     assert (after[0].id, after[0].link, after[0].published) == (
         before.id, before.link, before.published)
     assert client.get(before.link.removeprefix("https://news.example.org")).status_code == 200
+
+
+def test_duplicates_kept_incrementally_equal_a_full_recount(publisher, articles_dir) -> None:
+    """Copies, edits, drafts and deletions in random order: the incremental index agrees."""
+    import random
+
+    from feedsvc.identity import find_duplicates
+
+    rng = random.Random(15)
+    names = [f"d{i}.txt" for i in range(8)]
+    texts = [f"Story {k}\n\nTest Writer\n\nBody {k}.\n" for k in range(3)]
+    for step in range(40):
+        name = rng.choice(names)
+        path = articles_dir / name
+        action = rng.random()
+        if action < 0.2 and path.exists():
+            path.unlink()
+        elif action < 0.3:
+            path.write_text("---\ndraft: true\n---\n" + rng.choice(texts), encoding="utf-8")
+        else:
+            path.write_text(rng.choice(texts), encoding="utf-8")
+        then = 1_700_000_000 + step
+        if path.exists():
+            os.utime(path, (then, then))
+        publisher.refresh()
+        state = publisher._state
+        publishable = [p for p, a in state.articles.items() if not a.front_matter.draft]
+        expected = find_duplicates(state.articles, state.stamps, publishable,
+                                   publisher.ledger.stamps_of)
+        assert publisher.duplicates == expected, step
+        titles = [e.title for e in publisher.collection.entries if e.article.path in names]
+        assert len(titles) == len(set(titles)), step
