@@ -232,6 +232,15 @@ def test_nginx_serves_the_export_as_the_live_service(export: Export, nginx_stati
         if not path.startswith("/static/"):
             assert zipped.body == export.live_get(path, gzipped=True), path
     assert fetch(nginx_static.port, "/" + MARKER).status == 404
+    # Nor is a build in progress, staged inside the folder nginx serves.
+    staging = export.out / ".feedsvc-staging-test"
+    (staging / "topics").mkdir(parents=True)
+    (staging / "feed.atom").write_bytes(b"half a build")
+    try:
+        for path in ("/.feedsvc-staging-test/feed.atom", "/.feedsvc-staging-test/"):
+            assert fetch(nginx_static.port, path).status == 404, path
+    finally:
+        shutil.rmtree(staging)
 
 
 # -- the command ------------------------------------------------------------------------
