@@ -237,15 +237,16 @@ def _ours(name: str) -> bool:
 
 
 def _check_replaceable(outdir: Path) -> None:
-    if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
-        raise ExportError(outdir, "exists and is not a folder")
-    if not outdir.is_dir():
-        return
     try:
+        if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
+            raise ExportError(outdir, "exists and is not a folder")
+        if not outdir.is_dir():
+            return
         names = [p.name for p in outdir.iterdir() if not _ours(p.name)]
+        marked = (outdir / MARKER).is_file()
     except OSError as exc:
         raise ExportError(outdir, f"cannot read it: {_os_reason(exc)}") from None
-    if names and not (outdir / MARKER).is_file():
+    if names and not marked:
         raise ExportError(outdir, f"is not empty and holds no earlier build ({MARKER}); "
                           "choose an empty or new folder")
 

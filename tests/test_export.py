@@ -446,3 +446,26 @@ def test_a_build_that_fails_midway_leaves_no_trace(tmp_path: Path, articles_dir:
     assert calls["n"] >= 5
     assert _tree(out) == before
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MARKER]
+
+
+def test_a_folder_the_builder_may_not_write_keeps_the_previous_build(
+        world_dir: Path, articles_dir: Path, make_app) -> None:
+    """Permissions: the build runs as a user who may read OUTDIR but not write it."""
+    from tests.unprivileged import run_unprivileged
+
+    app = make_app(articles_dir)
+    out = world_dir / "site"
+    build_site(app, out)
+    before = _tree(out)
+    out.chmod(0o755)
+
+    def attempt() -> str:
+        try:
+            build_site(app, out)
+        except FeedsvcError as exc:
+            return str(exc)
+        return "built"
+
+    said = run_unprivileged(attempt)
+    assert "Permission denied" in said and "previous build is unchanged" in said, said
+    assert _tree(out) == before
