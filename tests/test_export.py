@@ -469,3 +469,25 @@ def test_a_folder_the_builder_may_not_write_keeps_the_previous_build(
     said = run_unprivileged(attempt)
     assert "Permission denied" in said and "previous build is unchanged" in said, said
     assert _tree(out) == before
+
+
+def test_a_full_disk_keeps_the_previous_build(tmpfs: Path, tmp_path: Path, articles_dir: Path,
+                                              monkeypatch, capsys) -> None:
+    """A real ENOSPC: the mount has room for one build and a half, not for two."""
+    import os
+
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "ledger.sqlite3"))
+    assert main(_build_argv(tmpfs, articles_dir)) == 0
+    before = _tree(tmpfs)
+    fs = os.statvfs(tmpfs)
+    used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+    subprocess.run(["mount", "-o", f"remount,size={used * 3 // 2}", str(tmpfs)], check=True)
+    capsys.readouterr()
+    write_article(articles_dir, "no-room.txt", "A Story With No Room Left")
+    assert main(_build_argv(tmpfs, articles_dir)) == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("feedsvc: ")]
+    assert len(said) == 1 and "No space left on device" in said[0], err
+    assert "previous build is unchanged" in said[0] and "Traceback" not in err
+    assert _tree(tmpfs) == before
+    assert [p.name for p in tmpfs.iterdir() if p.name.startswith(".feedsvc-")] == [MARKER]
