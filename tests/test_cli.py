@@ -123,6 +123,19 @@ def test_backup_and_restore_as_the_readme_says(tmp_path: Path, articles_dir: Pat
             assert time.monotonic() < deadline, "the new article never appeared"
             time.sleep(0.2)
         before = _identities(server.port)
+        # Both workers, each reloading on its own clock, give the one Last-Modified
+        # the ledger holds for this version.
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tests.deploy_harness import fetch
+
+        while True:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                replies = list(pool.map(lambda _: fetch(server.port, "/feed.atom"), range(16)))
+            if len({r.headers["ETag"] for r in replies}) == 1:
+                break
+            assert time.monotonic() < deadline, "the workers never agreed on the feed"
+        assert len({r.headers["Last-Modified"] for r in replies}) == 1
         done = _feedsvc(env, "backup", str(copy))
         assert done.returncode == 0, done.stderr
         assert f"{len(before)} articles" in done.stdout and "integrity ok" in done.stdout
