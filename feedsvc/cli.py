@@ -2,7 +2,7 @@
 ``backup`` and ``restore`` the ledger.
 
 ``check`` uses the same reading and parsing as the service (the publisher
-with a throw-away ledger), so what it reports is exactly what would be
+with a throw-away copy of the service's ledger), so what it reports is exactly what would be
 rejected when serving. ``build`` exports what the service would serve, with
 the service's own ledger, so ids and dates match the live feeds. ``backup``
 copies the ledger while the service runs; ``restore`` puts a back-up in
@@ -29,7 +29,21 @@ def _check(args: argparse.Namespace) -> int:
     overrides = {"articles_dir": args.folder} if args.folder else {}
     settings = load_settings(overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        publisher = Publisher(settings, Path(tmp) / "check.sqlite3")
+        scratch = Path(tmp) / "check.sqlite3"
+        # A copy of the service's ledger, if there is one, so that which of two
+        # identical files is "first" (and so a duplicate) is judged as the
+        # service judges it; the ledger itself is never written.
+        real = ledger_path(settings)
+        if real.is_file():
+            from .errors import LedgerError
+            from .ledger import backup
+
+            try:
+                backup(real, scratch)
+            except LedgerError as exc:
+                print(f"feedsvc: {exc}; checking without it", file=sys.stderr)
+                scratch.unlink(missing_ok=True)
+        publisher = Publisher(settings, scratch)
         progress = Progress("check")
         publisher.refresh(progress=progress)
         progress.close()

@@ -165,3 +165,23 @@ def test_backup_and_restore_as_the_readme_says(tmp_path: Path, articles_dir: Pat
         assert _identities(server.port) == before
     finally:
         server.stop()
+
+
+def test_check_judges_duplicates_by_the_service_ledger(tmp_path: Path, articles_dir: Path,
+                                                       make_app, monkeypatch, capsys) -> None:
+    """The file the service published stays "first", whatever the paths or mtimes say."""
+    import shutil
+
+    write_article(articles_dir, "zz-original.txt", "A Story Published First")
+    app = make_app(articles_dir)  # the service stamps it: the ledger make_app's apps use
+    app.extensions["feedsvc"].close()
+    shutil.copyfile(articles_dir / "zz-original.txt", articles_dir / "aa-copy.txt")
+    old = 1_600_000_000  # older than the original's mtime, and a lower path
+    os.utime(articles_dir / "aa-copy.txt", (old, old))
+    ledger = tmp_path / "ledger.sqlite3"
+    before = ledger.read_bytes()
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(ledger))
+    assert main(["check", str(articles_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "DUPLICATE  aa-copy.txt: duplicate of zz-original.txt; not published" in out
+    assert ledger.read_bytes() == before, "check never writes the service's ledger"
