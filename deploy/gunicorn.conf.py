@@ -92,6 +92,13 @@ def child_exit(server, worker) -> None:  # noqa: ANN001
         multiprocess.mark_process_dead(worker.pid)
 
 
+def worker_exit(server, worker) -> None:  # noqa: ANN001
+    """A worker stops cleanly: close its ledger, so the WAL is checkpointed into the file."""
+    from feedsvc.cli import gunicorn_worker_exit
+
+    gunicorn_worker_exit(server, worker)
+
+
 def on_exit(server) -> None:  # noqa: ANN001
     if _made_metrics_dir:
         shutil.rmtree(_made_metrics_dir, ignore_errors=True)

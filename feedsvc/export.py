@@ -32,10 +32,12 @@ maps ``.atom``, ``.rss``, ``.json``, ``.html``, ``.css``):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -53,6 +55,9 @@ from .publisher import Publisher
 
 #: Written at the top of every build; a folder without it is never replaced.
 MARKER = ".feedsvc-build"
+#: Hidden folders inside OUTDIR while a build is put in place: the new build, the old one.
+STAGING_PREFIX = ".feedsvc-staging-"
+OLD_PREFIX = ".feedsvc-old-"
 
 Progress = Callable[[int, int, str], None]
 
@@ -146,11 +151,13 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     ``base_url`` is the public URL the files will be served at; it defaults
     to the app's FEEDSVC_BASE_URL, and may only differ from it when that is
     unset (then links are made from it, as they would be from a request's
-    host). The files are written to a temporary folder beside ``outdir`` and
-    swapped in at the end, so a host serving ``outdir`` never sees half a
-    build. Raises :class:`ExportError` if ``outdir`` holds anything but an
-    earlier build, or if the articles changed while building (run it again;
-    the CLI's app does not reload while it builds).
+    host). The files are written to a hidden folder inside ``outdir`` (its
+    own filesystem, even when it is a mount point) and swapped in only once
+    complete (see :func:`_swap_in`), so a failure of any kind (a full disk,
+    a size limit, permissions) leaves the previous build as it was. Raises
+    :class:`ExportError` if ``outdir`` holds anything but an earlier build,
+    or if the articles changed while building (run it again; the CLI's app
+    does not reload while it builds).
     """
     started = time.perf_counter()
     outdir = Path(outdir)
@@ -172,9 +179,7 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     version = publisher.version
     feeds, pages, assets = site_paths(app)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
-    staging = outdir.parent / f".{outdir.name}.building-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = _make_staging(outdir)
     files = written = 0
     made: set[Path] = set()
     try:
@@ -206,10 +211,14 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
                                seconds=round(time.perf_counter() - started, 3))
         record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}
         (staging / MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        _swap_in(staging, outdir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
+                          "the previous build is unchanged") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _swap_in(staging, outdir)
     return summary
 
 
@@ -244,32 +253,86 @@ def _fetch(client: FlaskClient, url_path: str, base_url: str,
     return file_for(url_path, response.headers.get("Content-Type", "")), body, packed
 
 
+def _ours(name: str) -> bool:
+    """A hidden folder of a build in progress (or of one that died): never part of a build."""
+    return name.startswith((STAGING_PREFIX, OLD_PREFIX))
+
+
 def _check_replaceable(outdir: Path) -> None:
-    if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
-        raise ExportError(outdir, "exists and is not a folder")
-    if outdir.is_dir() and any(outdir.iterdir()) and not (outdir / MARKER).is_file():
+    try:
+        if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
+            raise ExportError(outdir, "exists and is not a folder")
+        if not outdir.is_dir():
+            return
+        names = [p.name for p in outdir.iterdir() if not _ours(p.name)]
+        marked = (outdir / MARKER).is_file()
+    except OSError as exc:
+        raise ExportError(outdir, f"cannot read it: {_os_reason(exc)}") from None
+    if names and not marked:
         raise ExportError(outdir, f"is not empty and holds no earlier build ({MARKER}); "
                           "choose an empty or new folder")
 
 
-def _swap_in(staging: Path, outdir: Path) -> None:
-    """Replace ``outdir`` by ``staging``: two renames, so readers see old or new."""
-    if not outdir.exists():
-        staging.rename(outdir)
-        return
-    old = outdir.parent / f".{outdir.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
+def _os_reason(exc: OSError) -> str:
+    """``strerror`` and the file, without a traceback: what an operator acts on."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        reason += f" ({exc.filename})"
+    return reason
+
+
+def _make_staging(outdir: Path) -> Path:
+    """A hidden folder inside ``outdir``: on its own filesystem, so every move is a rename.
+
+    ``outdir`` may be a mount point (a tmpfs, a Docker volume), which can be
+    neither renamed nor replaced; a folder beside it may be on another
+    filesystem, from which nothing can be renamed into it. Left-overs of a
+    build that died are removed first.
+    """
     try:
-        outdir.rename(old)
-    except OSError:  # a mount point cannot be renamed: replace its contents instead
-        for child in list(outdir.iterdir()):
-            if child.is_dir() and not child.is_symlink():
+        outdir.mkdir(parents=True, exist_ok=True)
+        for child in outdir.iterdir():
+            if _ours(child.name) and child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
-            else:
-                child.unlink()
-        for child in list(staging.iterdir()):
-            child.rename(outdir / child.name)
-        staging.rmdir()
-        return
-    staging.rename(outdir)
-    shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=outdir))
+    except OSError as exc:
+        raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
+                          "the previous build is unchanged") from None
+
+
+def _swap_in(staging: Path, outdir: Path) -> None:
+    """Put the complete build in ``staging`` in place of the previous one, entry by entry.
+
+    Every step is a rename inside ``outdir``'s filesystem: each top-level
+    entry of the previous build is moved aside into a hidden folder and the
+    new one renamed into its place, so a host serving ``outdir`` sees each
+    entry old or new, never missing for longer than two renames. The
+    marker goes last, with one atomic replace, so ``outdir`` holds a marker
+    throughout and a later build may replace it. If any rename fails, what
+    was moved is moved back and the previous build stands. Only then is the
+    previous build deleted.
+    """
+    aside = Path(tempfile.mkdtemp(prefix=OLD_PREFIX, dir=outdir))
+    moved: list[tuple[Path, Path]] = []  # (from, to), in order, to undo
+    try:
+        new_names = sorted(p.name for p in staging.iterdir() if p.name != MARKER)
+        old_names = sorted(p.name for p in outdir.iterdir()
+                           if not _ours(p.name) and p.name != MARKER)
+        for name in sorted(set(new_names) | set(old_names)):
+            if name in old_names:
+                (outdir / name).rename(aside / name)
+                moved.append((outdir / name, aside / name))
+            if name in new_names:
+                (staging / name).rename(outdir / name)
+                moved.append((staging / name, outdir / name))
+        os.replace(staging / MARKER, outdir / MARKER)
+    except OSError as exc:
+        for source, target in reversed(moved):
+            with contextlib.suppress(OSError):
+                target.rename(source)
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise ExportError(outdir, f"cannot put the new build in place: {_os_reason(exc)}; "
+                          "the previous build is unchanged") from None
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)

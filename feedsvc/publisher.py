@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,6 +26,7 @@ from .collection import SITE_FEED, Collection, FeedRef, changed_feeds, make_entr
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
 from .formats import content_types, get_format
+from .identity import find_duplicates, match_renames
 from .ledger import Ledger, Sighting
 from .model import Article, Entry, FeedDocument, Site, Stamp
 from .parser import parse_article
@@ -112,6 +113,23 @@ class _State:
     collection: Collection = field(default_factory=lambda: Collection(()))
     next_due: float | None = None
     entries: dict[str, Entry] = field(default_factory=dict)  # published ones, by path
+    #: Files not published because a first file has the same content: path -> first path.
+    duplicates: dict[str, str] = field(default_factory=dict)
+    #: When each feed document's current version first existed (the ledger's
+    #: :meth:`~feedsvc.ledger.Ledger.moments`), by :func:`version_key`.
+    moments: dict[str, datetime] = field(default_factory=dict)
+    #: Paths of the publishable (not draft) articles by content hash: duplicates are
+    #: looked for only among the hashes a rescan touched.
+    by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+#: The version key of every HTML page and the OPML list: they show the whole site.
+PAGES = "pages"
+
+
+def version_key(ref: FeedRef | None) -> str:
+    """The ledger's name for a feed's documents (or, for None, the site's pages)."""
+    return PAGES if ref is None else f"feed:{ref.kind}:{ref.slug}"
 
 
 def _sightings(
@@ -119,12 +137,18 @@ def _sightings(
     articles: dict[str, Article],
     files: dict[str, FileSignature],
     stamps: dict[str, Stamp],
+    duplicates: dict[str, str] | None = None,
+    renames: dict[str, str] | None = None,
 ) -> list[Sighting]:
     """What the ledger must hear of: touched articles that are new or whose text changed.
 
     Drafts are left out, so an article's first publication is when its draft
-    flag goes, not when the draft was first saved.
+    flag goes, not when the draft was first saved; so are duplicates, which
+    are never published. ``renames`` (new path -> gone path) tell the ledger
+    which gone row a new file is.
     """
+    duplicates = duplicates or {}
+    renames = renames or {}
     return [
         Sighting(
             path=path,
@@ -132,12 +156,25 @@ def _sightings(
             mtime=files[path].mtime_ns / 1e9,
             slug_hint=article.front_matter.slug or slugify(article.title) or "article",
             id_hint=article.front_matter.id,
+            renamed_from=renames.get(path),
         )
-        for path in touched
+        for path in sorted(touched)
         if (article := articles.get(path)) is not None
         and not article.front_matter.draft
+        and path not in duplicates
         and (path not in stamps or stamps[path].content_hash != article.content_hash)
     ]
+
+
+def _floor(entries: Iterable[Entry]) -> int:
+    """The newest ``updated`` among ``entries``, in whole unix seconds (rounded up)."""
+    newest = max((e.updated.timestamp() for e in entries), default=0.0)
+    return int(newest) + (newest % 1 > 0)
+
+
+def _ref_of(key: str) -> FeedRef:
+    _, kind, slug = key.split(":", 2)
+    return FeedRef(kind, slug)
 
 
 def _cost(rendered: Rendered) -> int:
@@ -279,7 +316,22 @@ class Publisher:
             except ArticleError as exc:
                 parse_errors[path] = exc  # the last good version, if any, stays published
 
-        sightings = _sightings(touched, articles, files, stamps)
+        # Which file is which (feedsvc.identity): a gone article that came
+        # back under another name, perhaps edited, and copies of one text.
+        gone_published = {p: old.articles[p] for p in gone if p in old.stamps
+                          and p in old.articles}
+        appeared = {p: a for p in touched - gone if p not in old.files and p not in stamps
+                    and (a := articles.get(p)) is not None and not a.front_matter.draft}
+        renames = match_renames(gone_published, appeared) if gone_published and appeared else {}
+        for new_path, old_path in sorted(renames.items()):
+            log.info("%s is %s renamed: it keeps its id, slug and date", new_path, old_path)
+        by_hash, duplicates = self._duplicates(old, articles, stamps, touched)
+        for path in sorted(duplicates.keys() - old.duplicates.keys()):
+            log.warning("duplicate %s: duplicate of %s; not published", path, duplicates[path])
+        # A file that stops or starts being a duplicate is published or withdrawn.
+        touched |= (duplicates.keys() ^ old.duplicates.keys()) & articles.keys()
+
+        sightings = _sightings(touched, articles, files, stamps, duplicates, renames)
         if sightings:
             try:
                 stamps.update(self._record(sightings, set(current), now))
@@ -299,15 +351,19 @@ class Publisher:
         collection, next_due, entries = old.collection, old.next_due, old.entries
         if changed:
             collection, next_due, entries = self._build_collection(
-                articles, stamps, old, now, None if first or due else touched
+                articles, stamps, old, now, None if first or due else touched, duplicates
             )
         self._log_rejections(old.parse_errors, parse_errors)
         self._log_rejections(old.listing_errors, listing_errors)
+        moved = changed_feeds(old.collection, collection) if collection is not old.collection \
+            else []
+        moments = self._moments(old, collection, moved, now) if moved or first else old.moments
         self._state = _State(
-            files, articles, parse_errors, listing_errors, stamps, collection, next_due, entries
+            files, articles, parse_errors, listing_errors, stamps, collection, next_due, entries,
+            duplicates, moments, by_hash,
         )
         if changed and collection is not old.collection:
-            self._announce(changed_feeds(old.collection, collection), tell_listeners=not first)
+            self._announce(moved, tell_listeners=not first)
         self.loaded = True
         report = self._report(self._state, len(current), read, changed, started, None)
         return replace(report, list_seconds=listed_at - started)
@@ -325,6 +381,83 @@ class Publisher:
         for start in range(0, len(sightings), LEDGER_BATCH):
             stamps.update(self.ledger.record(sightings[start : start + LEDGER_BATCH], present, now))
         return stamps
+
+    def _duplicates(
+        self, old: _State, articles: dict[str, Article], stamps: dict[str, Stamp],
+        touched: set[str],
+    ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+        """The hash index and the duplicates after this scan, looking only at touched hashes.
+
+        One edit among 100,000 articles costs a dict copy, not a pass over
+        every article.
+        """
+        by_hash = dict(old.by_hash)
+        affected: set[str] = set()
+        for path in touched:
+            for article, add in ((old.articles.get(path), False), (articles.get(path), True)):
+                if article is None or article.front_matter.draft:
+                    continue
+                h = article.content_hash
+                group = by_hash.get(h, ())
+                group = (*group, path) if add and path not in group else tuple(
+                    p for p in group if p != path or add)
+                if group:
+                    by_hash[h] = group
+                else:
+                    by_hash.pop(h, None)
+                affected.add(h)
+        candidates = [p for h in affected for p in by_hash.get(h, ())]
+        try:
+            found = find_duplicates(articles, stamps, candidates, self.ledger.stamps_of)
+        except LedgerError as exc:  # reported below, where recording fails the same way
+            log.error("%s; duplicates judged by this scan alone", exc)
+            found = find_duplicates(articles, stamps, candidates)
+        duplicates = {p: first for p, first in old.duplicates.items()
+                      if p not in touched and articles[p].content_hash not in affected}
+        duplicates.update(found)
+        return by_hash, duplicates
+
+    def _moments(
+        self, old: _State, collection: Collection, moved: list[FeedRef], now: float
+    ) -> dict[str, datetime]:
+        """The moments of every document whose version changed, from the ledger.
+
+        ``Last-Modified`` is the later of the newest entry's ``updated`` and
+        the moment this version of the document first existed, as the ledger
+        (shared by every worker and host) recorded it; so it moves forward on
+        every change, also when an article with an old date is added or any
+        article is deleted, and is the same everywhere. If the ledger cannot
+        be written, this worker's clock stands in until it can.
+        """
+        versions: dict[str, tuple[str, int]] = {}
+        for ref in moved:
+            digest, items = collection.feed_version(ref), collection.feed_entries(ref)
+            if digest is not None and items:
+                versions[version_key(ref)] = (digest, _floor(items))
+        if collection.version != old.collection.version or not old.moments:
+            versions[PAGES] = (collection.version, _floor(collection.entries))
+        moments = {k: v for k, v in old.moments.items()
+                   if k == PAGES or collection.feed_version(_ref_of(k)) is not None}
+        try:
+            stored = self.ledger.moments(versions, now)
+        except LedgerError as exc:
+            log.error("%s; Last-Modified comes from this worker's clock until it recovers", exc)
+            stored = {k: max(int(now), floor) for k, (_, floor) in versions.items()}
+        moments.update((k, datetime.fromtimestamp(v, tz=UTC)) for k, v in stored.items())
+        return moments
+
+    def last_modified(self, ref: FeedRef | None, updated: datetime) -> datetime:
+        """``Last-Modified`` of a feed's documents (None: of the pages) that show ``updated``."""
+        moment = self._state.moments.get(version_key(ref))
+        return updated if moment is None else max(updated, moment)
+
+    def gone(self, slug: str) -> bool:
+        """Whether an article with this slug was published once and its file is gone."""
+        try:
+            path = self.ledger.path_of_slug(slug)
+        except LedgerError:
+            return False
+        return path is not None and path not in self._state.files
 
     def _announce(self, changed: list[FeedRef], *, tell_listeners: bool) -> None:
         """Drop the changed feeds' rendered documents and tell the listeners."""
@@ -344,6 +477,7 @@ class Publisher:
         old: _State,
         now: float,
         touched: set[str] | None,
+        duplicates: dict[str, str] | None = None,
     ) -> tuple[Collection, float | None, dict[str, Entry]]:
         """A new collection, rebuilding only the entries of ``touched`` paths.
 
@@ -362,6 +496,8 @@ class Publisher:
             entries.pop(path, None)
             article, stamp = articles.get(path), stamps.get(path)
             if article is None or stamp is None or article.front_matter.draft:
+                continue
+            if duplicates and path in duplicates:
                 continue
             entry = old.entries.get(path)
             if entry is None or entry.article is not article or old.stamps.get(path) is not stamp:
@@ -418,6 +554,11 @@ class Publisher:
     @property
     def warnings(self) -> dict[str, tuple[str, ...]]:
         return {p: a.warnings for p, a in self._state.articles.items() if a.warnings}
+
+    @property
+    def duplicates(self) -> dict[str, str]:
+        """Files not published because they repeat a first file's content: path -> first."""
+        return dict(self._state.duplicates)
 
     @property
     def next_due(self) -> float | None:
@@ -515,21 +656,22 @@ class Publisher:
         return self.cached(
             ("feed", ref, fmt, archive, limit, base_url, *(("preview",) if preview else ())),
             version,
-            lambda: self._render(doc, fmt, base_url, preview),
+            lambda: self._render(doc, fmt, base_url, ref, preview),
             max_age,
         )
 
-    def _render(self, doc: FeedDocument, fmt: str, base_url: str,
+    def _render(self, doc: FeedDocument, fmt: str, base_url: str, ref: FeedRef,
                 preview: bool = False) -> tuple[bytes, str, datetime]:
+        updated = self.last_modified(ref, doc.updated)
         if preview:
-            return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, doc.updated
+            return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, updated
         body = render_feed(doc, fmt, self.site, base_url, self.fragments)
-        return body, content_types()[fmt], doc.updated
+        return body, content_types()[fmt], updated
 
     def opml(self, base_url: str) -> Rendered:
         """An OPML 2.0 list of every feed, for importing into a reader."""
         collection = self._state.collection
-        updated = collection.updated or documents.EPOCH
+        updated = self.last_modified(None, collection.updated or documents.EPOCH)
 
         def build() -> tuple[bytes, str, datetime]:
             feeds = [

@@ -7,15 +7,17 @@ turns its :class:`Rendered` result into a response through
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request
-from werkzeug.exceptions import BadRequest, HTTPException, NotFound
+from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import urls
@@ -82,6 +84,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     # gunicorn worker (no --preload), and the request hook restarts the
     # thread in a process forked from one that had it.
     reloader.ensure_running()
+    atexit.register(_shutdown_at_exit, weakref.ref(app))
     # extensions: optional parts register themselves here, one line each.
     from .observability import init_app as init_observability
     init_observability(app)
@@ -136,6 +139,33 @@ class Reloader:
             if report.changed:
                 log.info("reloaded: %d published, %d rejected, %d files read in %.3f s",
                          report.published, report.rejected, report.read, report.seconds)
+            try:  # so that the ledger's main file alone stays a usable copy
+                self.publisher.ledger.checkpoint_if_due()
+            except Exception:
+                log.exception("ledger checkpoint failed")
+
+
+def shutdown(app: Flask) -> None:
+    """Stop rescanning and close the ledger, checkpointing its WAL into the main file.
+
+    The clean-exit path: gunicorn's ``worker_exit`` hook calls it, and so
+    does interpreter exit for any app still open.
+    """
+    reloader = app.extensions.get("feedsvc.reloader")
+    if reloader is not None:
+        reloader.stop()
+    publisher = app.extensions.get("feedsvc")
+    if publisher is not None:
+        try:
+            publisher.close()
+        except Exception:  # exiting anyway: say so, do not mask the exit
+            log.exception("closing the ledger failed")
+
+
+def _shutdown_at_exit(ref: weakref.ref[Flask]) -> None:
+    app = ref()
+    if app is not None:
+        shutdown(app)
 
 
 def _ensure_reloader() -> None:
@@ -241,9 +271,9 @@ def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
     def build() -> tuple[bytes, str, Any]:
         html = render_template(template, site=publisher.site, collection=collection,
                                base_url=base, feed_ref=feed_ref, **context)
-        updated = collection.updated
         from .documents import EPOCH
-        return html.encode("utf-8"), "text/html; charset=utf-8", updated or EPOCH
+        updated = publisher.last_modified(None, collection.updated or EPOCH)
+        return html.encode("utf-8"), "text/html; charset=utf-8", updated
 
     rendered: Rendered = publisher.cached(("page", *key, base), collection.version, build,
                                           current_app.config["FEEDSVC"].cache_max_age)
@@ -294,6 +324,8 @@ def author(slug: str) -> Response:
 def article(slug: str) -> Response:
     entry = _publisher().collection.by_slug.get(slug)
     if entry is None:
+        if _publisher().gone(slug):  # the ledger knows it: deleted, not mistyped
+            raise Gone(description="this article was deleted")
         raise NotFound(description="no such article")
     return _page(("article", slug), "article.html", entry=entry)
 
