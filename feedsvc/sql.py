@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = [
     "ComponentSchema",
+    "Lease",
     "DatabaseURL",
     "SchemaTooNew",
     "SqlDatabase",
@@ -196,6 +197,51 @@ class ComponentSchema:
                 (self.component, self.version),
             )
         return found
+
+
+LEASES = ComponentSchema("leases", (
+    "CREATE TABLE IF NOT EXISTS leases ("
+    " name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)",
+))
+
+
+class Lease:
+    """A named lease in the database: at most one holder at a time, across every host.
+
+    The holder renews it well within ``ttl``; when the holder dies, the lease
+    runs out and the next :meth:`acquire` by another process takes it. Time
+    is each caller's wall clock, so hosts need roughly synchronised clocks
+    (NTP); the ``ttl`` should dwarf their skew.
+    """
+
+    def __init__(self, db: SqlDatabase, name: str, holder: str) -> None:
+        self.db, self.name, self.holder = db, name, holder
+        LEASES.ensure(db)
+
+    def acquire(self, ttl: float, now: float) -> bool:
+        """Take or renew the lease until ``now + ttl``; False while another holds it."""
+        with self.db.transaction() as tx:
+            row = tx.one(
+                "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "expires = excluded.expires "
+                "WHERE leases.holder = excluded.holder OR leases.expires < ? "
+                "RETURNING holder",
+                (self.name, self.holder, now + ttl, now),
+            )
+        return row is not None
+
+    def release(self) -> None:
+        """Give the lease up at once (a clean shutdown), if this holder has it."""
+        with self.db.transaction() as tx:
+            tx.execute("DELETE FROM leases WHERE name = ? AND holder = ?",
+                       (self.name, self.holder))
+
+    def current_holder(self, now: float) -> str | None:
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT holder FROM leases WHERE name = ? AND expires >= ?",
+                         (self.name, now))
+        return row[0] if row else None
 
 
 # --- SQLite ---------------------------------------------------------------------------

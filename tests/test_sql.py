@@ -149,3 +149,24 @@ def test_postgres_errors_do_not_show_the_password(postgres_server) -> None:
         pass
     db.close()
     assert PASSWORD not in str(caught.value)
+
+
+def test_a_lease_has_one_holder_until_it_runs_out(db_url: str) -> None:
+    from feedsvc.sql import Lease
+
+    db = open_database(db_url)
+    try:
+        a, b = Lease(db, "hub", "host-a:1"), Lease(db, "hub", "host-b:2")
+        other = Lease(db, "purge", "host-b:2")
+        assert a.acquire(ttl=10, now=100.0)
+        assert not b.acquire(ttl=10, now=105.0)  # a holds it
+        assert other.acquire(ttl=10, now=105.0)  # another name is another lease
+        assert a.acquire(ttl=10, now=108.0)  # renewal, until 118
+        assert not b.acquire(ttl=10, now=117.0)
+        assert a.current_holder(117.0) == "host-a:1"
+        assert b.acquire(ttl=10, now=118.5)  # a died: it ran out
+        assert not a.acquire(ttl=10, now=119.0)
+        b.release()
+        assert a.current_holder(119.0) is None and a.acquire(ttl=10, now=119.0)
+    finally:
+        db.close()
