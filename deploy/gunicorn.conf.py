@@ -130,21 +130,20 @@ def post_fork(server, worker) -> None:  # noqa: ANN001
         reloader.ensure_running(until_loaded=True)
 
 
-def worker_exit(server, worker) -> None:  # noqa: ANN001
-    """Give the writer lease up at once, so that another worker takes over the folder."""
-    publisher, reloader = _publisher(server)
-    if reloader is not None:
-        reloader.stop()
-    if publisher is not None and publisher.is_writer:
-        publisher.store.release()
-
-
 def child_exit(server, worker) -> None:  # noqa: ANN001
     """A worker is gone: drop its live gauges (its counters stay in the sums)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001
+    """A worker stops cleanly: close its ledger, so the WAL is checkpointed into the file,
+    and give the writer lease up, so that another worker takes over the folder at once."""
+    from feedsvc.cli import gunicorn_worker_exit
+
+    gunicorn_worker_exit(server, worker)
 
 
 def on_exit(server) -> None:  # noqa: ANN001

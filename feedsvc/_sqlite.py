@@ -1,4 +1,4 @@
-"""SQLite plumbing: connections, pragmas, schema versions, transactions, file identity.
+"""SQLite plumbing: connections, pragmas, transactions, file identity.
 
 Contains no business logic (as lemon24/reader's ``_sqlite_utils`` says of
 itself): nothing here knows what an article, an id or a slug is. The store
@@ -10,37 +10,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "Database",
-    "SchemaTooNew",
     "connect",
     "file_identity",
-    "migrate",
     "transaction",
     "user_version",
 ]
 
 #: How long a writer waits for another process's transaction, in milliseconds.
 BUSY_TIMEOUT_MS = 10_000
-
-Migration = Callable[[sqlite3.Connection], None]
-
-
-class SchemaTooNew(Exception):
-    """The file was written by a newer release than this one (its user_version is higher)."""
-
-    def __init__(self, found: int, known: int) -> None:
-        self.found = found
-        self.known = known
-        super().__init__(
-            f"written by a newer feedsvc (schema version {found}; this one understands up "
-            f"to {known}): upgrade feedsvc, or restore a back-up made by this release"
-        )
-
 
 def connect(path: Path, *, create: bool, timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     """A connection in WAL mode with explicit transactions; ``create=False`` never makes a file.
@@ -68,25 +51,6 @@ def connect(path: Path, *, create: bool, timeout_ms: int = BUSY_TIMEOUT_MS) -> s
 
 def user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
-
-
-def migrate(conn: sqlite3.Connection, steps: Sequence[Migration]) -> int:
-    """Bring the schema to ``len(steps)``, one step per version, in one transaction.
-
-    ``steps[i]`` turns version ``i`` into ``i + 1``; the version lives in
-    ``PRAGMA user_version``, so an interrupted upgrade leaves the old version
-    whole. A file newer than ``steps`` raises :class:`SchemaTooNew`. Returns
-    the version found.
-    """
-    with transaction(conn):
-        found = user_version(conn)
-        if found > len(steps):
-            raise SchemaTooNew(found, len(steps))
-        for step in steps[found:]:
-            step(conn)
-        if found != len(steps):
-            conn.execute(f"PRAGMA user_version = {len(steps)}")
-    return found
 
 
 @contextlib.contextmanager

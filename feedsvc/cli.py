@@ -1,10 +1,13 @@
-"""The ``feedsvc`` command: ``serve`` the folder, ``check`` it, or ``build`` a static copy.
+"""The ``feedsvc`` command: ``serve`` the folder, ``check`` it, ``build`` a static copy,
+``backup`` and ``restore`` the ledger.
 
 ``check`` uses the same reading and parsing as the service (the publisher
-over a private copy of the service's store, so only files changed since the
-service last saw them are read), so what it reports is exactly what would be
+over a throw-away copy of the service's ledger and store, so only files
+changed since the service last saw them are read), so what it reports is exactly what would be
 rejected when serving. ``build`` exports what the service would serve, with
-the service's own ledger, so ids and dates match the live feeds.
+the service's own ledger, so ids and dates match the live feeds. ``backup``
+copies the ledger while the service runs; ``restore`` puts a back-up in
+place and refuses while anything has the ledger open.
 """
 
 from __future__ import annotations
@@ -23,32 +26,15 @@ from .errors import ConfigError, FeedsvcError
 from .progress import Progress, busy
 
 
-def _service_ledger(settings: Settings) -> Path:
-    """Where the service keeps its ledger and store (create_app's default included)."""
-    if settings.ledger_path is not None:
-        return settings.ledger_path
-    from flask import Flask
-
-    return Path(Flask("feedsvc").instance_path) / "ledger.sqlite3"
-
-
-def _copy_store(source: Path, target: Path) -> None:
-    """A private copy of the service's store, so that check reads only what changed.
-
-    ``check`` must not stamp ids into the service's ledger (a file checked is
-    not yet published), so it works on a copy made with SQLite's online
-    back-up (safe while the service writes), without the copy's writer lease.
-    """
-    src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True)
-    dst = sqlite3.connect(target)
+def _drop_lease(copy: Path) -> None:
+    """The copy carries the service's writer lease: without it, check is the writer."""
+    conn = sqlite3.connect(copy)
     try:
-        src.backup(dst)
-        with contextlib.suppress(sqlite3.Error):  # a ledger from before the store has none
-            dst.execute("DELETE FROM leases")
-            dst.commit()
+        with contextlib.suppress(sqlite3.OperationalError):  # a ledger from before the store
+            conn.execute("DELETE FROM leases")
+            conn.commit()
     finally:
-        src.close()
-        dst.close()
+        conn.close()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -57,27 +43,37 @@ def _check(args: argparse.Namespace) -> int:
     overrides = {"articles_dir": args.folder} if args.folder else {}
     settings = load_settings(overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "check.sqlite3"
-        service = _service_ledger(settings)
-        if service.is_file():
+        scratch = Path(tmp) / "check.sqlite3"
+        # A copy of the service's ledger and store, if there is one: which of two
+        # identical files is "first" (and so a duplicate) is judged as the service
+        # judges it, and only files the store lacks are read; the ledger itself
+        # is never written.
+        real = ledger_path(settings)
+        if real.is_file():
+            from .errors import LedgerError
+            from .ledger import backup
+
             try:
-                _copy_store(service, copy)
-            except sqlite3.Error as exc:
-                print(f"feedsvc: not using the store {service} ({exc}): reading every file",
-                      file=sys.stderr)
-                copy.unlink(missing_ok=True)
-        publisher = Publisher(settings, copy)
+                backup(real, scratch)
+                _drop_lease(scratch)
+            except LedgerError as exc:
+                print(f"feedsvc: {exc}; checking without it", file=sys.stderr)
+                scratch.unlink(missing_ok=True)
+        publisher = Publisher(settings, scratch)
         progress = Progress("check")
         publisher.refresh(progress=progress)
         progress.close()
         rejections = publisher.rejections
         warnings = publisher.warnings
+        duplicates = publisher.duplicates
         published = {e.article.path: e for e in publisher.collection.entries}
         articles = publisher.articles
         publisher.close()
     for path in sorted(set(articles) | set(rejections)):
         if path in rejections:
             print(f"REJECTED   {rejections[path]}")
+        elif path in duplicates:
+            print(f"DUPLICATE  {path}: duplicate of {duplicates[path]}; not published")
         elif path in published:
             print(f"published  {path}: {published[path].title}")
         elif articles[path].front_matter.draft:
@@ -86,8 +82,39 @@ def _check(args: argparse.Namespace) -> int:
             print(f"scheduled  {path}: published at its front-matter date")
         for warning in warnings.get(path, ()):
             print(f"  warning: {warning}")
-    print(f"{len(published)} published, {len(rejections)} rejected in {settings.articles_dir}")
-    return 1 if rejections else 0
+    dup = f", {len(duplicates)} duplicate(s)" if duplicates else ""
+    print(f"{len(published)} published, {len(rejections)} rejected{dup} in "
+          f"{settings.articles_dir}")
+    return 1 if rejections or duplicates else 0
+
+
+def ledger_path(settings: Settings) -> Path:
+    """The ledger the service uses: FEEDSVC_LEDGER_PATH, else the app's instance folder."""
+    if settings.ledger_path:
+        return Path(settings.ledger_path)
+    from flask import Flask
+
+    return Path(Flask("feedsvc", instance_relative_config=True).instance_path) / "ledger.sqlite3"
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from .ledger import backup
+
+    source = ledger_path(load_settings({}))
+    copy = backup(source, Path(args.file))
+    print(f"backed up {source} to {copy.path}: {copy.articles} articles, "
+          f"{copy.versions} feed versions, schema {copy.schema}; integrity ok")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from .ledger import restore
+
+    target = ledger_path(load_settings({}))
+    copy = restore(Path(args.file), target)
+    print(f"restored {target} from {args.file}: {copy.articles} articles, "
+          f"{copy.versions} feed versions, schema {copy.schema}; verified row for row")
+    return 0
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -135,6 +162,7 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("threads", 4)
             self.cfg.set("control_socket_disable", True)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("worker_exit", gunicorn_worker_exit)
 
         def load(self):  # noqa: ANN202 - gunicorn's signature
             # In each worker, after the fork: a SQLite connection or a reload
@@ -144,6 +172,15 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"serving {settings.articles_dir} on http://{args.host}:{args.port}/", file=sys.stderr)
     _Server().run()
     return 0
+
+
+def gunicorn_worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's hook signature
+    """A worker stops cleanly: close its ledger, so the WAL is checkpointed into the file."""
+    from .web import shutdown
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        shutdown(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,6 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--base-url", help="public URL the files will be served at "
                        "(default: FEEDSVC_BASE_URL)")
     build.set_defaults(run=_build)
+    backup = sub.add_parser("backup", help="copy the ledger (ids, slugs, dates) to FILE, "
+                            "consistently, while the service runs")
+    backup.add_argument("file", help="the back-up file to write (replaced if it exists)")
+    backup.set_defaults(run=_backup)
+    restore = sub.add_parser("restore", help="put the back-up FILE in place of the ledger "
+                             "(refused while a service has it open)")
+    restore.add_argument("file", help="a back-up made by `feedsvc backup`")
+    restore.set_defaults(run=_restore)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -177,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except FeedsvcError as exc:
         print(f"feedsvc: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # whatever was not foreseen: one line, not a traceback
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"feedsvc: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from . import urls
 from .model import Article, Author, Entry, Stamp, Topic, TopicRef
 from .topics import TopicCatalog
 
@@ -31,14 +32,12 @@ class FeedRef:
     @property
     def prefix(self) -> str:
         """The URL path the feed's documents live under (``/topics/ukraine``)."""
-        return {"site": "", "topic": f"/topics/{self.slug}", "author": f"/authors/{self.slug}"}[
-            self.kind
-        ]
+        return urls.feed_prefix(self.kind, self.slug)
 
     @property
     def html_path(self) -> str:
         """The HTML page the feed is the feed of."""
-        return self.prefix + "/"
+        return urls.html_path(self)
 
 
 SITE_FEED = FeedRef("site")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from . import urls
 from .collection import Collection, FeedRef
 from .model import Entry, FeedDocument, Site
 
@@ -25,11 +26,11 @@ def archive_count(total: int, size: int) -> int:
 
 
 def archive_path(ref: FeedRef, number: int) -> str:
-    return f"{ref.prefix}/archive/{number}/feed"
+    return urls.feed_path(ref, number)
 
 
 def feed_path(ref: FeedRef) -> str:
-    return f"{ref.prefix}/feed"
+    return urls.feed_path(ref)
 
 
 def _titles(ref: FeedRef, collection: Collection, site: Site) -> tuple[str, str]:

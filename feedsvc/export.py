@@ -21,15 +21,23 @@ maps ``.atom``, ``.rss``, ``.json``, ``.html``, ``.css``):
   rewrite on every host that does not add ``.html`` itself;
 - every file has a ``.gz`` beside it (the app's own gzip bytes for feeds and
   pages), for nginx's ``gzip_static`` or an upload with
-  ``Content-Encoding: gzip``.
+  ``Content-Encoding: gzip``;
+- a feed URL's HTML preview (what the live service sends a browser there)
+  goes beside the feed, at the feed's file name plus ``.html``
+  (``feed.atom.html``). A static host cannot negotiate by itself, so the
+  feed's own bytes stay at the feed's URL for every client; a host that can
+  choose a file by ``Accept`` (deploy/nginx/feedsvc-static.conf) sends
+  browsers the ``.html`` file there, as the live service does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,14 +46,18 @@ from pathlib import Path, PurePosixPath
 from flask import Flask
 from flask.testing import FlaskClient
 
+from . import urls
 from .collection import FeedRef
-from .documents import archive_count, archive_path, feed_path
+from .documents import archive_count
 from .errors import FeedsvcError
-from .model import FEED_FORMATS
+from .formats import formats
 from .publisher import Publisher
 
 #: Written at the top of every build; a folder without it is never replaced.
 MARKER = ".feedsvc-build"
+#: Hidden folders inside OUTDIR while a build is put in place: the new build, the old one.
+STAGING_PREFIX = ".feedsvc-staging-"
+OLD_PREFIX = ".feedsvc-old-"
 
 Progress = Callable[[int, int, str], None]
 
@@ -66,26 +78,34 @@ class BuildSummary:
     outdir: Path
     base_url: str
     version: str  # the collection version exported (Publisher.version)
-    feeds: int  # feed documents (every format and archive), without .gz
+    feeds: int  # feed documents (every format and archive), without .gz or previews
     pages: int  # HTML pages and the OPML list
     assets: int  # files under /static/
     files: int  # everything written, .gz included
     bytes: int
     seconds: float
+    previews: int = 0  # HTML previews of feed documents (``feed.atom.html``)
 
 
 @dataclass(frozen=True, slots=True)
 class FeedDoc:
-    """One feed document to export: a feed, a format, and an archive number or None."""
+    """One feed document to export: a feed, a format, an archive number or None,
+    and whether it is the document's HTML preview rather than the feed."""
 
     ref: FeedRef
     fmt: str
     archive: int | None = None
+    preview: bool = False
 
     @property
     def url_path(self) -> str:
-        doc = feed_path(self.ref) if self.archive is None else archive_path(self.ref, self.archive)
-        return f"{doc}.{self.fmt}"
+        return urls.feed(self.ref, self.fmt, self.archive)
+
+    @property
+    def file(self) -> PurePosixPath:
+        """Where it goes: the URL's path; a preview beside it with ``.html`` added."""
+        relative = self.url_path.lstrip("/")
+        return PurePosixPath(relative + ".html" if self.preview else relative)
 
 
 def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
@@ -97,11 +117,14 @@ def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
     for ref in collection.feed_refs():
         archives = archive_count(len(collection.feed_entries(ref) or ()), size)
         for number in [None, *range(1, archives + 1)]:
-            feeds += [FeedDoc(ref, fmt, number) for fmt in FEED_FORMATS]
-    pages = ["/", "/topics/", "/authors/", "/feeds.opml"]
-    pages += [FeedRef("topic", slug).html_path for slug in collection.topics]
-    pages += [FeedRef("author", slug).html_path for slug in collection.authors]
-    pages += [f"/articles/{entry.slug}" for entry in collection.entries]
+            for fmt in formats():
+                feeds.append(FeedDoc(ref, fmt.name, number))
+                if fmt.preview:
+                    feeds.append(FeedDoc(ref, fmt.name, number, preview=True))
+    pages = [urls.HOME, urls.TOPICS, urls.AUTHORS, urls.OPML]
+    pages += [urls.topic(slug) for slug in collection.topics]
+    pages += [urls.author(slug) for slug in collection.authors]
+    pages += [urls.article(entry.slug) for entry in collection.entries]
     assets: list[str] = []
     static = Path(app.static_folder) if app.static_folder else None
     if static is not None and static.is_dir():
@@ -128,11 +151,13 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     ``base_url`` is the public URL the files will be served at; it defaults
     to the app's FEEDSVC_BASE_URL, and may only differ from it when that is
     unset (then links are made from it, as they would be from a request's
-    host). The files are written to a temporary folder beside ``outdir`` and
-    swapped in at the end, so a host serving ``outdir`` never sees half a
-    build. Raises :class:`ExportError` if ``outdir`` holds anything but an
-    earlier build, or if the articles changed while building (run it again;
-    the CLI's app does not reload while it builds).
+    host). The files are written to a hidden folder inside ``outdir`` (its
+    own filesystem, even when it is a mount point) and swapped in only once
+    complete (see :func:`_swap_in`), so a failure of any kind (a full disk,
+    a size limit, permissions) leaves the previous build as it was. Raises
+    :class:`ExportError` if ``outdir`` holds anything but an earlier build,
+    or if the articles changed while building (run it again; the CLI's app
+    does not reload while it builds).
     """
     started = time.perf_counter()
     outdir = Path(outdir)
@@ -154,9 +179,7 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     version = publisher.version
     feeds, pages, assets = site_paths(app)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
-    staging = outdir.parent / f".{outdir.name}.building-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = _make_staging(outdir)
     files = written = 0
     made: set[Path] = set()
     try:
@@ -180,27 +203,35 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
                 progress(done, len(todo), url_path)
         if publisher.version != version:
             raise ExportError(outdir, "the articles changed during the build; run it again")
+        previews = sum(doc.preview for doc in feeds)
         summary = BuildSummary(outdir=outdir, base_url=base, version=version,
-                               feeds=len(feeds), pages=len(pages), assets=len(assets),
+                               feeds=len(feeds) - previews, previews=previews,
+                               pages=len(pages), assets=len(assets),
                                files=files, bytes=written,
                                seconds=round(time.perf_counter() - started, 3))
         record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}
         (staging / MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        _swap_in(staging, outdir)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
+                          "the previous build is unchanged") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _swap_in(staging, outdir)
     return summary
 
 
 def _feed(publisher: Publisher, doc: FeedDoc, base_url: str,
           outdir: Path) -> tuple[PurePosixPath, bytes, bytes]:
-    """A feed document straight from the publisher: what the service's feed routes send."""
-    rendered = publisher.feed(doc.ref, doc.fmt, base_url, archive=doc.archive)
+    """A feed document (or its preview) straight from the publisher: what the
+    service's feed routes send a reader (or a browser)."""
+    rendered = publisher.feed(doc.ref, doc.fmt, base_url, archive=doc.archive,
+                              preview=doc.preview)
     if rendered is None:
         raise ExportError(outdir, f"{doc.url_path}: no such feed any more; did the articles "
                           "change during the build?")
-    return PurePosixPath(doc.url_path.lstrip("/")), rendered.body, rendered.gzip_body
+    return doc.file, rendered.body, rendered.gzip_body
 
 
 def _fetch(client: FlaskClient, url_path: str, base_url: str,
@@ -222,32 +253,86 @@ def _fetch(client: FlaskClient, url_path: str, base_url: str,
     return file_for(url_path, response.headers.get("Content-Type", "")), body, packed
 
 
+def _ours(name: str) -> bool:
+    """A hidden folder of a build in progress (or of one that died): never part of a build."""
+    return name.startswith((STAGING_PREFIX, OLD_PREFIX))
+
+
 def _check_replaceable(outdir: Path) -> None:
-    if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
-        raise ExportError(outdir, "exists and is not a folder")
-    if outdir.is_dir() and any(outdir.iterdir()) and not (outdir / MARKER).is_file():
+    try:
+        if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
+            raise ExportError(outdir, "exists and is not a folder")
+        if not outdir.is_dir():
+            return
+        names = [p.name for p in outdir.iterdir() if not _ours(p.name)]
+        marked = (outdir / MARKER).is_file()
+    except OSError as exc:
+        raise ExportError(outdir, f"cannot read it: {_os_reason(exc)}") from None
+    if names and not marked:
         raise ExportError(outdir, f"is not empty and holds no earlier build ({MARKER}); "
                           "choose an empty or new folder")
 
 
-def _swap_in(staging: Path, outdir: Path) -> None:
-    """Replace ``outdir`` by ``staging``: two renames, so readers see old or new."""
-    if not outdir.exists():
-        staging.rename(outdir)
-        return
-    old = outdir.parent / f".{outdir.name}.old-{os.getpid()}"
-    shutil.rmtree(old, ignore_errors=True)
+def _os_reason(exc: OSError) -> str:
+    """``strerror`` and the file, without a traceback: what an operator acts on."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        reason += f" ({exc.filename})"
+    return reason
+
+
+def _make_staging(outdir: Path) -> Path:
+    """A hidden folder inside ``outdir``: on its own filesystem, so every move is a rename.
+
+    ``outdir`` may be a mount point (a tmpfs, a Docker volume), which can be
+    neither renamed nor replaced; a folder beside it may be on another
+    filesystem, from which nothing can be renamed into it. Left-overs of a
+    build that died are removed first.
+    """
     try:
-        outdir.rename(old)
-    except OSError:  # a mount point cannot be renamed: replace its contents instead
-        for child in list(outdir.iterdir()):
-            if child.is_dir() and not child.is_symlink():
+        outdir.mkdir(parents=True, exist_ok=True)
+        for child in outdir.iterdir():
+            if _ours(child.name) and child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
-            else:
-                child.unlink()
-        for child in list(staging.iterdir()):
-            child.rename(outdir / child.name)
-        staging.rmdir()
-        return
-    staging.rename(outdir)
-    shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=outdir))
+    except OSError as exc:
+        raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
+                          "the previous build is unchanged") from None
+
+
+def _swap_in(staging: Path, outdir: Path) -> None:
+    """Put the complete build in ``staging`` in place of the previous one, entry by entry.
+
+    Every step is a rename inside ``outdir``'s filesystem: each top-level
+    entry of the previous build is moved aside into a hidden folder and the
+    new one renamed into its place, so a host serving ``outdir`` sees each
+    entry old or new, never missing for longer than two renames. The
+    marker goes last, with one atomic replace, so ``outdir`` holds a marker
+    throughout and a later build may replace it. If any rename fails, what
+    was moved is moved back and the previous build stands. Only then is the
+    previous build deleted.
+    """
+    aside = Path(tempfile.mkdtemp(prefix=OLD_PREFIX, dir=outdir))
+    moved: list[tuple[Path, Path]] = []  # (from, to), in order, to undo
+    try:
+        new_names = sorted(p.name for p in staging.iterdir() if p.name != MARKER)
+        old_names = sorted(p.name for p in outdir.iterdir()
+                           if not _ours(p.name) and p.name != MARKER)
+        for name in sorted(set(new_names) | set(old_names)):
+            if name in old_names:
+                (outdir / name).rename(aside / name)
+                moved.append((outdir / name, aside / name))
+            if name in new_names:
+                (staging / name).rename(outdir / name)
+                moved.append((staging / name, outdir / name))
+        os.replace(staging / MARKER, outdir / MARKER)
+    except OSError as exc:
+        for source, target in reversed(moved):
+            with contextlib.suppress(OSError):
+                target.rename(source)
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise ExportError(outdir, f"cannot put the new build in place: {_os_reason(exc)}; "
+                          "the previous build is unchanged") from None
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -10,17 +10,31 @@ another article and a file that comes back gets its old identity.
 Several gunicorn workers may share one ledger file: every :meth:`Ledger.record`
 is one ``BEGIN IMMEDIATE`` transaction that reads what is stored before
 deciding, so concurrent writers serialise and all return what was committed.
+The same holds for :meth:`Ledger.moments`, the first time any process saw
+each version of a feed document: what ``Last-Modified`` is made of, so that it
+is one value on every worker and host.
+
+Every process that has the ledger open holds a shared ``flock`` on the file;
+:func:`restore` takes it exclusively, so it refuses while a service runs.
+Closing checkpoints the WAL into the main file (``wal_checkpoint(TRUNCATE)``),
+and so does :meth:`Ledger.checkpoint_if_due`, which the reload thread calls,
+so that the main file alone is a usable copy; :func:`backup` makes a
+consistent one while serving.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import math
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -30,12 +44,25 @@ from types import TracebackType
 
 from feedsvc.errors import LedgerError
 from feedsvc.model import Stamp
+from feedsvc.schema import STORE_TABLES
 from feedsvc.text import slugify
 
-__all__ = ["SCHEMA_VERSION", "Ledger", "Sighting"]
+__all__ = ["SCHEMA_VERSION", "Ledger", "LedgerCopy", "Sighting", "backup", "restore"]
 
-#: Version of the tables below, kept in ``meta``; bump with a migration.
-SCHEMA_VERSION = 1
+log = logging.getLogger("feedsvc")
+
+#: Version of the tables below, in ``PRAGMA user_version`` (and, for feedsvc
+#: releases before it used user_version, in ``meta``); bump with a migration.
+#: 1: articles. 2: feed_versions (the moments behind Last-Modified).
+#: 3: the article store's tables (feedsvc.schema: files, versions, changes, leases).
+SCHEMA_VERSION = 3
+
+#: Versions of each feed document kept (the current one and a few before it,
+#: so that a worker a reload behind still finds its own).
+VERSIONS_KEPT = 8
+
+#: Seconds between checkpoints of the WAL into the main file, after writes.
+CHECKPOINT_INTERVAL = 60.0
 
 #: How long a writer waits for another process's transaction, in milliseconds.
 BUSY_TIMEOUT_MS = 10_000
@@ -57,6 +84,12 @@ _SCHEMA = (
         changed INTEGER,                -- unix seconds of the last content change, or NULL
         hash TEXT NOT NULL              -- content hash of the version last seen
     )""",
+    """CREATE TABLE IF NOT EXISTS feed_versions (
+        doc TEXT NOT NULL,              -- a feed document ("site", "topic/nato", "pages")
+        digest TEXT NOT NULL,           -- the collection's version digest of it
+        moment INTEGER NOT NULL,        -- unix seconds: when this version first existed
+        PRIMARY KEY (doc, digest)
+    ) WITHOUT ROWID""",
 )
 # Rename detection looks rows up by content hash. Created after the column check,
 # so that a foreign "articles" table is reported as such.
@@ -93,6 +126,9 @@ class Sighting:
     mtime: float  # file mtime in unix seconds (evidence of when it was written)
     slug_hint: str  # front-matter slug or slugify(title): the slug wanted at first sight
     id_hint: str | None  # front-matter id, if any
+    #: A file gone in the same scan that this one is (moved, perhaps edited):
+    #: decided by the publisher's rename rule, see :mod:`feedsvc.identity`.
+    renamed_from: str | None = None
 
 
 def _utc(seconds: int) -> datetime:
@@ -178,6 +214,9 @@ class Ledger:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._lock_fd: int | None = None  # the shared flock that says "a service has it open"
+        self._dirty_since: float | None = None  # monotonic time of the first unsaved write
+        self._checkpointed = time.monotonic()
         # What the file looked like after our last use of it; see _connection().
         self._signature: tuple[int, ...] | None = None
         try:
@@ -234,6 +273,7 @@ class Ledger:
                     "published ids and dates",
                 )
             self._signature = self._file_signature()
+            self._hold_shared_lock()
         except sqlite3.Error as exc:
             if conn is not None:
                 conn.close()
@@ -243,6 +283,33 @@ class Ledger:
                 conn.close()
             raise
         return conn
+
+    def _hold_shared_lock(self) -> None:
+        """Hold a shared ``flock`` on the file as long as it is open: :func:`restore` checks it.
+
+        flock and SQLite's POSIX locks are independent on Linux, so this never
+        blocks SQLite. Taken again on each reopen: a restored file is a new inode.
+        """
+        self._release_lock()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise LedgerError(str(self.path), f"cannot open: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LedgerError(
+                str(self.path), "a restore is replacing the ledger; start again when it is done"
+            ) from None
+        except OSError:  # a filesystem without flock: restore cannot tell, nothing else changes
+            pass
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _file_signature(self) -> tuple[int, ...] | None:
         """Identity and change times of the file now at ``path``; None if there is none."""
@@ -300,7 +367,13 @@ class Ledger:
         """Create or check the tables; write the schema version to fail fast if read-only."""
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA:
+            user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if user_version > SCHEMA_VERSION:
+                raise LedgerError(str(self.path), _newer(user_version))
+            # Migrations are the CREATE ... IF NOT EXISTS below: version 1 (no
+            # user_version yet) gains feed_versions, 2 the store's tables; the
+            # rows of each stay as they are.
+            for statement in _SCHEMA + STORE_TABLES:
                 conn.execute(statement)
             columns = {row[1] for row in conn.execute("PRAGMA table_info(articles)")}
             missing = _COLUMNS - columns
@@ -320,17 +393,14 @@ class Ledger:
                         str(self.path), f"not a feedsvc ledger: schema version {row[0]!r}"
                     ) from None
                 if version > SCHEMA_VERSION:
-                    raise LedgerError(
-                        str(self.path),
-                        f"written by a newer feedsvc (schema version {version}; "
-                        f"this one understands up to {SCHEMA_VERSION})",
-                    )
+                    raise LedgerError(str(self.path), _newer(version))
             # Always a write, even when unchanged: a read-only ledger fails now.
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             _rollback(conn)
@@ -373,7 +443,136 @@ class Ledger:
             except sqlite3.Error as exc:
                 raise self._failed(exc) from exc
             self._signature = self._file_signature()  # our own commit may checkpoint
+            self._dirty()
         return result
+
+    def moments(
+        self, versions: Mapping[str, tuple[str, int]], now: float
+    ) -> dict[str, int]:
+        """When each feed document's current version first existed, in unix seconds.
+
+        ``versions`` maps a document key to ``(digest, floor)``: the version
+        digest and the newest entry date it shows. A version seen before, by
+        any process, keeps the moment stored then, so every worker and host
+        answers the same ``Last-Modified``. A version new to the ledger (or
+        one come back after a newer one, as when an edit is undone) gets
+        ``max(now, floor, newest stored moment + 1)``: later than any earlier
+        version's, so it never goes backwards and an ``If-Modified-Since``
+        client sees every change even within one second. One transaction; at
+        most :data:`VERSIONS_KEPT` versions of a document are kept.
+        """
+        if not versions:
+            return {}
+        if not math.isfinite(now):
+            raise ValueError(f"now must be a finite unix time, not {now!r}")
+        result: dict[str, int] = {}
+        with self._lock:
+            conn = self._connection()
+            try:
+                # Mostly every version is known already (another worker wrote
+                # it, or a restart): read without taking the write lock.
+                known = {doc: _newest_version(conn, doc) for doc in versions}
+                if all(k is not None and k[0] == versions[d][0] for d, k in known.items()):
+                    return {doc: k[1] for doc, k in known.items() if k is not None}
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    wrote = False
+                    for doc, (digest, floor) in versions.items():
+                        newest = _newest_version(conn, doc)
+                        if newest is not None and newest[0] == digest:
+                            result[doc] = newest[1]
+                            continue
+                        moment = max(int(now), int(floor), newest[1] + 1 if newest else 0)
+                        conn.execute(
+                            "INSERT INTO feed_versions (doc, digest, moment) VALUES (?, ?, ?) "
+                            "ON CONFLICT (doc, digest) DO UPDATE SET moment = excluded.moment",
+                            (doc, digest, moment),
+                        )
+                        conn.execute(
+                            "DELETE FROM feed_versions WHERE doc = ? AND digest NOT IN "
+                            "(SELECT digest FROM feed_versions WHERE doc = ? "
+                            "ORDER BY moment DESC LIMIT ?)",
+                            (doc, doc, VERSIONS_KEPT),
+                        )
+                        result[doc] = moment
+                        wrote = True
+                    conn.execute("COMMIT" if wrote else "ROLLBACK")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+            self._signature = self._file_signature()
+            if wrote:
+                self._dirty()
+        return result
+
+    def stamps_of(self, paths: Iterable[str]) -> dict[str, Stamp]:
+        """What is recorded for these paths (those that have a row), by path."""
+        wanted = list(paths)
+        rows: list[tuple] = []
+        with self._lock:
+            conn = self._connection()
+            try:
+                for start in range(0, len(wanted), 500):
+                    chunk = wanted[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows += conn.execute(
+                        f"SELECT path, {_ROW} FROM articles WHERE path IN ({marks})", chunk
+                    ).fetchall()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+        return {row[0]: _stamp(row[1:]) for row in rows}
+
+    def path_of_slug(self, slug: str) -> str | None:
+        """The file an article with this slug was last seen at, or None if it never existed."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                row = conn.execute("SELECT path FROM articles WHERE slug = ?", (slug,)).fetchone()
+            except sqlite3.Error as exc:
+                raise self._failed(exc) from exc
+        return None if row is None else row[0]
+
+    def _dirty(self) -> None:
+        if self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the main file and truncate it; True if it was complete.
+
+        Incomplete (False) while another process reads an older snapshot;
+        SQLite then copies what it can, and a later call finishes.
+        """
+        with self._lock:
+            return self._checkpoint()
+
+    def _checkpoint(self) -> bool:
+        conn = self._conn
+        if conn is None or self._closed:
+            return False
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.Error as exc:
+            log.warning("ledger %s: checkpoint failed: %s", self.path, _reason(exc))
+            return False
+        self._checkpointed = time.monotonic()
+        if not busy:
+            self._dirty_since = None
+        self._signature = self._file_signature()
+        return not busy
+
+    def checkpoint_if_due(self, interval: float | None = None) -> bool:
+        """Checkpoint if something was written and ``interval`` seconds passed since the last.
+
+        ``interval`` defaults to :data:`CHECKPOINT_INTERVAL`.
+        """
+        if interval is None:
+            interval = CHECKPOINT_INTERVAL
+        with self._lock:
+            if self._dirty_since is None or time.monotonic() - self._checkpointed < interval:
+                return False
+            return self._checkpoint()
 
     def _record_one(
         self,
@@ -395,6 +594,25 @@ class Ledger:
                 row = _row(conn, s.path)
                 assert row is not None
             return _stamp(row)
+
+        # The publisher matched this file to one gone in the same scan: moved,
+        # perhaps edited. It keeps id, slug and first_seen; the date moves only
+        # if the text changed.
+        if s.renamed_from and s.renamed_from not in present and s.renamed_from not in seen_now:
+            old = _row(conn, s.renamed_from)
+            if old is not None:
+                conn.execute(
+                    "UPDATE articles SET path = ? WHERE path = ?", (s.path, s.renamed_from)
+                )
+                if old[4] != s.content_hash:
+                    changed = max(int(now), old[2], old[3] or 0)
+                    conn.execute(
+                        "UPDATE articles SET hash = ?, changed = ? WHERE path = ?",
+                        (s.content_hash, changed, s.path),
+                    )
+                row = _row(conn, s.path)
+                assert row is not None
+                return _stamp(row)
 
         # A gone file with the same content is this file, moved: the newest wins.
         for (old_path,) in conn.execute(
@@ -432,7 +650,13 @@ class Ledger:
     def close(self) -> None:
         """Close the connection; further use raises LedgerError. Safe to call twice."""
         with self._lock:
+            if self._conn is not None and not self._closed and self._dirty_since is not None:
+                # So that the main file alone holds everything (a plain copy
+                # of it is a usable back-up): SQLite would only do this when
+                # the last of all processes closes it.
+                self._checkpoint()
             self._closed = True
+            self._release_lock()
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 try:
@@ -452,11 +676,25 @@ class Ledger:
         self.close()
 
 
+def _newer(version: int) -> str:
+    return (
+        f"written by a newer feedsvc (schema version {version}; this one understands up to "
+        f"{SCHEMA_VERSION}): run that release, or restore a back-up made by this one"
+    )
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     """Roll back if a transaction is open; never mask the error being handled."""
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+
+
+def _newest_version(conn: sqlite3.Connection, doc: str) -> tuple[str, int] | None:
+    return conn.execute(
+        "SELECT digest, moment FROM feed_versions WHERE doc = ? ORDER BY moment DESC LIMIT 1",
+        (doc,),
+    ).fetchone()
 
 
 def _row(conn: sqlite3.Connection, path: str) -> tuple[str, str, int, int | None, str] | None:
@@ -504,3 +742,185 @@ def _new_id(
     while _id_taken(conn, id_):
         id_, n = f"{base}/{n}", n + 1
     return id_
+
+
+# -- back-up and restore: SQLite plumbing, no ledger policy ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerCopy:
+    """A checked ledger file: what a back-up or a restore wrote."""
+
+    path: Path
+    schema: int
+    articles: int
+    versions: int
+
+
+_TABLES = ("articles", "feed_versions")  # counted in a LedgerCopy (the store's are derived)
+
+
+def _schema_of(conn: sqlite3.Connection) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 0:  # before user_version: the meta row, else nothing of ours
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "articles" not in tables:
+            raise sqlite3.DatabaseError("not a feedsvc ledger: no table 'articles'")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() \
+            if "meta" in tables else None
+        version = int(row[0]) if row and str(row[0]).isdigit() else 1
+    return version
+
+
+def _check_copy(conn: sqlite3.Connection, path: Path) -> LedgerCopy:
+    """Integrity, schema and row counts of an open ledger file; LedgerError if unusable."""
+    problems = [row[0] for row in conn.execute("PRAGMA integrity_check(5)")]
+    if problems != ["ok"]:
+        raise LedgerError(str(path), "failed its integrity check: " + "; ".join(problems))
+    try:
+        schema = _schema_of(conn)
+    except (sqlite3.DatabaseError, ValueError) as exc:
+        raise LedgerError(str(path), str(exc)) from exc
+    if schema > SCHEMA_VERSION:
+        raise LedgerError(str(path), _newer(schema))
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    counts = [
+        conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] if t in tables else 0
+        for t in _TABLES
+    ]
+    return LedgerCopy(path, schema, counts[0], counts[1])
+
+
+def _rows(conn: sqlite3.Connection) -> list[tuple]:
+    return conn.execute(f"SELECT path, {_ROW} FROM articles ORDER BY path").fetchall()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def backup(ledger_path: Path, dest: Path) -> LedgerCopy:
+    """Copy the ledger to ``dest`` while it is in use, with SQLite's online back-up API.
+
+    The copy is one consistent snapshot (the WAL included), written as a
+    single self-contained file (rollback journal, no -wal beside it),
+    checked (``integrity_check``, every article row equal to the snapshot's)
+    and only then renamed to ``dest``, so ``dest`` is never half a copy.
+    """
+    ledger_path, dest = Path(ledger_path), Path(dest)
+    if not ledger_path.is_file():
+        raise LedgerError(str(ledger_path), "no ledger here to back up")
+    partial = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    source = target = None
+    try:
+        source = sqlite3.connect(f"{ledger_path.absolute().as_uri()}?mode=ro", uri=True,
+                                 timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        partial.unlink(missing_ok=True)
+        target = sqlite3.connect(partial, isolation_level=None)
+        source.execute("BEGIN")  # one read snapshot for the copy and the comparison
+        expected = _rows(source)
+        source.backup(target)
+        source.execute("COMMIT")
+        target.execute("PRAGMA journal_mode = DELETE")
+        copy = _check_copy(target, dest)
+        if _rows(target) != expected:
+            raise LedgerError(str(dest), "the copy differs from the ledger; nothing was written")
+        target.close()
+        target = None
+        _fsync_file(partial)
+        os.replace(partial, dest)
+        _fsync_dir(dest.parent)
+    except sqlite3.Error as exc:
+        raise LedgerError(str(ledger_path), f"cannot back up: {_reason(exc)}") from exc
+    except OSError as exc:
+        raise LedgerError(str(dest), f"cannot write the back-up: {exc.strerror or exc}") from exc
+    finally:
+        for conn in (source, target):
+            if conn is not None:
+                conn.close()
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+    return copy
+
+
+def restore(source: Path, ledger_path: Path) -> LedgerCopy:
+    """Put the back-up ``source`` in place of the ledger; refused while anything has it open.
+
+    Every process with a :class:`Ledger` open holds a shared ``flock`` on the
+    file; this takes it exclusively without waiting, so a running service
+    (or ``feedsvc build``) makes it fail rather than have its connection
+    write into the replaced file or replay its WAL over it. Then the stale
+    ``-wal`` and ``-shm`` go (SQLite would replay a stale WAL over the
+    restored file), the copy is renamed into place, and the result is
+    checked row for row against the back-up.
+    """
+    source, ledger_path = Path(source), Path(ledger_path)
+    if not source.is_file():
+        raise LedgerError(str(source), "no such back-up file")
+    wal = Path(f"{source}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise LedgerError(str(source), f"has a non-empty {wal.name} beside it, so the file "
+                          "alone is not the whole copy; make back-ups with `feedsvc backup`")
+    try:
+        conn = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            copy = _check_copy(conn, source)
+            expected = _rows(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise LedgerError(str(source), f"not a usable back-up: {_reason(exc)}") from exc
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    lock_fd = None
+    partial = ledger_path.parent / f".{ledger_path.name}.restoring-{os.getpid()}"
+    try:
+        if ledger_path.exists():
+            lock_fd = os.open(ledger_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LedgerError(str(ledger_path), "is in use by a running feedsvc (a "
+                                  "service, build or check has it open): stop it, then "
+                                  "restore") from None
+        shutil.copyfile(source, partial)
+        # The service's user must be able to write it, also when root restores:
+        # the owner and mode of the file replaced (or of its folder, if none).
+        owner = os.stat(ledger_path if ledger_path.exists() else ledger_path.parent)
+        with contextlib.suppress(PermissionError):
+            os.chown(partial, owner.st_uid, owner.st_gid)
+        if ledger_path.exists():
+            os.chmod(partial, stat.S_IMODE(owner.st_mode))
+        _fsync_file(partial)
+        for side in (Path(f"{ledger_path}-wal"), Path(f"{ledger_path}-shm")):
+            side.unlink(missing_ok=True)
+        os.replace(partial, ledger_path)
+        _fsync_dir(ledger_path.parent)
+    except OSError as exc:
+        raise LedgerError(str(ledger_path), f"cannot restore: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        if lock_fd is not None:
+            os.close(lock_fd)
+    try:
+        conn = sqlite3.connect(ledger_path, isolation_level=None)
+        try:
+            restored = _check_copy(conn, ledger_path)
+            if _rows(conn) != expected:
+                raise LedgerError(str(ledger_path), "the restored file differs from the back-up")
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise LedgerError(str(ledger_path), f"restore did not verify: {_reason(exc)}") from exc
+    if (restored.articles, restored.versions) != (copy.articles, copy.versions):
+        raise LedgerError(str(ledger_path), "the restored file differs from the back-up")
+    return restored

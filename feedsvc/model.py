@@ -11,6 +11,10 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
+#: The feed formats' names (``FEED_FORMATS``, ``FormatName``) live with their
+#: registry in formats.py; re-exported here for the model's users.
+from .formats import FEED_FORMATS, FormatName  # noqa: F401
+
 #: Where a topic of an article came from, in order of precedence.
 TOPIC_KINDS = ("story", "broad", "folder", "front-matter")
 
@@ -178,9 +182,6 @@ class Site:
     subtitle: str = "Articles published by feedsvc"
     language: str = "en"
 
-
-#: The feed formats, by the extension that names them in URLs.
-FEED_FORMATS = ("atom", "rss", "json")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from dateutil import parser as date_parser
 
 from .errors import ArticleError
 from .model import Article, Author, FrontMatter, TopicRef
-from .text import clean_xml_text, slugify
+from .text import clean_xml_text, illegal_xml_count, slugify, strip_bidi_controls
 
 #: A summary longer than this is cut, at a sentence boundary if there is one.
 MAX_SUMMARY_CHARS = 300
@@ -41,6 +41,47 @@ _BOM = b"\xef\xbb\xbf"
 _LINE_BREAKISH = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 # C0 and C1 controls but tab, line breaks and form feed: rare in any text file.
 _CONTROL_CHAR = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+#: A file whose text is more than this share of control characters is binary:
+#: random or compressed bytes read as Latin-1 are about a quarter controls,
+#: UTF-16 text is half NUL, a damaged text file has a handful in thousands.
+#: Valid UTF-8 is itself evidence of text (random bytes almost never are), so
+#: it may hold more: a short file with a few stray controls is still text.
+_MAX_CONTROL_SHARE = {"utf-8": 0.10, "legacy": 0.05}
+
+#: How common binary formats start. All begin with bytes no article begins
+#: with (a control byte, or a word no headline is), so a match is proof
+#: enough, whatever the rest of the file holds.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "PDF document"),
+    (b"PK\x03\x04", "ZIP archive (or .docx, .odt, .epub, .jar)"),
+    (b"PK\x05\x06", "ZIP archive"),
+    (b"PK\x07\x08", "ZIP archive"),
+    (b"\x89PNG\r\n\x1a\n", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF87a", "GIF image"),
+    (b"GIF89a", "GIF image"),
+    (b"\x1f\x8b", "gzip archive"),
+    (b"SQLite format 3\x00", "SQLite database"),
+    (b"\x7fELF", "ELF executable"),
+    (b"BZh", "bzip2 archive"),  # confirmed below: BZh + block size digit
+    (b"\xfd7zXZ\x00", "xz archive"),
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (b"\x28\xb5\x2f\xfd", "Zstandard archive"),
+    (b"Rar!\x1a\x07", "RAR archive"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "OLE2 document (.doc, .xls, .msg)"),
+    (b"II*\x00", "TIFF image"),
+    (b"MM\x00*", "TIFF image"),
+    (b"\xca\xfe\xba\xbe", "Mach-O or Java class file"),
+    (b"\xcf\xfa\xed\xfe", "Mach-O executable"),
+    (b"\x00asm", "WebAssembly module"),
+    (b"OggS\x00", "Ogg media"),
+    (b"fLaC", "FLAC audio"),
+    (b"ID3\x03\x00", "MP3 audio"),
+    (b"ID3\x04\x00", "MP3 audio"),
+    (b"\x1aE\xdf\xa3", "Matroska/WebM video"),
+    (b"wOFF", "WOFF font"),
+    (b"wOF2", "WOFF2 font"),
+)
 
 _BULLET_ITEM = re.compile(r"^\s*[•\-*–·‣◦]\s+(?P<text>\S.*)$")
 _NUMBERED_ITEM = re.compile(r"^\s*(?P<num>\d{1,3})[.)]\s+(?P<text>\S.*)$")
@@ -129,7 +170,7 @@ def parse_article(data: bytes, path: str) -> Article:
     become "folder" topics and it names the file in errors.
     """
     text, warnings = _decode(data, path)
-    lines = _lines(text, path)
+    lines = _lines(text, path, warnings)
     content_hash = hashlib.sha256(_normalised(lines).encode("utf-8")).hexdigest()
     front_matter, lines, fm_warnings = _front_matter(lines, path)
     warnings += fm_warnings
@@ -169,45 +210,94 @@ def _decode(data: bytes, path: str) -> tuple[str, list[str]]:
     """Bytes to text, never rejecting a text file for its encoding alone.
 
     Real corpora hold the odd Windows-1252 file; dropping an article over a
-    curly quote would be worse than decoding it and saying so.
+    curly quote would be worse than decoding it and saying so. What is binary
+    is judged from the whole file (:func:`_binary_reason`), not from one byte:
+    a stray NUL in a long text is damage to remove (see :func:`_lines`), not
+    proof of an image.
     """
-    if b"\x00" in data:
-        utf16 = data[:2] in (b"\xff\xfe", b"\xfe\xff")
-        hint = "; it looks like UTF-16, save it as UTF-8" if utf16 else ""
-        raise ArticleError(path, f"binary file (contains NUL bytes{hint})")
+    signature = _binary_signature(data)
+    if signature:
+        raise ArticleError(path, f"binary file ({signature} signature)")
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
     if not data:
         raise ArticleError(path, "empty file")
+    warnings: list[str] = []
     try:
-        return data.decode("utf-8"), []
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        offset = exc.start
-    try:
-        text, encoding = data.decode("cp1252"), "Windows-1252"
-    except UnicodeDecodeError:
-        text, encoding = data.decode("latin-1"), "Latin-1"
-    # Binary data without a NUL byte (random, compressed, encrypted) decodes as
-    # Latin-1 too, into gibberish that would be published under a permanent
-    # id. About a fifth of such bytes are control characters; a text written
-    # in a legacy encoding has next to none.
-    controls = len(_CONTROL_CHAR.findall(text))
-    if controls * 20 > len(text):
-        percent = controls * 100 // len(text)
-        raise ArticleError(
-            path, f"binary file (not UTF-8, and {percent}% of its bytes are control characters)"
+        try:
+            text, encoding = data.decode("cp1252"), "Windows-1252"
+        except UnicodeDecodeError:
+            text, encoding = data.decode("latin-1"), "Latin-1"
+        warnings.append(
+            f"not valid UTF-8 (first bad byte at offset {exc.start}); decoded as {encoding}"
         )
-    return text, [f"not valid UTF-8 (first bad byte at offset {offset}); decoded as {encoding}"]
+    reason = _binary_reason(data, text, utf8=not warnings)
+    if reason:
+        raise ArticleError(path, f"binary file ({reason})")
+    return text, warnings
 
 
-def _lines(text: str, path: str) -> list[_Line]:
+def _binary_signature(data: bytes) -> str | None:
+    """The name of the binary format ``data`` starts like, if any."""
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            if magic == b"BZh" and not (data[3:4].isdigit() and data[4:10] == b"1AY&SY"):
+                continue  # "BZh" alone could start a headline
+            return name
+    if data[257:262] == b"ustar":
+        return "tar archive"
+    return None
+
+
+def _looks_like_utf16(data: bytes) -> bool:
+    """A UTF-16 byte order mark, or NULs in every other byte (UTF-16 of Latin text)."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    even, odd = data[::2].count(0), data[1::2].count(0)
+    return max(even, odd) > len(data) * 0.2 and min(even, odd) * 10 < max(even, odd)
+
+
+def _binary_reason(data: bytes, text: str, *, utf8: bool) -> str | None:
+    """Why decoded ``text`` is binary data rather than a damaged text, or None.
+
+    Binary data without a known signature (random, compressed, encrypted, a
+    UTF-16 file) decodes as Latin-1 too, into gibberish that would be
+    published under a permanent id: it is recognised by its share of control
+    characters, which a text file, UTF-8 or legacy, has next to none of.
+    """
+    controls = len(_CONTROL_CHAR.findall(text))
+    if controls <= len(text) * _MAX_CONTROL_SHARE["utf-8" if utf8 else "legacy"]:
+        return None
+    if not _CONTROL_CHAR.sub("", text).strip():
+        return None  # no text at all: _lines says so, more plainly
+    percent = controls * 100 // len(text)
+    if _looks_like_utf16(data):
+        return "contains NUL bytes; it looks like UTF-16, save it as UTF-8"
+    if utf8:
+        return f"{percent}% of its characters are NUL or other control characters"
+    return f"not UTF-8, and {percent}% of its bytes are control characters"
+
+
+def _lines(text: str, path: str, warnings: list[str]) -> list[_Line]:
     """Split into numbered lines: LF only, XML-safe, no trailing white space.
 
     Splits on "\\n" alone: str.splitlines() also breaks on \\x0b, \\x0c, \\x85
-    and \\u2028, which would shift the byline and topic line.
+    and \\u2028, which would shift the byline and topic line. Stray control
+    characters (a NUL from a damaged copy, an escape from a terminal) are
+    removed, with a warning naming the first line that had one.
     """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    cleaned = clean_xml_text(_LINE_BREAKISH.sub(" ", text))
+    text = _LINE_BREAKISH.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+    removed, first = illegal_xml_count(text)
+    if removed:
+        no = text.count("\n", 0, first) + 1
+        plural = "s" if removed > 1 else ""
+        warnings.append(
+            f"line {no}: {removed} unprintable character{plural} removed"
+            f" (the first is U+{ord(text[first]):04X})"
+        )
+    cleaned = clean_xml_text(text) if removed else text
     lines = [_Line(no, raw.rstrip()) for no, raw in enumerate(cleaned.split("\n"), start=1)]
     if not any(line.text for line in lines):
         if text.strip():
@@ -384,14 +474,18 @@ def _header(paragraphs: list[list[_Line]], path: str) -> _Header:
     blank line, a short paragraph that looks like a byline. Anything else is
     body, and the article is published without authors.
     """
-    headline = _Line(paragraphs[0][0].no, _collapse(paragraphs[0][0].text))
+    warnings: list[str] = []
+    headline = _Line(paragraphs[0][0].no, _one_line(paragraphs[0][0], "headline", warnings))
+    if not headline.text:
+        raise ArticleError(path, "the headline is only bidirectional control characters",
+                           headline.no)
     if len(paragraphs[0]) > 1:
         block, body = paragraphs[0][1:], paragraphs[1:]
     elif len(paragraphs) > 1 and len(paragraphs[1]) <= 2:
         block, body = paragraphs[1], paragraphs[2:]
     else:
         block, body = [], paragraphs[1:]
-    header = _Header(headline, None, None, body)
+    header = _Header(headline, None, None, body, warnings)
     leftover = _read_header_block(header, block)
     if leftover:
         header.body.insert(0, leftover)
@@ -412,18 +506,18 @@ def _read_header_block(header: _Header, block: list[_Line]) -> list[_Line]:
     two lines, such as "Jane Doe / Senior Correspondent"; when more lines
     follow without a blank line, it starts the body instead.
     """
-    first = _collapse(block[0].text) if block else ""
+    first = _one_line(block[0], "", []) if block else ""
     if len(block) == 1 and _looks_like_topic_line(first) and _has_cased(first):
-        header.topic_line = first
+        header.topic_line = _one_line(block[0], "topic line", header.warnings)
         return []
     if not block or not _looks_like_byline(first):
         return block
-    header.byline = _Line(block[0].no, first)
+    header.byline = _Line(block[0].no, _one_line(block[0], "byline", header.warnings))
     if len(block) == 1:
         return []
-    second = _collapse(block[1].text)
+    second = _one_line(block[1], "", [])
     if _looks_like_topic_line(second):
-        header.topic_line = second
+        header.topic_line = _one_line(block[1], "topic line", header.warnings)
         return block[2:]
     if len(block) == 2:
         header.warnings.append(
@@ -431,6 +525,23 @@ def _read_header_block(header: _Header, block: list[_Line]) -> list[_Line]:
         )
         return []
     return block[1:]
+
+
+def _one_line(line: _Line, field: str, warnings: list[str]) -> str:
+    """A header line as a one-line field: spaces collapsed, bidi controls removed.
+
+    Bidi controls are removed (with a warning naming ``field``) because a
+    title or byline shown alone can be spoofed with them; see
+    :func:`~feedsvc.text.strip_bidi_controls`.
+    """
+    text = _collapse(line.text)
+    stripped = strip_bidi_controls(text)
+    if stripped != text:
+        warnings.append(
+            f"line {line.no}: bidirectional control characters removed from the {field}"
+        )
+        stripped = _collapse(stripped)
+    return stripped
 
 
 def _has_cased(text: str) -> bool:
@@ -651,10 +762,12 @@ def _topics(
         for word, name in broad:
             found.append(TopicRef(slugify(word), name, "broad"))
     for part in path.split("/")[:-1]:
+        part = strip_bidi_controls(part)
         if part not in ("", ".", ".."):
             found.append(TopicRef(slugify(part), part[:1].upper() + part[1:], "folder"))
     for topic in front_matter.topics:
-        found.append(TopicRef(slugify(topic), topic.strip(), "front-matter"))
+        name = strip_bidi_controls(topic).strip()
+        found.append(TopicRef(slugify(name), name, "front-matter"))
     unique: dict[str, TopicRef] = {}
     for ref in found:
         if ref.slug and ref.slug not in unique:

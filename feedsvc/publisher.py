@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,8 +25,10 @@ from . import documents
 from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
-from .model import Article, FeedDocument, Site
-from .render import CONTENT_TYPES, FragmentCache, render_feed, render_opml
+from .formats import content_types, get_format
+from .model import Article, Entry, FeedDocument, Site
+from .preview import render_preview
+from .render import FragmentCache, render_feed, render_opml
 from .source import list_articles
 from .store import SqliteStore
 from .sync import FolderSync, LeaseLost
@@ -34,6 +36,9 @@ from .topics import TopicCatalog, load_topic_catalog
 from .view import StoreView
 
 log = logging.getLogger("feedsvc")
+
+#: The content type of a feed's HTML preview.
+PREVIEW_TYPE = "text/html; charset=utf-8"
 
 
 class Rendered:
@@ -92,6 +97,26 @@ class ReloadReport:
     list_seconds: float = 0.0
     #: Files parsed (read files whose bytes were new); at most ``read``.
     parsed: int = 0
+
+
+#: The version key of every HTML page and the OPML list: they show the whole site.
+PAGES = "pages"
+
+
+def version_key(ref: FeedRef | None) -> str:
+    """The ledger's name for a feed's documents (or, for None, the site's pages)."""
+    return PAGES if ref is None else f"feed:{ref.kind}:{ref.slug}"
+
+
+def _floor(entries: Iterable[Entry]) -> int:
+    """The newest ``updated`` among ``entries``, in whole unix seconds (rounded up)."""
+    newest = max((e.updated.timestamp() for e in entries), default=0.0)
+    return int(newest) + (newest % 1 > 0)
+
+
+def _ref_of(key: str) -> FeedRef:
+    _, kind, slug = key.split(":", 2)
+    return FeedRef(kind, slug)
 
 
 def _cost(rendered: Rendered) -> int:
@@ -159,6 +184,9 @@ class Publisher:
         self.render_seconds = 0.0  # time spent rendering them
         self.folder_missing = False
         self._errors: dict[str, str] = {}  # "sync" / "follow" -> the failure now
+        #: When each feed document's current version first existed (the ledger's
+        #: :meth:`~feedsvc.ledger.Ledger.moments`), by :func:`version_key`.
+        self._moments: dict[str, datetime] = {}
         self.loaded = False
         #: Called as ``listener(changed_feeds)`` after each swap of the collection
         #: (not on the first load), e.g. to ping WebSub hubs.
@@ -270,6 +298,11 @@ class Publisher:
         new = self.view.state
         self._log_rejections(old.parse_errors, new.parse_errors)
         self._log_rejections(old.listing_errors, new.listing_errors)
+        for path in sorted(new.duplicates.keys() - old.duplicates.keys()):
+            log.warning("duplicate %s: duplicate of %s; not published", path,
+                        new.duplicates[path])
+        if self.view.loaded and (changed or (first and changed is not None)):
+            self._moments = self._moments_of(old.collection, new.collection, changed or [], now)
         if changed:
             self._announce(changed, tell_listeners=not first)
         self.loaded = self.view.loaded
@@ -287,6 +320,49 @@ class Publisher:
     def last_error(self) -> str | None:
         """The store's failure now (writing the folder's changes, or following), if any."""
         return self._errors.get("sync") or self._errors.get("follow")
+
+    def _moments_of(
+        self, old_collection: Collection, collection: Collection, moved: list[FeedRef],
+        now: float,
+    ) -> dict[str, datetime]:
+        """The moments of every document whose version changed, from the ledger.
+
+        ``Last-Modified`` is the later of the newest entry's ``updated`` and
+        the moment this version of the document first existed, as the ledger
+        (shared by every worker and host) recorded it; so it moves forward on
+        every change, also when an article with an old date is added or any
+        article is deleted, and is the same everywhere. If the ledger cannot
+        be written, this worker's clock stands in until it can.
+        """
+        versions: dict[str, tuple[str, int]] = {}
+        for ref in moved:
+            digest, items = collection.feed_version(ref), collection.feed_entries(ref)
+            if digest is not None and items:
+                versions[version_key(ref)] = (digest, _floor(items))
+        if collection.version != old_collection.version or not self._moments:
+            versions[PAGES] = (collection.version, _floor(collection.entries))
+        moments = {k: v for k, v in self._moments.items()
+                   if k == PAGES or collection.feed_version(_ref_of(k)) is not None}
+        try:
+            stored = self.ledger.moments(versions, now)
+        except LedgerError as exc:
+            log.error("%s; Last-Modified comes from this worker's clock until it recovers", exc)
+            stored = {k: max(int(now), floor) for k, (_, floor) in versions.items()}
+        moments.update((k, datetime.fromtimestamp(v, tz=UTC)) for k, v in stored.items())
+        return moments
+
+    def last_modified(self, ref: FeedRef | None, updated: datetime) -> datetime:
+        """``Last-Modified`` of a feed's documents (None: of the pages) that show ``updated``."""
+        moment = self._moments.get(version_key(ref))
+        return updated if moment is None else max(updated, moment)
+
+    def gone(self, slug: str) -> bool:
+        """Whether an article with this slug was published once and its file is gone."""
+        try:
+            path = self.ledger.path_of_slug(slug)
+        except LedgerError:
+            return False
+        return path is not None and not self.view.present(path)
 
     def _announce(self, changed: list[FeedRef], *, tell_listeners: bool) -> None:
         """Drop the changed feeds' rendered documents and tell the listeners."""
@@ -336,7 +412,7 @@ class Publisher:
         if base is None or not self.loaded:
             return 0
         done = 0
-        for fmt in CONTENT_TYPES:
+        for fmt in content_types():
             rendered = self.feed(SITE_FEED, fmt, base)
             if rendered is not None:
                 rendered.gzip_body  # noqa: B018 - made once, kept with the document
@@ -367,6 +443,11 @@ class Publisher:
     @property
     def warnings(self) -> dict[str, tuple[str, ...]]:
         return {p: a.warnings for p, a in self.view.state.articles.items() if a.warnings}
+
+    @property
+    def duplicates(self) -> dict[str, str]:
+        """Files not published because they repeat a first file's content: path -> first."""
+        return dict(self.view.state.duplicates)
 
     @property
     def next_due(self) -> float | None:
@@ -435,11 +516,17 @@ class Publisher:
         *,
         archive: int | None = None,
         limit: int | None = None,
+        preview: bool = False,
     ) -> Rendered | None:
-        """One feed document in one format; None if the feed or archive does not exist."""
+        """One feed document in one format; None if the feed or archive does not exist.
+
+        With ``preview``, the document's HTML preview at that format's URL
+        (feedsvc.preview) instead of the feed: cached alike, per feed version.
+        """
         collection = self.view.state.collection
         version = collection.feed_version(ref)
-        if version is None or fmt not in CONTENT_TYPES:
+        record = get_format(fmt)
+        if version is None or record is None:
             return None
         size = self.settings.feed_size
         hubs = self.settings.websub_hubs
@@ -457,20 +544,24 @@ class Publisher:
         if doc is None:
             return None
         return self.cached(
-            ("feed", ref, fmt, archive, limit, base_url),
+            ("feed", ref, fmt, archive, limit, base_url, *(("preview",) if preview else ())),
             version,
-            lambda: self._render(doc, fmt, base_url),
+            lambda: self._render(doc, fmt, base_url, ref, preview),
             max_age,
         )
 
-    def _render(self, doc: FeedDocument, fmt: str, base_url: str) -> tuple[bytes, str, datetime]:
+    def _render(self, doc: FeedDocument, fmt: str, base_url: str, ref: FeedRef,
+                preview: bool = False) -> tuple[bytes, str, datetime]:
+        updated = self.last_modified(ref, doc.updated)
+        if preview:
+            return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, updated
         body = render_feed(doc, fmt, self.site, base_url, self.fragments)
-        return body, CONTENT_TYPES[fmt], doc.updated
+        return body, content_types()[fmt], updated
 
     def opml(self, base_url: str) -> Rendered:
         """An OPML 2.0 list of every feed, for importing into a reader."""
         collection = self.view.state.collection
-        updated = collection.updated or documents.EPOCH
+        updated = self.last_modified(None, collection.updated or documents.EPOCH)
 
         def build() -> tuple[bytes, str, datetime]:
             feeds = [

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from . import _sqlite
 from .errors import LedgerError
-from .ledger import _GONE, Ledger, Sighting, _reason, _stamp
+from .ledger import _GONE, SCHEMA_VERSION, Ledger, Sighting, _reason, _stamp
 from .model import Article, Author, FrontMatter, Stamp, TopicRef
 
 __all__ = [
@@ -53,52 +53,13 @@ __all__ = [
 #: versions of an older parser are parsed again by the writer.
 PARSER_VERSION = 1
 
-#: The store's tables are this ``PRAGMA user_version`` of the ledger file.
-STORE_SCHEMA_VERSION = 1
+#: The ledger file's ``PRAGMA user_version`` that has the store's tables (feedsvc.schema).
+STORE_SCHEMA_VERSION = SCHEMA_VERSION
 
 #: The lease the one folder-sync writer holds.
 WRITER_LEASE = "folder-sync"
 
 
-def _v1(conn: sqlite3.Connection) -> None:
-    """Version 0 (the ledger of release 0.1: meta and articles) to 1: the store's tables."""
-    conn.execute(
-        """CREATE TABLE IF NOT EXISTS files (
-            path TEXT PRIMARY KEY,      -- relative POSIX path
-            size INTEGER,               -- signature; NULL for an entry the listing rejected
-            mtime_ns INTEGER,
-            inode INTEGER,
-            version TEXT,               -- the last good version (published), or NULL
-            error TEXT,                 -- why the file as it is now is rejected, or NULL
-            line INTEGER                -- the line the error concerns, if any
-        )"""
-    )
-    conn.execute(
-        """CREATE TABLE IF NOT EXISTS versions (
-            version TEXT PRIMARY KEY,   -- digest of the file's path and bytes
-            parser INTEGER NOT NULL,    -- PARSER_VERSION that parsed it
-            meta TEXT NOT NULL,         -- every parsed field but the content (JSON)
-            content BLOB NOT NULL       -- the content HTML, zlib-compressed
-        )"""
-    )
-    # One row per path with the sequence number of its last change: a follower
-    # asks for the paths changed since the number it has seen.
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS changes (path TEXT PRIMARY KEY, seq INTEGER NOT NULL)"
-    )
-    conn.execute("CREATE INDEX IF NOT EXISTS changes_seq ON changes(seq)")
-    conn.execute(
-        """CREATE TABLE IF NOT EXISTS leases (
-            name TEXT PRIMARY KEY,
-            holder TEXT NOT NULL,       -- host:pid of the process holding it
-            expires REAL NOT NULL       -- unix seconds
-        )"""
-    )
-
-
-#: ``_STEPS[i]`` upgrades user_version ``i`` to ``i + 1``.
-_STEPS: tuple[_sqlite.Migration, ...] = (_v1,)
-assert len(_STEPS) == STORE_SCHEMA_VERSION
 
 
 # -- what is stored ----------------------------------------------------------------
@@ -116,6 +77,8 @@ class FileRecord:
     error: str | None = None
     line: int | None = None
     parser: int | None = None  # of ``version``; read back only
+    content_hash: str | None = None  # of ``version``: its text's hash, for duplicates
+    draft: bool = False  # ``version`` is a draft
 
     @property
     def listing_error(self) -> bool:
@@ -131,7 +94,8 @@ class Batch:
     at them); a signature-only update (a ``touch``) changes nothing visible.
     """
 
-    versions: list[tuple[str, str, bytes]] = field(default_factory=list)  # version, meta, content
+    #: (version, meta, content, content hash, draft) of versions first parsed.
+    versions: list[tuple[str, str, bytes, str, bool]] = field(default_factory=list)
     files: list[FileRecord] = field(default_factory=list)
     gone: list[str] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
@@ -167,8 +131,16 @@ class Store(Protocol):
         """Give first sightings their id, slug and date, in one transaction; see Ledger.record."""
         ...
 
+    def stamps_of(self, paths: Iterable[str]) -> dict[str, Stamp]:
+        """What is stamped for these paths (those that have a row)."""
+        ...
+
     def files(self) -> dict[str, FileRecord]:
         """Every path's record: what the writer compares a listing with."""
+        ...
+
+    def metas(self, versions: Iterable[str]) -> dict[str, str]:
+        """The stored fields of a few versions (the writer's rename and duplicate rules)."""
         ...
 
     def write(self, batch: Batch) -> int:
@@ -325,7 +297,8 @@ def _dead_here(holder: str) -> bool:
     return False
 
 
-_FILE_COLUMNS = "f.path, f.size, f.mtime_ns, f.inode, f.version, f.error, f.line, v.parser"
+_FILE_COLUMNS = ("f.path, f.size, f.mtime_ns, f.inode, f.version, f.error, f.line, v.parser, "
+                 "v.hash, COALESCE(v.draft, 0)")
 
 
 class SqliteStore:
@@ -346,18 +319,15 @@ class SqliteStore:
         self._locks = {side: threading.Lock() for side in ("read", "write")}
         self.holder = _holder()
         self._holder_pid = os.getpid()
-        self.found_version = 0
         with self._using("write"):
             pass
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Upgrade the schema if needed; a current one costs a read, not the write lock."""
-        try:
-            if _sqlite.user_version(conn) == len(_STEPS):
-                return
-            self.found_version = _sqlite.migrate(conn, _STEPS)
-        except _sqlite.SchemaTooNew as exc:
-            raise LedgerError(str(self.path), str(exc)) from None
+        """Check the file has the store's tables: the Ledger creates and upgrades them."""
+        found = _sqlite.user_version(conn)
+        if found != STORE_SCHEMA_VERSION:
+            raise LedgerError(str(self.path), f"schema version {found}, not "
+                              f"{STORE_SCHEMA_VERSION}: replaced by another release while open")
 
     @contextlib.contextmanager
     def _using(self, side: str) -> Iterator[sqlite3.Connection]:
@@ -395,6 +365,9 @@ class SqliteStore:
     ) -> dict[str, Stamp]:
         return self.ledger.record(sightings, present, now)
 
+    def stamps_of(self, paths: Iterable[str]) -> dict[str, Stamp]:
+        return self.ledger.stamps_of(paths)
+
     # -- the writer -------------------------------------------------------------------
 
     def files(self) -> dict[str, FileRecord]:
@@ -403,14 +376,28 @@ class SqliteStore:
                 f"SELECT {_FILE_COLUMNS} FROM files f "
                 "LEFT JOIN versions v ON v.version = f.version"
             ).fetchall()
-        return {row[0]: FileRecord(*row) for row in rows}
+        return {row[0]: _record(row) for row in rows}
+
+    def metas(self, versions: Iterable[str]) -> dict[str, str]:
+        """The stored fields (JSON) of these versions, for the writer's rename and duplicate
+        rules: a few files per pass, never the whole folder."""
+        wanted = list(versions)
+        found: dict[str, str] = {}
+        with self._using("write") as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                found.update(conn.execute(
+                    f"SELECT version, meta FROM versions WHERE version IN "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        return found
 
     def write(self, batch: Batch) -> int:
         with self._using("write") as conn, _sqlite.transaction(conn):
             conn.executemany(
-                "INSERT OR REPLACE INTO versions (version, parser, meta, content) "
-                "VALUES (?, ?, ?, ?)",
-                [(v, PARSER_VERSION, meta, content) for v, meta, content in batch.versions],
+                "INSERT OR REPLACE INTO versions (version, parser, hash, draft, meta, content) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(v, PARSER_VERSION, h, int(d), meta, content)
+                 for v, meta, content, h, d in batch.versions],
             )
             conn.executemany(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, inode, version, error, line) "
@@ -488,8 +475,8 @@ class SqliteStore:
                         (since,),
                     ).fetchall()
             generation = self._dbs["read"].generation
-        files = {row[0]: FileRecord(*row[:8]) for row in rows}
-        metas = {row[4]: row[8] for row in rows if row[4] is not None and row[8] is not None}
+        files = {row[0]: _record(row) for row in rows}
+        metas = {row[4]: row[10] for row in rows if row[4] is not None and row[10] is not None}
         stamps = {row[0]: _stamp(row[1:]) for row in stamp_rows}
         return Snapshot(seq, complete, generation, files, metas, stamps, changed,
                         full=since is None)
@@ -546,6 +533,10 @@ class SqliteStore:
             with self._locks[side]:
                 db.drop()
         self.ledger.close()
+
+
+def _record(row: tuple) -> FileRecord:
+    return FileRecord(*row[:9], draft=bool(row[9]))
 
 
 def _meta_int(conn: sqlite3.Connection, key: str) -> int:

@@ -22,14 +22,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import ArticleError
+from .identity import match_renames
 from .ledger import Sighting
 from .parser import parse_article
 from .source import FileSignature, Listing, list_articles, read_article, settled
-from .store import PARSER_VERSION, Batch, FileRecord, Store, encode_article
+from .store import PARSER_VERSION, Batch, FileRecord, Store, decode_article, encode_article
 from .text import slugify
 
 log = logging.getLogger("feedsvc")
@@ -60,6 +61,8 @@ class Parsed:
     error: str | None = None
     line: int | None = None
     parsed: bool = False
+    content_hash: str | None = None  # the parser's, when parsed
+    draft: bool = False
 
 
 def version_of(path: str, data: bytes) -> str:
@@ -94,7 +97,7 @@ def read_and_parse(
         id_hint=fm.id,
     )
     return Parsed(path, version, encode_article(article), article.content_packed, sighting,
-                  parsed=True)
+                  parsed=True, content_hash=article.content_hash, draft=fm.draft)
 
 
 class LeaseLost(Exception):
@@ -132,6 +135,10 @@ class FolderSync:
         self.settle_seconds = settle_seconds
         self.workers = workers or len(os.sched_getaffinity(0)) or 1
         self._known: dict[str, FileRecord] | None = None  # the store's records, as we wrote them
+        self._by_hash: dict[str, set[str]] = {}  # content hash -> publishable paths
+        self._removed_hashes: set[str] = set()  # hashes a path left in this pass
+        self._gone_records: dict[str, FileRecord] = {}  # files gone in this pass
+        self._pending: dict[str, tuple[Sighting, Parsed]] = {}  # new files' sightings
         self._generation: int | None = None
         #: Paths known complete (closed after writing, or renamed into place): no settle wait.
         self.complete_paths: set[str] = set()
@@ -163,6 +170,9 @@ class FolderSync:
         first = self._known is None
         if self._known is None:
             self._known = self.store.files()
+            self._by_hash = {}
+            for record in self._known.values():
+                self._index(record, add=True)
         known = self._known
         report = SyncReport(listed=len(listing.files), listing=listing)
         quiet_ns = int(self.settle_seconds * 1e9)
@@ -203,6 +213,13 @@ class FolderSync:
                  and p not in listing.files]
 
         present = set(listing.files)
+        # Renames are judged over the whole pass: new files' first sightings wait
+        # for the last batch when a file went (feedsvc.identity).
+        self._gone_records = {p: known[p] for p in gone if known[p].version is not None}
+        self._pending = {}
+        self._removed_hashes = set()
+        for path in gone:
+            self._unindex(path)
         jobs = [(self.root, sig.path, self.max_bytes,
                  rec.version if rec is not None and rec.parser == PARSER_VERSION else None,
                  sig.mtime_ns / 1e9) for sig, rec in todo]
@@ -224,9 +241,101 @@ class FolderSync:
                 if self.renew is not None and not self.renew():
                     raise LeaseLost("another process took the writer lease")
         batch.complete = True  # every listed file is now stored
+        batch.sightings += self._renamed_sightings()
+        batch.sightings += self._no_longer_duplicates(batch)
         self._commit(batch, present, now, report)
         report.complete = True
         return report
+
+    # -- which file is which: renames and duplicates (rules in feedsvc.identity) ---------
+
+    def _index(self, record: FileRecord, *, add: bool) -> None:
+        """Keep the content-hash index of publishable files (drafts left out)."""
+        if record.version is None or record.draft or not record.content_hash:
+            return
+        group = self._by_hash.setdefault(record.content_hash, set())
+        if add:
+            group.add(record.path)
+        else:
+            group.discard(record.path)
+            self._removed_hashes.add(record.content_hash)
+            if not group:
+                del self._by_hash[record.content_hash]
+
+    def _unindex(self, path: str) -> None:
+        assert self._known is not None
+        record = self._known.get(path)
+        if record is not None:
+            self._index(record, add=False)
+
+    def _first_of(self, paths: set[str]) -> str:
+        """Of files with one text, the one published: stamped first, then the lowest path."""
+        stamps = self.store.stamps_of(sorted(paths))
+        return min(paths, key=lambda p: (0, stamps[p].first_seen.timestamp(), p)
+                   if p in stamps else (1, 0.0, p))
+
+    def _not_duplicates(self, sightings: list[Sighting]) -> list[Sighting]:
+        """The sightings to stamp: a copy of a published file's text is not published."""
+        kept = []
+        for sighting in sightings:
+            group = self._by_hash.get(sighting.content_hash, set())
+            if len(group) > 1 and self._first_of(group) != sighting.path:
+                continue  # a duplicate: never stamped, so it gets no id of its own
+            kept.append(sighting)
+        return kept
+
+    def _renamed_sightings(self) -> list[Sighting]:
+        """New files' sightings, each told which gone file it is, if it is one."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return []
+        gone = self._gone_records
+        stamped = self.store.stamps_of(sorted(gone)) if gone else {}
+        metas = self.store.metas(sorted({gone[p].version for p in stamped}))  # type: ignore[misc]
+        gone_articles = {p: decode_article(p, gone[p].version, metas[gone[p].version],
+                                           self.store.content)
+                         for p in stamped if gone[p].version in metas}
+        new_articles = {p: decode_article(p, parsed.version, parsed.meta,
+                                          lambda v, c=parsed.content: c)
+                        for p, (_, parsed) in pending.items()}
+        renames = match_renames(gone_articles, new_articles) if gone_articles else {}
+        for new_path, old_path in sorted(renames.items()):
+            log.info("%s is %s renamed: it keeps its id, slug and date", new_path, old_path)
+        return [replace(sighting, renamed_from=renames.get(path))
+                for path, (sighting, _) in sorted(pending.items())]
+
+    def _no_longer_duplicates(self, batch: Batch) -> list[Sighting]:
+        """Sightings of files that were copies of one that went or changed: one is first now."""
+        removed, self._removed_hashes = self._removed_hashes, set()
+        assert self._known is not None
+        sighted = {s.path for s in batch.sightings}
+        wanted: dict[str, FileRecord] = {}
+        for content_hash in removed:
+            group = self._by_hash.get(content_hash, set())
+            if not group:
+                continue
+            first = self._first_of(group)
+            if first not in sighted and first in self._known and first not in {
+                    r.path for r in batch.files}:
+                wanted[first] = self._known[first]
+        if not wanted:
+            return []
+        stamped = self.store.stamps_of(sorted(wanted))
+        wanted = {p: r for p, r in wanted.items()
+                  if p not in stamped or stamped[p].content_hash != r.content_hash}
+        metas = self.store.metas(sorted({r.version for r in wanted.values() if r.version}))
+        out = []
+        for path, record in sorted(wanted.items()):
+            if record.version not in metas:
+                continue
+            article = decode_article(path, record.version, metas[record.version],
+                                     self.store.content)
+            fm = article.front_matter
+            out.append(Sighting(path=path, content_hash=article.content_hash,
+                                mtime=(record.mtime_ns or 0) / 1e9,
+                                slug_hint=fm.slug or slugify(article.title) or "article",
+                                id_hint=fm.id))
+        return out
 
     def run_paths(self, paths: set[str], now: float) -> SyncReport:
         """A pass over ``paths`` only: what inotify reported closed, renamed or deleted.
@@ -256,26 +365,43 @@ class FolderSync:
         old_version = record.version if record is not None else None
         if parsed.error is not None and parsed.meta is None:
             # Rejected: the last good version (if any) stays published, and is reported.
-            keep = old_version if parsed.version != old_version else None
-            row = FileRecord(sig.path, sig.size, sig.mtime_ns, sig.inode, keep, parsed.error,
-                             parsed.line)
-        else:
-            if parsed.meta is not None:
-                assert parsed.version is not None and parsed.content is not None
-                batch.versions.append((parsed.version, parsed.meta, parsed.content))
-            row = FileRecord(sig.path, sig.size, sig.mtime_ns, sig.inode, parsed.version)
+            keep = record if record is not None and parsed.version != old_version else None
+            row = FileRecord(sig.path, sig.size, sig.mtime_ns, sig.inode,
+                             keep.version if keep else None, parsed.error, parsed.line,
+                             PARSER_VERSION, keep.content_hash if keep else None,
+                             keep.draft if keep else False)
+        elif parsed.meta is not None:
+            assert parsed.version is not None and parsed.content is not None
+            assert parsed.content_hash is not None
+            batch.versions.append((parsed.version, parsed.meta, parsed.content,
+                                   parsed.content_hash, parsed.draft))
+            row = FileRecord(sig.path, sig.size, sig.mtime_ns, sig.inode, parsed.version,
+                             None, None, PARSER_VERSION, parsed.content_hash, parsed.draft)
+        else:  # the bytes of the stored version: a touch, or the same text again
+            assert record is not None
+            row = FileRecord(sig.path, sig.size, sig.mtime_ns, sig.inode, parsed.version,
+                             None, None, PARSER_VERSION, record.content_hash, record.draft)
+        self._unindex(sig.path)
+        self._known[sig.path] = row  # type: ignore[index]
+        self._index(row, add=True)
         batch.files.append(row)
         if record is None or (record.version, record.error, record.line) != (
             row.version, row.error, row.line
         ) or parsed.meta is not None:
             batch.changed.add(sig.path)
         if parsed.sighting is not None:
-            batch.sightings.append(parsed.sighting)
+            if record is None and self._gone_records:
+                self._pending[sig.path] = (parsed.sighting, parsed)
+            else:
+                batch.sightings.append(parsed.sighting)
 
     def _commit(self, batch: Batch, present: set[str], now: float, report: SyncReport) -> None:
         """Stamp the batch's first sightings, then store it: stamps exist before followers look."""
-        if batch.sightings:
-            self.store.stamp(batch.sightings, present, now)
+        sightings = self._not_duplicates(batch.sightings)
+        if sightings:
+            self.store.stamp(sightings, present, now)
+            # A stamp may change without the file (a copy inherits a gone file's id).
+            batch.changed |= {s.path for s in sightings}
         if not (batch.files or batch.gone or batch.versions or batch.complete):
             return
         self.store.write(batch)
@@ -283,10 +409,8 @@ class FolderSync:
         for path in batch.gone:
             self._known.pop(path, None)
         for row in batch.files:
-            self._known[row.path] = FileRecord(
-                row.path, row.size, row.mtime_ns, row.inode, row.version, row.error, row.line,
-                PARSER_VERSION if row.version is not None else None,
-            )
+            if row.listing_error:
+                self._known[row.path] = row
         report.changed |= batch.changed
 
     def _parse_all(self, jobs: list[tuple[Path, str, int, str | None, float]]) -> Iterable[Parsed]:

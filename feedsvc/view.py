@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .collection import Collection, FeedRef, changed_feeds, make_entry
 from .errors import ArticleError
+from .identity import find_duplicates
 from .model import Article, Entry, Stamp
 from .store import FileRecord, Snapshot, Store, decode_article
 from .topics import TopicCatalog
@@ -40,6 +41,15 @@ class ViewState:
     seq: int = -1
     generation: int = -1
     complete: bool = False
+    #: Files not published because a first file has the same content: path -> first path.
+    duplicates: dict[str, str] = field(default_factory=dict)
+    #: Paths of the publishable (not draft) articles by content hash: duplicates are
+    #: looked for only among the hashes a change touched.
+    by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def present(self, path: str) -> bool:
+        """Whether the folder has a file at ``path`` now (published, rejected or not)."""
+        return path in self.versions or path in self.parse_errors or path in self.listing_errors
 
 
 def _without_gc(build: Callable[[], ViewState]) -> ViewState:
@@ -68,6 +78,9 @@ class StoreView:
         self.catalog = catalog
         self.state = ViewState()
         self._shared: dict = {}  # one object for equal authors and topics (decode_article)
+
+    def present(self, path: str) -> bool:
+        return self.state.present(path)
 
     @property
     def loaded(self) -> bool:
@@ -111,10 +124,10 @@ class StoreView:
     ) -> ViewState:
         if snapshot is None:  # only a scheduled article fell due
             collection, next_due, entries = self._build(
-                old.articles, old.stamps, old, now, None)
+                old.articles, old.stamps, old, now, None, old.duplicates)
             return ViewState(old.articles, old.parse_errors, old.listing_errors, old.stamps,
                              collection, next_due, entries, old.versions, old.seq,
-                             old.generation, old.complete)
+                             old.generation, old.complete, old.duplicates, old.by_hash)
         if snapshot.full:
             articles: dict[str, Article] = {}
             parse_errors: dict[str, ArticleError] = {}
@@ -161,9 +174,17 @@ class StoreView:
         base = old if not snapshot.full or old.generation == snapshot.generation else ViewState()
         if snapshot.full:
             touched = None
-        collection, next_due, entries = self._build(articles, stamps, base, now, touched)
+            by_hash, duplicates = _all_duplicates(articles, stamps)
+        else:
+            assert touched is not None
+            by_hash, duplicates = _duplicates(old, articles, stamps, touched)
+            # A file that stops or starts being a duplicate is published or withdrawn.
+            touched |= (duplicates.keys() ^ old.duplicates.keys()) & articles.keys()
+        collection, next_due, entries = self._build(articles, stamps, base, now, touched,
+                                                    duplicates)
         return ViewState(articles, parse_errors, listing_errors, stamps, collection, next_due,
-                         entries, versions, snapshot.seq, snapshot.generation, True)
+                         entries, versions, snapshot.seq, snapshot.generation, True,
+                         duplicates, by_hash)
 
     def _build(
         self,
@@ -172,6 +193,7 @@ class StoreView:
         old: ViewState,
         now: float,
         touched: set[str] | None,
+        duplicates: dict[str, str] | None = None,
     ) -> tuple[Collection, float | None, dict[str, Entry]]:
         """A new collection, rebuilding only the entries of ``touched`` paths.
 
@@ -191,6 +213,8 @@ class StoreView:
             article, stamp = articles.get(path), stamps.get(path)
             if article is None or stamp is None or article.front_matter.draft:
                 continue
+            if duplicates and path in duplicates:
+                continue
             if stamp.content_hash != article.content_hash:
                 continue  # stored before its stamp (a writer killed between): next batch
             entry = old.entries.get(path)
@@ -207,3 +231,52 @@ class StoreView:
         if len(removed) + len(added) <= max(64, len(entries) // 10):
             return old.collection.evolve(removed, added), next_due, entries
         return Collection(entries.values()), next_due, entries
+
+
+def _publishable(article: Article | None) -> bool:
+    return article is not None and not article.front_matter.draft
+
+
+def _all_duplicates(
+    articles: dict[str, Article], stamps: dict[str, Stamp]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """The hash index of every publishable article, and the duplicates among them."""
+    groups: dict[str, list[str]] = {}
+    for path in sorted(articles):
+        if _publishable(article := articles[path]):
+            groups.setdefault(article.content_hash, []).append(path)
+    by_hash = {h: tuple(paths) for h, paths in groups.items()}
+    candidates = [p for paths in by_hash.values() if len(paths) > 1 for p in paths]
+    return by_hash, find_duplicates(articles, stamps, candidates)
+
+
+def _duplicates(
+    old: ViewState, articles: dict[str, Article], stamps: dict[str, Stamp], touched: set[str]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """The hash index and the duplicates after a change, looking only at touched hashes.
+
+    One edit among 100,000 articles costs a dict copy, not a pass over every
+    article (feedsvc.identity decides which copy is first).
+    """
+    by_hash = dict(old.by_hash)
+    affected: set[str] = set()
+    for path in touched:
+        for article, add in ((old.articles.get(path), False), (articles.get(path), True)):
+            if article is None or not _publishable(article):
+                continue
+            h = article.content_hash
+            group = by_hash.get(h, ())
+            group = (*group, path) if add and path not in group else tuple(
+                p for p in group if p != path or add)
+            if group:
+                by_hash[h] = group
+            else:
+                by_hash.pop(h, None)
+            affected.add(h)
+    candidates = [p for h in affected for p in by_hash.get(h, ())]
+    found = find_duplicates(articles, stamps, candidates)
+    duplicates = {p: first for p, first in old.duplicates.items()
+                  if p not in touched and p in articles
+                  and articles[p].content_hash not in affected}
+    duplicates.update(found)
+    return by_hash, duplicates

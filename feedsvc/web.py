@@ -7,27 +7,29 @@ turns its :class:`Rendered` result into a response through
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Flask, Response, current_app, render_template, request
+from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.routing import BaseConverter
 
-from . import watch
+from . import urls, watch
 from .collection import SITE_FEED, FeedRef
 from .config import Settings, load_settings
-from .documents import archive_count, feed_path
-from .fastpath import FeedFastPath, hub_links, request_base_url
-from .http import negotiate
-from .model import FEED_FORMATS
+from .documents import archive_count
+from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
+from .formats import formats
+from .http import SECURITY_HEADERS, negotiate
+from .preview import template_globals
 from .publisher import Publisher, ReloadReport, Rendered
 from .watch import FolderWatcher
 from .websub import HubNotifier
@@ -36,13 +38,8 @@ log = logging.getLogger("feedsvc")
 
 bp = Blueprint("feeds", __name__)
 
-#: Pages show article text: no script may run, nothing may be sniffed.
-PAGE_SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "strict-origin-when-cross-origin",
-}
+#: Pages, previews and errors: no script may run, nothing may be sniffed (feedsvc.http).
+PAGE_SECURITY_HEADERS = dict(SECURITY_HEADERS)
 #: How often a process looks at the store's change counter, in seconds.
 FOLLOW_INTERVAL = 0.02
 #: After a first import of at least this many articles under a preloading
@@ -53,8 +50,6 @@ SHARE_AFTER_IMPORT = 2000
 #: Set (by deploy/gunicorn.conf.py) when the gunicorn master loads the app
 #: before forking its workers (``preload_app``).
 PRELOAD_ENV = "FEEDSVC_PRELOAD"
-FEED_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml",
-              "json": "application/feed+json"}
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None,
@@ -99,7 +94,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n,
                                 x_prefix=n)  # type: ignore[method-assign]
-    app.url_map.converters["archive"] = ArchiveNumberConverter
+    app.url_map.converters.update(CONVERTERS)
+    app.jinja_env.globals.update(template_globals())
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _plain_error)
     app.register_error_handler(Exception, _internal_error)
@@ -115,6 +111,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         publisher.before_fork()
     else:
         reloader.ensure_running(until_loaded=True)
+    atexit.register(_shutdown_at_exit, weakref.ref(app))
     # extensions: optional parts register themselves here, one line each.
     from .observability import init_app as init_observability
     init_observability(app)
@@ -126,22 +123,10 @@ def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
 
     def listener(changed: list[FeedRef]) -> None:
         notifier.notify(
-            f"{settings.base_url}{feed_path(ref)}.{fmt}" for ref in changed for fmt in FEED_FORMATS
+            f"{settings.base_url}{urls.feed(ref, fmt.name)}" for ref in changed for fmt in formats()
         )
 
     return listener
-
-
-class ArchiveNumberConverter(BaseConverter):
-    """Archive numbers: at most 9 digits, so no URL makes int() work on thousands."""
-
-    regex = r"[0-9]{1,9}"
-
-    def to_python(self, value: str) -> int:
-        return int(value)
-
-    def to_url(self, value: int) -> str:
-        return str(value)
 
 
 class Reloader:
@@ -208,6 +193,8 @@ class Reloader:
                     next_sync = now + interval
                     report = self.publisher.refresh()
                     self._watch()
+                    # So that the ledger's main file alone stays a usable copy.
+                    self.publisher.ledger.checkpoint_if_due()
                 else:
                     report = self.publisher.follow()
             except Exception:  # never let the reloader die: log and try again
@@ -261,6 +248,29 @@ def _log_reload(report: ReloadReport) -> None:
                  report.published, report.rejected, report.read, report.seconds)
 
 
+def shutdown(app: Flask) -> None:
+    """Stop rescanning and close the ledger, checkpointing its WAL into the main file.
+
+    The clean-exit path: gunicorn's ``worker_exit`` hook calls it, and so
+    does interpreter exit for any app still open.
+    """
+    reloader = app.extensions.get("feedsvc.reloader")
+    if reloader is not None:
+        reloader.stop()
+    publisher = app.extensions.get("feedsvc")
+    if publisher is not None:
+        try:
+            publisher.close()
+        except Exception:  # exiting anyway: say so, do not mask the exit
+            log.exception("closing the ledger failed")
+
+
+def _shutdown_at_exit(ref: weakref.ref[Flask]) -> None:
+    app = ref()
+    if app is not None:
+        shutdown(app)
+
+
 def _ensure_reloader() -> None:
     current_app.extensions["feedsvc.reloader"].ensure_running()
 
@@ -277,10 +287,12 @@ def _until_ready() -> Response | None:
     """
     if _publisher().loaded or request.endpoint in _ALWAYS:
         return None
-    return Response("503 Service Unavailable: the articles are being imported; retry soon\n",
-                    status=503, headers={"Retry-After": str(RETRY_AFTER),
-                                         "Cache-Control": "no-store"},
-                    content_type="text/plain; charset=utf-8")
+    response = Response("503 Service Unavailable: the articles are being imported; retry soon\n",
+                        status=503, headers={"Retry-After": str(RETRY_AFTER),
+                                             "Cache-Control": "no-store"},
+                        content_type="text/plain; charset=utf-8")
+    response.headers.extend(SECURITY_HEADERS)
+    return response
 
 
 #: Seconds a client is asked to wait during the first import.
@@ -296,99 +308,80 @@ def _base_url() -> str:
     settings: Settings = current_app.config["FEEDSVC"]
     base = settings.base_url or request_base_url(request.environ)
     if base is None:
-        abort(_bad_request("the Host header does not name a usable address"))
+        raise BadRequest(description="the Host header does not name a usable address")
     return base
 
 
 def _plain_error(exc: HTTPException) -> Response:
-    """Short plain-text errors: no HTML template, no traceback, no paths."""
+    """Every HTTP error, raised anywhere: short plain text with the safety headers.
+
+    No HTML template, no traceback, no paths. Views raise werkzeug's
+    ``NotFound`` / ``BadRequest`` with a description rather than building
+    responses, so every error gets the same headers from here.
+    """
     response = Response(f"{exc.code} {exc.name}: {exc.description}\n", status=exc.code,
                         content_type="text/plain; charset=utf-8")
     if exc.code == 405 and exc.valid_methods:
         response.headers["Allow"] = ", ".join(exc.valid_methods)
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.extend(SECURITY_HEADERS)
     return response
 
 
 def _internal_error(exc: Exception) -> Response:
     log.exception("internal error on %s", request.path)
-    return Response("500 Internal Server Error\n", status=500,
-                    content_type="text/plain; charset=utf-8")
-
-
-def _not_found(what: str) -> Response:
-    return Response(f"404 Not Found: {what}\n", status=404,
-                    content_type="text/plain; charset=utf-8")
-
-
-def _bad_request(what: str) -> Response:
-    return Response(f"400 Bad Request: {what}\n", status=400,
-                    content_type="text/plain; charset=utf-8")
+    response = Response("500 Internal Server Error\n", status=500,
+                        content_type="text/plain; charset=utf-8")
+    response.headers.extend(SECURITY_HEADERS)
+    return response
 
 
 # -- feeds ----------------------------------------------------------------------
 
 
-def _limit() -> int | None | Response:
+def _limit() -> int | None:
     raw = request.args.get("limit")
     if raw is None:
         return None
     maximum = current_app.config["FEEDSVC"].max_limit
     # Length first: int() of thousands of digits raises (and costs) before a range check.
     if len(raw) > 12 or not raw.isascii() or not raw.isdigit() or int(raw) < 1:
-        return _bad_request(f"limit must be a whole number from 1 to {maximum}")
+        raise BadRequest(description=f"limit must be a whole number from 1 to {maximum}")
     return min(int(raw), maximum)
 
 
 def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Response:
+    """A feed URL through Flask (a query string, or not cached): as the fast path answers."""
     limit = _limit() if archive is None else None
-    if isinstance(limit, Response):
-        return limit
-    base = _base_url()
-    rendered = _publisher().feed(ref, fmt, base, archive=archive, limit=limit)
-    if rendered is None:
-        what = "no such archive" if archive is not None else f"no such {ref.kind}"
-        return _not_found(what)
-    links = hub_links(current_app.config["FEEDSVC"], base, ref, fmt, archive)
-    return _respond(rendered, links)
-
-
-def _respond(rendered: Rendered, links: list[tuple[str, str]] | None = None) -> Response:
-    status, headers, body = negotiate(request.environ, rendered, links or ())
+    answer = answer_feed(request.environ, _publisher(), current_app.config["FEEDSVC"],
+                         _base_url(), ref, fmt, archive, limit)
+    if answer is None:
+        raise NotFound(description="no such archive" if archive is not None
+                       else f"no such {ref.kind}")
+    status, headers, body = answer
     return Response(body, status=status, headers=headers)
 
 
-@bp.get("/feed.<any(atom, rss, json):fmt>")
-def site_feed(fmt: str) -> Response:
-    return _feed_response(SITE_FEED, fmt)
+def _respond(rendered: Rendered) -> Response:
+    status, headers, body = negotiate(request.environ, rendered)
+    return Response(body, status=status, headers=headers)
 
 
-@bp.get("/archive/<archive:number>/feed.<any(atom, rss, json):fmt>")
-def site_archive(number: int, fmt: str) -> Response:
-    return _feed_response(SITE_FEED, fmt, number)
+def _feed_view(rule: urls.FeedRule):  # noqa: ANN202
+    """The view of one feed rule of feedsvc.urls (site/topic/author, feed/archive)."""
+
+    def view(fmt: str, slug: str = "", number: int | None = None) -> Response:
+        ref = SITE_FEED if rule.kind == "site" else FeedRef(rule.kind, slug)
+        return _feed_response(ref, fmt, number)
+
+    view.__name__ = rule.endpoint
+    return view
 
 
-@bp.get("/topics/<slug>/feed.<any(atom, rss, json):fmt>")
-def topic_feed(slug: str, fmt: str) -> Response:
-    return _feed_response(FeedRef("topic", slug), fmt)
+for _rule in urls.FEED_RULES:
+    bp.add_url_rule(_rule.pattern, _rule.endpoint, _feed_view(_rule), methods=["GET"])
 
 
-@bp.get("/topics/<slug>/archive/<archive:number>/feed.<any(atom, rss, json):fmt>")
-def topic_archive(slug: str, number: int, fmt: str) -> Response:
-    return _feed_response(FeedRef("topic", slug), fmt, number)
-
-
-@bp.get("/authors/<slug>/feed.<any(atom, rss, json):fmt>")
-def author_feed(slug: str, fmt: str) -> Response:
-    return _feed_response(FeedRef("author", slug), fmt)
-
-
-@bp.get("/authors/<slug>/archive/<archive:number>/feed.<any(atom, rss, json):fmt>")
-def author_archive(slug: str, number: int, fmt: str) -> Response:
-    return _feed_response(FeedRef("author", slug), fmt, number)
-
-
-@bp.get("/feeds.opml")
+@bp.get(urls.OPML)
 def opml() -> Response:
     return _respond(_publisher().opml(_base_url()))
 
@@ -396,72 +389,72 @@ def opml() -> Response:
 # -- pages ------------------------------------------------------------------------
 
 
-def _page(key: tuple, template: str, **context: Any) -> Response:
+def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
+          **context: Any) -> Response:
     publisher = _publisher()
     collection = publisher.collection
     base = _base_url()
 
     def build() -> tuple[bytes, str, Any]:
         html = render_template(template, site=publisher.site, collection=collection,
-                               base_url=base, feed_types=FEED_TYPES,
-                               formats=FEED_FORMATS, **context)
-        updated = collection.updated
+                               base_url=base, feed_ref=feed_ref, **context)
         from .documents import EPOCH
-        return html.encode("utf-8"), "text/html; charset=utf-8", updated or EPOCH
+        updated = publisher.last_modified(None, collection.updated or EPOCH)
+        return html.encode("utf-8"), "text/html; charset=utf-8", updated
 
     rendered: Rendered = publisher.cached(("page", *key, base), collection.version, build,
                                           current_app.config["FEEDSVC"].cache_max_age)
-    response = _respond(rendered)
-    response.headers.update(PAGE_SECURITY_HEADERS)
-    return response
+    return _respond(rendered)  # HTML: negotiate adds the security headers
 
 
-@bp.get("/")
+@bp.get(urls.PAGE_RULES["home"])
 def home() -> Response:
     collection = _publisher().collection
-    return _page(("home",), "home.html", entries=collection.entries[:50], feed_prefix="",
+    return _page(("home",), "home.html", entries=collection.entries[:50],
                  archives=archive_count(len(collection.entries),
                                         current_app.config["FEEDSVC"].feed_size))
 
 
-@bp.get("/topics/")
+@bp.get(urls.PAGE_RULES["topics"])
 def topics() -> Response:
     return _page(("topics",), "topics.html")
 
 
-@bp.get("/topics/<slug>/")
+@bp.get(urls.PAGE_RULES["topic"])
 def topic(slug: str) -> Response:
     collection = _publisher().collection
     found = collection.topic(slug)
     if found is None:
-        return _not_found("no such topic")
+        raise NotFound(description="no such topic")
     ref = FeedRef("topic", slug)
-    return _page(("topic", slug), "topic.html", topic=found,
-                 entries=collection.feed_entries(ref), feed_prefix=ref.prefix)
+    return _page(("topic", slug), "topic.html", ref, topic=found,
+                 entries=collection.feed_entries(ref))
 
 
-@bp.get("/authors/")
+@bp.get(urls.PAGE_RULES["authors"])
 def authors() -> Response:
     return _page(("authors",), "authors.html")
 
 
-@bp.get("/authors/<slug>/")
+@bp.get(urls.PAGE_RULES["author"])
 def author(slug: str) -> Response:
     collection = _publisher().collection
     info = collection.author(slug)
     if info is None:
-        return _not_found("no such author")
+        raise NotFound(description="no such author")
     ref = FeedRef("author", slug)
-    return _page(("author", slug), "author.html", info=info,
-                 entries=collection.feed_entries(ref), feed_prefix=ref.prefix)
+    return _page(("author", slug), "author.html", ref, info=info,
+                 entries=collection.feed_entries(ref))
 
 
-@bp.get("/articles/<slug>")
+@bp.get(urls.PAGE_RULES["article"])
 def article(slug: str) -> Response:
     entry = _publisher().collection.by_slug.get(slug)
     if entry is None:
-        return _not_found("no such article")
-    return _page(("article", slug), "article.html", entry=entry, feed_prefix="")
+        if _publisher().gone(slug):  # the ledger knows it: deleted, not mistyped
+            raise Gone(description="this article was deleted")
+        raise NotFound(description="no such article")
+    return _page(("article", slug), "article.html", entry=entry)
 
 
 @bp.get("/healthz")

@@ -87,3 +87,27 @@ def world_dir():
             if not path.is_symlink():
                 path.chmod(0o700)
         shutil.rmtree(folder)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session (tests/pg_harness.py)."""
+    from tests.pg_harness import destroy, pg_bin, start_postgres
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        destroy(server)
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request) -> str:
+    """The URL of a new, empty database of its own for this test."""
+    import re
+    import uuid
+
+    name = re.sub(r"\W", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:8]
+    return postgres_server.create_database(name.lower())

@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from feedsvc.cli import main
 from tests.conftest import ROOT, write_article
 from tests.feedcheck import check_atom
@@ -68,3 +70,118 @@ def test_serve_runs_the_bundled_articles(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_check_reports_a_duplicate(articles_dir: Path, capsys) -> None:
+    import shutil
+
+    shutil.copyfile(articles_dir / "000_116cfd26fe85501a.txt", articles_dir / "zz-copy.txt")
+    code = main(["check", str(articles_dir)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert ("DUPLICATE  zz-copy.txt: duplicate of 000_116cfd26fe85501a.txt; not published"
+            in out)
+    assert out.rstrip().endswith(f"21 published, 0 rejected, 1 duplicate(s) in {articles_dir}")
+
+
+def _identities(port: int) -> list[tuple[str, str, str, str]]:
+    import json
+
+    from tests.deploy_harness import fetch
+
+    reply = fetch(port, "/feed.json?limit=1000")
+    assert reply.status == 200
+    return sorted((i["id"], i["url"], i["date_published"], i["date_modified"])
+                  for i in json.loads(reply.body)["items"])
+
+
+def _feedsvc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "feedsvc.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_backup_and_restore_as_the_readme_says(tmp_path: Path, articles_dir: Path) -> None:
+    """Back up while gunicorn serves, stop it, wreck the ledger, restore, start: nothing moved."""
+    import sqlite3
+
+    from tests.conftest import BASE_URL
+    from tests.deploy_harness import Gunicorn
+
+    ledger = tmp_path / "state" / "ledger.sqlite3"
+    settings = {"FEEDSVC_ARTICLES_DIR": str(articles_dir), "FEEDSVC_LEDGER_PATH": str(ledger),
+                "FEEDSVC_BASE_URL": BASE_URL, "FEEDSVC_RELOAD_INTERVAL": "0.3"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update(settings, PYTHONPATH=str(ROOT))
+    copy = tmp_path / "backups" / "ledger-copy.sqlite3"
+    copy.parent.mkdir()
+    server = Gunicorn(tmp_path, settings, workers=2)
+    try:
+        write_article(articles_dir, "while-serving.txt", "Written While Serving")
+        deadline = time.monotonic() + 20
+        while not any("written-while-serving" in i[1] for i in _identities(server.port)):
+            assert time.monotonic() < deadline, "the new article never appeared"
+            time.sleep(0.2)
+        before = _identities(server.port)
+        # Both workers, each reloading on its own clock, give the one Last-Modified
+        # the ledger holds for this version.
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tests.deploy_harness import fetch
+
+        while True:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                replies = list(pool.map(lambda _: fetch(server.port, "/feed.atom"), range(16)))
+            if len({r.headers["ETag"] for r in replies}) == 1:
+                break
+            assert time.monotonic() < deadline, "the workers never agreed on the feed"
+        assert len({r.headers["Last-Modified"] for r in replies}) == 1
+        done = _feedsvc(env, "backup", str(copy))
+        assert done.returncode == 0, done.stderr
+        assert f"{len(before)} articles" in done.stdout and "integrity ok" in done.stdout
+        refused = _feedsvc(env, "restore", str(copy))
+        assert refused.returncode == 2
+        assert "in use by a running feedsvc" in refused.stderr and "Traceback" not in refused.stderr
+    finally:
+        server.stop()
+    # A clean stop checkpointed: the main file alone holds every row.
+    wal = Path(f"{ledger}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, "WAL left after a clean SIGTERM"
+    plain = tmp_path / "plain-copy.sqlite3"
+    plain.write_bytes(ledger.read_bytes())
+    with sqlite3.connect(plain) as conn:
+        assert conn.execute("SELECT count(*) FROM articles").fetchone()[0] == len(before)
+    conn.close()
+    # Wreck it: garbage in the file, a stale WAL beside it.
+    ledger.write_bytes(b"\x00wrecked" * 4096)
+    wal.write_bytes(b"stale wal" * 1000)
+    done = _feedsvc(env, "restore", str(copy))
+    assert done.returncode == 0, done.stderr
+    assert "verified row for row" in done.stdout
+    assert not wal.exists()
+    (tmp_path / "again").mkdir()
+    server = Gunicorn(tmp_path / "again", settings, workers=2)
+    try:
+        assert _identities(server.port) == before
+    finally:
+        server.stop()
+
+
+def test_check_judges_duplicates_by_the_service_ledger(tmp_path: Path, articles_dir: Path,
+                                                       make_app, monkeypatch, capsys) -> None:
+    """The file the service published stays "first", whatever the paths or mtimes say."""
+    import shutil
+
+    write_article(articles_dir, "zz-original.txt", "A Story Published First")
+    app = make_app(articles_dir)  # the service stamps it: the ledger make_app's apps use
+    app.extensions["feedsvc"].close()
+    shutil.copyfile(articles_dir / "zz-original.txt", articles_dir / "aa-copy.txt")
+    old = 1_600_000_000  # older than the original's mtime, and a lower path
+    os.utime(articles_dir / "aa-copy.txt", (old, old))
+    ledger = tmp_path / "ledger.sqlite3"
+    before = ledger.read_bytes()
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(ledger))
+    assert main(["check", str(articles_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "DUPLICATE  aa-copy.txt: duplicate of zz-original.txt; not published" in out
+    assert ledger.read_bytes() == before, "check never writes the service's ledger"

@@ -112,6 +112,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
     client = live.test_client()
     feeds, pages = _live_feeds(client, live), _live_pages(client)
     assert summary.feeds == len(feeds)
+    assert summary.previews == len(feeds)  # every format has a browser preview
     return Export(tmp / "site", live, client, feeds, pages)
 
 
@@ -137,6 +138,7 @@ def test_every_page_opml_and_asset_is_exported(export: Export) -> None:
         assert gzip.decompress(target.with_name(target.name + ".gz").read_bytes()) == \
             target.read_bytes()
     expected = {_file(export.out, p) for p in export.feeds | export.pages}
+    expected |= {_file(export.out, p + ".html") for p in export.feeds}  # the previews
     expected |= {p.with_name(p.name + ".gz") for p in expected}
     expected.add(export.out / MARKER)
     assert {p for p in export.out.rglob("*") if p.is_file()} == expected
@@ -232,6 +234,52 @@ def test_nginx_serves_the_export_as_the_live_service(export: Export, nginx_stati
         if not path.startswith("/static/"):
             assert zipped.body == export.live_get(path, gzipped=True), path
     assert fetch(nginx_static.port, "/" + MARKER).status == 404
+    # Nor is a build in progress, staged inside the folder nginx serves.
+    staging = export.out / ".feedsvc-staging-test"
+    (staging / "topics").mkdir(parents=True)
+    (staging / "feed.atom").write_bytes(b"half a build")
+    try:
+        for path in ("/.feedsvc-staging-test/feed.atom", "/.feedsvc-staging-test/"):
+            assert fetch(nginx_static.port, path).status == 404, path
+    finally:
+        shutil.rmtree(staging)
+
+
+CHROME_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_export_writes_each_preview_beside_its_feed(export: Export) -> None:
+    """``feed.atom.html``: the bytes the live service sends a browser at ``/feed.atom``."""
+    for path in sorted(export.feeds):
+        live = export.client.get(path, headers={"Accept": CHROME_ACCEPT})
+        assert live.headers["Content-Type"] == "text/html; charset=utf-8", path
+        target = _file(export.out, path + ".html")
+        assert target.read_bytes() == live.data, path
+        zipped = export.client.get(path, headers={"Accept": CHROME_ACCEPT,
+                                                  "Accept-Encoding": "gzip"})
+        assert target.with_name(target.name + ".gz").read_bytes() == zipped.data, path
+
+
+def test_nginx_negotiates_the_export_like_the_live_service(export: Export,
+                                                           nginx_static: Nginx) -> None:
+    """feedsvc-static.conf: browsers get the preview at a feed URL, readers the feed."""
+    paths = sorted(export.feeds)
+    for path in paths[:: max(1, len(paths) // 12)] + ["/archive/1/feed.rss"]:
+        for accept in (CHROME_ACCEPT, "application/atom+xml, */*;q=0.1", "*/*", None,
+                       "text/html;q=0, */*"):
+            headers = {"Accept": accept} if accept else {}
+            live = export.client.get(path, headers=headers)
+            reply = fetch(nginx_static.port, path, headers)
+            assert reply.status == 200, (path, accept)
+            assert reply.body == live.data, (path, accept)
+            assert reply.headers["Content-Type"] == live.headers["Content-Type"], (path, accept)
+            assert reply.headers["Vary"] == live.headers["Vary"] == "Accept, Accept-Encoding"
+            assert reply.headers["Cache-Control"] == "public, max-age=300"
+        zipped = fetch(nginx_static.port, path, {"Accept": CHROME_ACCEPT,
+                                                 "Accept-Encoding": "gzip"})
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(zipped.body) == export.client.get(
+            path, headers={"Accept": CHROME_ACCEPT}).data
 
 
 # -- the command ------------------------------------------------------------------------
@@ -263,7 +311,8 @@ def test_build_command_matches_the_live_app(tmp_path: Path, articles_dir: Path,
     assert main(argv) == 0
     assert not (out / "articles" / "a-short-lived-story").exists()
     assert (out / MARKER).is_file() and (out / "feed.atom").is_file()
-    assert not list(tmp_path.glob(".public.*")), "no staging folder left behind"
+    assert not list(tmp_path.glob(".public.*")), "nothing staged beside OUTDIR"
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MARKER]
 
 
 def test_build_refuses_a_folder_that_is_not_a_build(tmp_path: Path, articles_dir: Path,
@@ -314,3 +363,170 @@ def test_progress_prints_a_line_per_tenth_elsewhere() -> None:
     # The first item tells the total; then one line per tenth.
     assert len(lines) == 11 and lines[:2] == ["check: 1/1000 (0%)", "check: 100/1000 (10%)"]
     assert lines[-1] == "check: 1000/1000 (100%)"
+
+
+# -- a build never loses the previous one ------------------------------------------------
+
+
+def _tree(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real tmpfs mounted at a fresh folder: OUTDIR as a mount point (a Docker volume)."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _build_argv(out: Path, articles: Path) -> list[str]:
+    return ["build", str(out), "--folder", str(articles), "--base-url", BASE_URL]
+
+
+def test_build_into_a_mount_point_replaces_the_previous_build(
+        tmpfs: Path, tmp_path: Path, articles_dir: Path, monkeypatch, capsys) -> None:
+    """The cross-device case: OUTDIR is a tmpfs; staging is inside it, so all moves rename."""
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "ledger.sqlite3"))
+    assert main(_build_argv(tmpfs, articles_dir)) == 0
+    first = _tree(tmpfs)
+    assert "feed.atom" in first and MARKER in first
+    write_article(articles_dir, "mounted.txt", "A Story Built Onto A Mount")
+    (articles_dir / "ukraine-drops-nato-bid.txt").unlink(missing_ok=True)
+    assert main(_build_argv(tmpfs, articles_dir)) == 0, capsys.readouterr().err
+    second = _tree(tmpfs)
+    assert "articles/a-story-built-onto-a-mount/index.html" in second
+    assert second["feed.atom"] != first["feed.atom"]
+    assert b"A Story Built Onto A Mount" in second["feed.atom"]
+    assert not [p for p in tmpfs.iterdir() if p.name.startswith(".feedsvc-")
+                and p.name != MARKER], "no hidden staging or old folder left behind"
+    assert not list(tmp_path.glob(".mnt*")), "nothing staged beside the mount"
+
+
+def test_a_read_only_mount_keeps_the_previous_build(
+        tmpfs: Path, tmp_path: Path, articles_dir: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "ledger.sqlite3"))
+    assert main(_build_argv(tmpfs, articles_dir)) == 0
+    before = _tree(tmpfs)
+    capsys.readouterr()
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    write_article(articles_dir, "late.txt", "Too Late For The Read Only Mount")
+    assert main(_build_argv(tmpfs, articles_dir)) == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("feedsvc: ")]
+    assert len(said) == 1 and err.rstrip().endswith(said[0]), err
+    assert "Read-only file system" in said[0] and "previous build is unchanged" in said[0]
+    assert "Traceback" not in err
+    assert _tree(tmpfs) == before
+
+
+def test_a_file_size_limit_keeps_the_previous_build(tmp_path: Path, articles_dir: Path) -> None:
+    """ENOSPC's cousin EFBIG, for real: the build runs under ``prlimit --fsize``."""
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    import os
+
+    out = tmp_path / "public"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env["FEEDSVC_LEDGER_PATH"] = str(tmp_path / "ledger.sqlite3")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    command = [sys.executable, "-m", "feedsvc.cli", *_build_argv(out, articles_dir)]
+    first = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    before = _tree(out)
+    # Room for the ledger and its -wal and -shm, not for a feed holding this article.
+    write_article(articles_dir, "huge.txt", "A Very Long Story", body="Words and words. " * 30000)
+    limited = ["prlimit", "--fsize=262144", "--", *command]
+    done = subprocess.run(limited, env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("feedsvc: ") and "File too large" in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr
+    assert "previous build is unchanged" in lines[-1]
+    assert _tree(out) == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".feedsvc-")] == [MARKER]
+
+
+def test_a_build_that_fails_midway_leaves_no_trace(tmp_path: Path, articles_dir: Path,
+                                                   make_app, monkeypatch) -> None:
+    """A failure while moving the new build in puts every moved entry back."""
+    from feedsvc import export as export_module
+
+    app = make_app(articles_dir)
+    out = tmp_path / "site"
+    build_site(app, out)
+    before = _tree(out)
+    write_article(articles_dir, "moved.txt", "A Story That Never Lands")
+    app.extensions["feedsvc"].refresh()
+    real_rename = Path.rename
+    calls = {"n": 0}
+
+    def flaky(self: Path, target):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 5:  # well into the swap: some old and new entries have moved
+            raise OSError(28, "No space left on device", str(self))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(export_module.Path, "rename", flaky)
+    with pytest.raises(FeedsvcError, match="No space left on device.*previous build is unchanged"):
+        build_site(app, out)
+    monkeypatch.setattr(export_module.Path, "rename", real_rename)
+    assert calls["n"] >= 5
+    assert _tree(out) == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MARKER]
+
+
+def test_a_folder_the_builder_may_not_write_keeps_the_previous_build(
+        world_dir: Path, articles_dir: Path, make_app) -> None:
+    """Permissions: the build runs as a user who may read OUTDIR but not write it."""
+    from tests.unprivileged import run_unprivileged
+
+    app = make_app(articles_dir)
+    out = world_dir / "site"
+    build_site(app, out)
+    before = _tree(out)
+    out.chmod(0o755)
+
+    def attempt() -> str:
+        try:
+            build_site(app, out)
+        except FeedsvcError as exc:
+            return str(exc)
+        return "built"
+
+    said = run_unprivileged(attempt)
+    assert "Permission denied" in said and "previous build is unchanged" in said, said
+    assert _tree(out) == before
+
+
+def test_a_full_disk_keeps_the_previous_build(tmpfs: Path, tmp_path: Path, articles_dir: Path,
+                                              monkeypatch, capsys) -> None:
+    """A real ENOSPC: the mount has room for one build and a half, not for two."""
+    import os
+
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "ledger.sqlite3"))
+    assert main(_build_argv(tmpfs, articles_dir)) == 0
+    before = _tree(tmpfs)
+    fs = os.statvfs(tmpfs)
+    used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+    subprocess.run(["mount", "-o", f"remount,size={used * 3 // 2}", str(tmpfs)], check=True)
+    capsys.readouterr()
+    write_article(articles_dir, "no-room.txt", "A Story With No Room Left")
+    assert main(_build_argv(tmpfs, articles_dir)) == 2
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if line.startswith("feedsvc: ")]
+    assert len(said) == 1 and "No space left on device" in said[0], err
+    assert "previous build is unchanged" in said[0] and "Traceback" not in err
+    assert _tree(tmpfs) == before
+    assert [p.name for p in tmpfs.iterdir() if p.name.startswith(".feedsvc-")] == [MARKER]

@@ -158,7 +158,7 @@ def test_gzip_passes_through_with_our_etag(stack: Stack) -> None:
     zipped = stack.get(path, {"Accept-Encoding": "gzip"})
     assert zipped.status == 200
     assert zipped.headers["Content-Encoding"] == "gzip"
-    assert zipped.headers["Vary"] == "Accept-Encoding, Accept"
+    assert zipped.headers["Vary"] == "Accept, Accept-Encoding"
     # feedsvc's gzip ETag is a digest of its gzip bytes: the same bytes arrived,
     # not a copy nginx compressed again (nginx would also weaken the ETag).
     digest = hashlib.sha256(zipped.body).hexdigest()[:32]
@@ -176,18 +176,28 @@ def test_gzip_passes_through_with_our_etag(stack: Stack) -> None:
 
 
 def test_browsers_and_readers_get_their_own_cached_variant(stack: Stack) -> None:
-    """A browser's application/xml copy must never be served to a reader, or back."""
+    """A browser's HTML preview must never be served to a reader, or back."""
     path = "/topics/nato/feed.rss"
     chrome = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    firefox = ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,"
+               "image/webp,*/*;q=0.8")
     reader = "application/rss+xml, application/atom+xml;q=0.9, */*;q=0.1"
     for _ in range(2):  # the second round comes from the cache
         as_browser = stack.get(path, {"Accept": chrome})
         as_reader = stack.get(path, {"Accept": reader})
-        assert as_browser.headers["Content-Type"] == "application/xml; charset=utf-8"
+        assert as_browser.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert as_browser.headers["X-Content-Type-Options"] == "nosniff"
         assert as_reader.headers["Content-Type"] == "application/rss+xml; charset=utf-8"
-        assert as_browser.body == as_reader.body
+        assert b'id="feed-url"' in as_browser.body and b"<rss" in as_reader.body
+        assert as_browser.headers["ETag"] != as_reader.headers["ETag"]
+        for accept in ("text/html;q=0, */*", "application/xml", "text/html, application/rss+xml"):
+            assert stack.get(path, {"Accept": accept}).body == as_reader.body, accept
     assert as_browser.headers["X-Cache-Status"] == "HIT"
     assert as_reader.headers["X-Cache-Status"] == "HIT"
+    other = stack.get(path, {"Accept": firefox})  # another spelling: the same cache entry
+    assert other.headers["X-Cache-Status"] == "HIT" and other.body == as_browser.body
+    again = stack.get(path, {"Accept": chrome, "If-None-Match": as_browser.headers["ETag"]})
+    assert again.status == 304
 
 
 def test_links_use_the_public_host_scheme_and_port(stack: Stack) -> None:

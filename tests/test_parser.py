@@ -547,7 +547,7 @@ def test_xml_illegal_control_characters_are_removed() -> None:
     assert article.title == "Council Backs New Harbour Plan"
     assert article.summary == "The council approved the plan."
     assert "<p>Oslo ok.</p>" in article.content_html
-    assert article.warnings == ()
+    assert article.warnings == ("line 1: 8 unprintable characters removed (the first is U+0001)",)
     for string in all_strings(article):
         assert clean_xml_text(string) == string
 
@@ -737,7 +737,8 @@ def test_front_matter_alone_is_rejected() -> None:
         (b"\xef\xbb\xbf", "empty file"),
         (b"  \n\t\r\n\n ", "file has only white space"),
         (b"\x01\x02\x1b\n", "file has no text, only control characters"),
-        (b"Headline\x00\x01binary", "binary file (contains NUL bytes)"),
+        (b"Headline\x00\x01binary", "binary file (12% of its characters are NUL or other"
+                                       " control characters)"),
         (
             "Headline\n".encode("utf-16"),
             "binary file (contains NUL bytes; it looks like UTF-16, save it as UTF-8)",

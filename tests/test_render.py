@@ -23,6 +23,7 @@ from feedsvc import __version__
 from feedsvc.model import FEED_FORMATS, Article, Author, Entry, FeedDocument, Site, TopicRef
 from feedsvc.render import CONTENT_TYPES, render_feed, render_opml
 from feedsvc.text import clean_xml_text
+from tests.feedcheck import plain_text
 
 BASE = "https://news.example.org"
 SITE = Site(title="Example News", subtitle="News from the example", language="en")
@@ -382,9 +383,10 @@ def test_rss_items() -> None:
     items = xml(current_doc(), "rss").find("channel").findall("item")
     assert [i.findtext("guid") for i in items] == [e.id for e in ENTRIES]
     for item, entry in zip(items, ENTRIES, strict=True):
-        assert item.findtext("title") == entry.title
+        # title and description are HTML in RSS: the text, HTML-escaped
+        assert item.findtext("title") == html.escape(entry.title, quote=False)
         assert item.findtext("link") == f"{BASE}/articles/{entry.slug}"
-        assert item.findtext("description") == entry.summary
+        assert item.findtext("description") == html.escape(entry.summary, quote=False)
         assert item.findtext("content:encoded", namespaces=NS) == entry.content_html
         assert item.findtext("pubDate") == format_datetime(entry.published)
         assert item.find("author") is None
@@ -409,7 +411,8 @@ def test_rss_feedparser_reads_everything() -> None:
     assert result.feed.link == BASE + "/"
     assert len(result.entries) == len(ENTRIES)
     for got, entry in zip(result.entries, ENTRIES, strict=True):
-        assert got.title == entry.title
+        assert plain_text(got, "title") == entry.title
+        assert plain_text(got, "summary") == entry.summary
         assert got.id == entry.id
         assert got.link == f"{BASE}/articles/{entry.slug}"
         assert [a.name for a in got.authors] == [a.name for a in entry.authors]
@@ -625,7 +628,8 @@ def test_opml() -> None:
     assert len(outlines) == len(feeds)
     for outline, (title, path, html_path) in zip(outlines, feeds, strict=True):
         assert outline.get("type") == "rss"
-        assert outline.get("text") == title
+        # OPML 2.0: text may hold encoded HTML, so it is given as HTML; title is text
+        assert outline.get("text") == html.escape(title, quote=False)
         assert outline.get("title") == title
         assert outline.get("xmlUrl") == BASE + path + ".atom"
         assert outline.get("htmlUrl") == BASE + html_path

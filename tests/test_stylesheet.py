@@ -1,7 +1,9 @@
-"""The browser view of Atom and RSS feeds (feedsvc/static/feed.xsl), without a browser.
+"""The XSLT view of Atom and RSS feeds (feedsvc/static/feed.xsl), without a browser.
 
-lxml runs the stylesheet with libxslt, the XSLT engine Chromium also uses;
-tests/test_browser.py shows the same in Chromium itself.
+The live service sends browsers the HTML preview instead (tests/test_web.py,
+tests/test_browser.py); the stylesheet stays for static hosts that serve the
+feed bytes to everyone (README, "Feeds in a browser"). lxml runs it with
+libxslt, the XSLT engine Chromium used.
 """
 
 from __future__ import annotations
@@ -96,3 +98,14 @@ def test_an_odd_base_url_cannot_break_the_instruction() -> None:
     # Pseudo-attributes take entity references, which the browser expands.
     assert pis[0].get("href") == "http://odd.example%3F%3E%22%3C&amp;/static/feed.xsl"
     assert tree.getroot().tag == f"{ATOM}feed"
+
+
+def test_the_live_service_sends_browsers_the_preview_not_the_stylesheet_view(client) -> None:
+    """No XSLT for a browser: it gets HTML, never the feed retyped as application/xml."""
+    chrome = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    for path in ("/feed.atom", "/topics/nato/feed.rss"):
+        response = client.get(path, headers={"Accept": chrome})
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert b"<?xml-stylesheet" not in response.data
+        assert client.get(path, headers={"Accept": "application/xml"}).headers[
+            "Content-Type"] != "application/xml; charset=utf-8"

@@ -40,7 +40,7 @@ JUNK_TITLE = "Editor Junk Must Never Be Published"
 REJECTED = {
     "empty.txt": "empty file",
     "blank.txt": "file has only white space",
-    "image.png": "binary file (contains NUL bytes)",
+    "image.png": "binary file (PNG image signature)",
     "noise.bin": "binary file (not UTF-8, and N% of its bytes are control characters)",
     "utf16.txt": "binary file (contains NUL bytes; it looks like UTF-16, save it as UTF-8)",
     "headline.txt": "only a headline, no body",

@@ -11,6 +11,7 @@ import pytest
 from lxml import etree, html
 
 from feedsvc.collection import FeedRef
+from feedsvc.web import PAGE_SECURITY_HEADERS
 from tests.conftest import BASE_URL, write_article
 from tests.feedcheck import ATOM, CHECKS, check_atom, check_json, check_rss
 
@@ -290,7 +291,7 @@ def test_conditional_get_and_gzip(client) -> None:
     first = client.get("/feed.atom")
     etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
     assert first.headers["Cache-Control"] == "public, max-age=300"
-    assert first.headers["Vary"] == "Accept-Encoding, Accept"
+    assert first.headers["Vary"] == "Accept, Accept-Encoding"
     again = client.get("/feed.atom", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.data == b""
     assert client.get("/feed.atom", headers={"If-Modified-Since": modified}).status_code == 304
@@ -324,19 +325,162 @@ FEEDPARSER_ACCEPT = ("application/atom+xml,application/rdf+xml,application/rss+x
                      "application/x-netcdf,application/xml;q=0.9,text/xml;q=0.2,*/*;q=0.1")
 
 
-def test_browsers_get_generic_xml_so_the_stylesheet_applies(client) -> None:
-    for path in ("/feed.atom", "/topics/nato/feed.rss"):
-        reader = client.get(path, headers={"Accept": FEEDPARSER_ACCEPT})
+SAFETY_HEADERS = ("X-Content-Type-Options", "Content-Security-Policy", "Referrer-Policy")
+
+
+def test_readers_get_the_feed_and_browsers_the_preview(client) -> None:
+    """One URL, two representations, each with its own validators; Vary: Accept on both."""
+    for path, parse in (("/feed.atom", check_atom), ("/topics/nato/feed.rss", check_rss),
+                        ("/authors/sara-wazowski/feed.json", check_json)):
+        plain = client.get(path, headers={"Accept": "text/plain"})
+        for accept in (None, FEEDPARSER_ACCEPT, "*/*", "application/xml",
+                       "text/html, application/atom+xml", "text/html;q=0, */*",
+                       "text/html, application/rss+xml;q=0.1, application/feed+json;q=0.1"):
+            reader = client.get(path, headers={"Accept": accept} if accept else {})
+            assert reader.headers["Content-Type"] == plain.headers["Content-Type"], accept
+            assert reader.data == plain.data and reader.headers["ETag"] == plain.headers["ETag"]
+            assert reader.headers["Vary"] == "Accept, Accept-Encoding"
+        parse(plain.data)
         browser = client.get(path, headers={"Accept": CHROME_ACCEPT})
-        assert reader.headers["Content-Type"].startswith("application/")
-        assert "+xml" in reader.headers["Content-Type"]
-        assert browser.headers["Content-Type"] == "application/xml; charset=utf-8"
-        assert browser.data == reader.data
-        assert browser.headers["ETag"] == reader.headers["ETag"][:-1] + '-xml"'
+        assert browser.headers["Content-Type"] == "text/html; charset=utf-8", path
+        assert browser.headers["Vary"] == "Accept, Accept-Encoding"
+        assert browser.headers["ETag"] != plain.headers["ETag"]
+        assert browser.headers["Last-Modified"] == plain.headers["Last-Modified"]
+        for name in SAFETY_HEADERS:
+            assert browser.headers[name] == PAGE_SECURITY_HEADERS[name]
+        page = html.fromstring(browser.data)
+        assert page.get_element_by_id("feed-url").get("value") == BASE_URL + path
+        assert not page.xpath("//script | //style | //@style")  # the CSP allows neither
+        # 304 for the preview's own ETag; the feed's ETag does not validate it.
         again = client.get(path, headers={"Accept": CHROME_ACCEPT,
                                           "If-None-Match": browser.headers["ETag"]})
-        assert again.status_code == 304
-        assert browser.headers["Vary"] == "Accept-Encoding, Accept"
-    json_feed = client.get("/feed.json", headers={"Accept": CHROME_ACCEPT})
-    assert json_feed.headers["Content-Type"] == "application/feed+json; charset=utf-8"
-    assert json_feed.headers["Vary"] == "Accept-Encoding"
+        assert again.status_code == 304 and again.data == b""
+        assert again.headers["Vary"] == "Accept, Accept-Encoding"
+        crossed = client.get(path, headers={"Accept": CHROME_ACCEPT,
+                                            "If-None-Match": plain.headers["ETag"]})
+        assert crossed.status_code == 200
+        zipped = client.get(path, headers={"Accept": CHROME_ACCEPT, "Accept-Encoding": "gzip"})
+        assert zipped.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(zipped.data) == browser.data
+        assert zipped.headers["ETag"] not in (browser.headers["ETag"], plain.headers["ETag"])
+
+
+def test_preview_shows_what_the_feed_holds(app, client) -> None:
+    """Title, subscribe box, the HTML page, every entry with date, authors and summary."""
+    path = "/topics/nato/feed.rss"
+    feed = check_rss(client.get(path).data)
+    page = html.fromstring(client.get(path, headers={"Accept": CHROME_ACCEPT}).data)
+    assert page.get_element_by_id("feed-title").text_content() == feed.feed.title
+    assert "This is a web feed" in page.get_element_by_id("subscribe").text_content()
+    assert page.get_element_by_id("feed-home").get("href") == f"{BASE_URL}/topics/nato/"
+    items = page.xpath("//li[@class='entry']")
+    assert [li.xpath("string(.//h2/a)") for li in items] == [e.title for e in feed.entries]
+    assert [li.xpath("string(.//h2/a/@href)") for li in items] == [e.link for e in feed.entries]
+    entries = app.extensions["feedsvc"].collection.feed_entries(FeedRef("topic", "nato"))
+    for li, entry in zip(items, entries, strict=True):
+        assert li.xpath("string(.//time/@datetime)") == entry.published.isoformat()
+        assert li.xpath(".//p[@class='meta']/a/text()") == [a.name for a in entry.authors]
+        assert li.xpath("string(.//p[@class='summary'])") == entry.summary
+    alternates = page.xpath("//link[@rel='alternate']/@href")
+    assert f"{BASE_URL}/topics/nato/feed.atom" in alternates
+
+
+def test_preview_of_archives_navigates_the_chain(make_app, articles_dir) -> None:
+    """Archive previews say so and link current, older and newer in the same format."""
+    client = make_app(articles_dir, feed_size=5).test_client()
+    current = html.fromstring(client.get("/feed.atom", headers={"Accept": CHROME_ACCEPT}).data)
+    newest = current.get_element_by_id("prev-archive").get("href")
+    assert newest.startswith(f"{BASE_URL}/archive/") and newest.endswith("/feed.atom")
+    number = int(newest.split("/")[-2])
+    assert number >= 3
+    middle = client.get(f"/archive/{number - 1}/feed.atom", headers={"Accept": CHROME_ACCEPT})
+    assert middle.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert middle.headers["Cache-Control"] == "public, max-age=86400"
+    page = html.fromstring(middle.data)
+    assert "archive" in page.get_element_by_id("archive-note").text_content()
+    assert page.get_element_by_id("current").get("href") == f"{BASE_URL}/feed.atom"
+    assert page.get_element_by_id("next-archive").get("href") == newest
+    assert page.get_element_by_id("prev-archive").get("href") == (
+        f"{BASE_URL}/archive/{number - 2}/feed.atom")
+    feed = check_atom(client.get(f"/archive/{number - 1}/feed.atom").data)
+    assert page.xpath("//li[@class='entry']//h2/a/text()") == [e.title for e in feed.entries]
+
+
+def test_preview_is_rendered_once_per_feed_version(app, client, articles_dir) -> None:
+    publisher = app.extensions["feedsvc"]
+    client.get("/feed.rss", headers={"Accept": CHROME_ACCEPT})
+    renders = publisher.renders
+    first = client.get("/feed.rss?limit=50", headers={"Accept": CHROME_ACCEPT})
+    second = client.get("/feed.rss", headers={"Accept": CHROME_ACCEPT})
+    assert publisher.renders == renders  # both from the cache (limit=50 is the feed size)
+    assert first.data == second.data
+    publisher.settle_seconds = 0
+    write_article(articles_dir, "new.txt", "A Preview Sees This New Article")
+    publisher.refresh()
+    third = client.get("/feed.rss", headers={"Accept": CHROME_ACCEPT})
+    assert publisher.renders == renders + 1
+    assert b"A Preview Sees This New Article" in third.data
+    assert third.headers["ETag"] != second.headers["ETag"]
+
+
+def test_preview_escapes_markup_in_every_field(make_app, articles_dir) -> None:
+    write_article(articles_dir, "markup.txt", "Tags <script>alert(1)</script> & \"quotes\"",
+                  author="Eve <b>Bold</b>", body="Summary with <img src=x onerror=alert(1)>.")
+    client = make_app(articles_dir).test_client()
+    body = client.get("/feed.atom", headers={"Accept": CHROME_ACCEPT}).data
+    page = html.fromstring(body)
+    assert not page.xpath("//script | //img | //b")
+    assert "Tags <script>alert(1)</script> & \"quotes\"" in page.xpath("//h2/a/text()")
+    assert b"&lt;script&gt;" in body and b"&lt;img src=x" in body
+
+
+def test_fast_path_and_flask_answer_the_preview_alike(app) -> None:
+    """The preview through the WSGI fast path (no query) equals Flask's (a query)."""
+    entered: list[str] = []
+    app.before_request(lambda: entered.append("flask"))
+    client = app.test_client()
+    for path in ("/topics/nato/feed.rss", "/authors/sara-wazowski/feed.atom", "/feed.json"):
+        for headers in ({"Accept": CHROME_ACCEPT}, {"Accept": CHROME_ACCEPT,
+                                                    "Accept-Encoding": "gzip"}):
+            fast = client.get(path, headers=headers)
+            assert entered == []
+            slow = client.get(path + "?limit=50", headers=headers)
+            assert entered == ["flask"]
+            entered.clear()
+            assert fast.data == slow.data
+            assert fast.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert sorted(fast.headers.items()) == sorted(slow.headers.items())
+
+
+@pytest.mark.parametrize("path, status, words", [
+    ("/nope", 404, b"Not Found"),
+    ("/topics/nope/", 404, b"no such topic"),
+    ("/authors/nope/", 404, b"no such author"),
+    ("/articles/nope", 404, b"no such article"),
+    ("/topics/nope/feed.atom", 404, b"no such topic"),
+    ("/archive/999/feed.atom", 404, b"no such archive"),
+    ("/topics/nato/archive/1/feed.rss", 404, b"no such archive"),
+    ("/feed.atom?limit=x", 400, b"limit must be a whole number"),
+    ("/feed.xml", 404, b"Not Found"),
+])
+def test_every_error_carries_the_safety_headers(client, path: str, status: int,
+                                                words: bytes) -> None:
+    for accept in ("*/*", CHROME_ACCEPT):
+        response = client.get(path, headers={"Accept": accept})
+        assert response.status_code == status
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert words in response.data
+        for name in SAFETY_HEADERS:
+            assert response.headers[name] == PAGE_SECURITY_HEADERS[name], name
+
+
+def test_an_internal_error_carries_the_safety_headers_too(app, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app.extensions["feedsvc"], "feed", broken)
+    response = app.test_client().get("/feed.atom?limit=2")
+    assert response.status_code == 500
+    assert b"boom" not in response.data and b"Traceback" not in response.data
+    for name in SAFETY_HEADERS:
+        assert response.headers[name] == PAGE_SECURITY_HEADERS[name], name

@@ -4,9 +4,14 @@
 
   Every Atom and RSS document names this file in an <?xml-stylesheet?>
   instruction; a browser that applies XSLT to the document shows this page
-  instead of raw XML, and feed readers ignore the instruction. XSLT 1.0 only
+  instead of raw XML, and feed readers ignore the instruction. The live
+  service sends browsers an HTML preview instead (feedsvc/preview.py); this
+  view remains for static hosts that cannot negotiate (README). XSLT 1.0 only
   (what browsers implement); no disable-output-escaping (Firefox has none),
-  so entry summaries are shown as the plain text they are.
+  so every field is output as text, never as markup. RSS titles and
+  descriptions are plain text escaped as HTML (README "Text and HTML in each
+  format"): the "text" template undoes that escaping (&lt; &gt; &amp; only,
+  what feedsvc writes) so they show as the text they were.
 -->
 <xsl:stylesheet version="1.0"
     xmlns:xsl="http://www.w3.org/1999/XSL/Transform"
@@ -35,8 +40,12 @@
       <xsl:otherwise>
         <xsl:call-template name="page">
           <xsl:with-param name="kind" select="'RSS'"/>
-          <xsl:with-param name="title" select="rss/channel/title"/>
-          <xsl:with-param name="subtitle" select="rss/channel/description"/>
+          <xsl:with-param name="title">
+            <xsl:call-template name="text"><xsl:with-param name="html" select="rss/channel/title"/></xsl:call-template>
+          </xsl:with-param>
+          <xsl:with-param name="subtitle">
+            <xsl:call-template name="text"><xsl:with-param name="html" select="rss/channel/description"/></xsl:call-template>
+          </xsl:with-param>
           <xsl:with-param name="self" select="rss/channel/atom:link[@rel='self']/@href"/>
           <xsl:with-param name="home" select="rss/channel/link"/>
           <xsl:with-param name="site" select="''"/>
@@ -133,7 +142,7 @@
 
   <xsl:template match="item">
     <li class="entry">
-      <h2><a href="{link}"><xsl:value-of select="title"/></a></h2>
+      <h2><a href="{link}"><xsl:call-template name="text"><xsl:with-param name="html" select="title"/></xsl:call-template></a></h2>
       <p class="meta">
         <xsl:value-of select="pubDate"/>
         <xsl:for-each select="dc:creator">
@@ -146,8 +155,49 @@
       </p>
       <!-- Without a summary feedgen puts the content's HTML in <description>. -->
       <xsl:if test="string(description) and string(description) != string(content:encoded)">
-        <p class="summary"><xsl:value-of select="description"/></p>
+        <p class="summary"><xsl:call-template name="text"><xsl:with-param name="html" select="description"/></xsl:call-template></p>
       </xsl:if>
     </li>
+  </xsl:template>
+
+  <!-- Plain text that was escaped as HTML, back to the text: &lt; and &gt;
+       first, &amp; last, so "&amp;lt;" (the text "&lt;") stays "&lt;". -->
+  <xsl:template name="text">
+    <xsl:param name="html"/>
+    <xsl:call-template name="replace">
+      <xsl:with-param name="from" select="'&amp;amp;'"/>
+      <xsl:with-param name="to" select="'&amp;'"/>
+      <xsl:with-param name="string">
+        <xsl:call-template name="replace">
+          <xsl:with-param name="from" select="'&amp;gt;'"/>
+          <xsl:with-param name="to" select="'&gt;'"/>
+          <xsl:with-param name="string">
+            <xsl:call-template name="replace">
+              <xsl:with-param name="from" select="'&amp;lt;'"/>
+              <xsl:with-param name="to" select="'&lt;'"/>
+              <xsl:with-param name="string" select="string($html)"/>
+            </xsl:call-template>
+          </xsl:with-param>
+        </xsl:call-template>
+      </xsl:with-param>
+    </xsl:call-template>
+  </xsl:template>
+
+  <xsl:template name="replace">
+    <xsl:param name="string"/>
+    <xsl:param name="from"/>
+    <xsl:param name="to"/>
+    <xsl:choose>
+      <xsl:when test="contains($string, $from)">
+        <xsl:value-of select="substring-before($string, $from)"/>
+        <xsl:value-of select="$to"/>
+        <xsl:call-template name="replace">
+          <xsl:with-param name="string" select="substring-after($string, $from)"/>
+          <xsl:with-param name="from" select="$from"/>
+          <xsl:with-param name="to" select="$to"/>
+        </xsl:call-template>
+      </xsl:when>
+      <xsl:otherwise><xsl:value-of select="$string"/></xsl:otherwise>
+    </xsl:choose>
   </xsl:template>
 </xsl:stylesheet>

@@ -1,0 +1,71 @@
+"""The HTML preview of a feed document: what a browser opening a feed URL sees.
+
+Browsers are dropping XSLT, so the ``<?xml-stylesheet?>`` view of Atom and
+RSS is going away; instead the web layer serves this page at the feed's own
+URL to clients that ask for HTML and name no feed type. It is one more
+representation of a :class:`~feedsvc.model.FeedDocument`, rendered here in
+the core like the feeds (pure: same inputs, same bytes, so a stable ETag),
+from ``templates/feed_preview.html`` with autoescaping, and cached per feed
+version by the publisher like every other render.
+
+The templates of the pages and of the preview see the same globals
+(:func:`template_globals`): the URL layout (``urls``) and the format records.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from . import urls
+from .collection import FeedRef
+from .formats import Format, formats, get_format
+from .model import FeedDocument, Site
+
+#: RFC 5005 links of a document, as the preview labels them.
+ARCHIVE_LABELS = {"current": "Current feed", "next-archive": "Newer entries",
+                  "prev-archive": "Older entries"}
+
+
+class _Formats:
+    """The registered formats, read afresh each time a template loops over them."""
+
+    def __iter__(self) -> Iterator[Format]:
+        return formats()
+
+
+def template_globals() -> dict[str, Any]:
+    """What every template may use: the URL layout and the formats (pages and preview)."""
+    return {
+        "urls": urls,
+        "formats": _Formats(),
+        "topic_ref": lambda slug: FeedRef("topic", slug),
+        "author_ref": lambda slug: FeedRef("author", slug),
+        "archive_labels": ARCHIVE_LABELS,
+    }
+
+
+@functools.cache
+def _environment() -> Environment:
+    # Flask's settings for its own templates: autoescape .html, nothing else changed.
+    env = Environment(loader=PackageLoader("feedsvc", "templates"),
+                      autoescape=select_autoescape(["html"]))
+    env.globals.update(template_globals())
+    return env
+
+
+def render_preview(doc: FeedDocument, fmt: str, site: Site, base_url: str) -> bytes:
+    """The preview page of ``doc`` as served at its ``fmt`` URL, UTF-8 bytes.
+
+    The format matters: the subscribe box shows that format's URL and the
+    archive links stay within it. Raises ValueError for an unknown format.
+    """
+    record = get_format(fmt)
+    if record is None:
+        raise ValueError(f"unknown feed format {fmt!r}")
+    html = _environment().get_template("feed_preview.html").render(
+        doc=doc, fmt=record, site=site, base_url=base_url, feed_ref=None)
+    return html.encode("utf-8")
