@@ -469,6 +469,7 @@ def healthz() -> Response:
         "ledger": "error" if publisher.last_error else "ok",
         "worker": os.getpid(),
         "store_seq": publisher.view.state.seq,  # the store change this process has applied
+        "loaded": publisher.loaded,  # False until the first complete collection is in
         "writer": publisher.is_writer,
     }
     if publisher.last_error:
