@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
 from .collection import SITE_FEED, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count, feed_path
-from .fastpath import FeedFastPath, hub_links, request_base_url
+from .fastpath import FeedFastPath, host_is_trusted, hub_links, request_base_url
 from .http import negotiate
 from .model import FEED_FORMATS
 from .publisher import Publisher, Rendered
@@ -55,6 +55,9 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app = Flask("feedsvc", instance_path=str(instance_path) if instance_path else None,
                 instance_relative_config=True)
     app.config["FEEDSVC"] = settings
+    # Flask's own check, and _check_host for what it misses (IPv6) and for
+    # a 400 before any view; the fast path falls through to Flask for these.
+    app.config["TRUSTED_HOSTS"] = list(settings.trusted_hosts) or None
     ledger_path = settings.ledger_path or Path(app.instance_path) / "ledger.sqlite3"
     publisher = Publisher(settings, ledger_path)
     report = publisher.refresh()
@@ -74,13 +77,17 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app.extensions["feedsvc.fastpath"] = fast
     app.wsgi_app = fast  # type: ignore[method-assign]
     if settings.trusted_proxies:
+        # Only what the shipped nginx sets (and clears when a client sends it).
+        # Never X-Forwarded-Prefix: nginx does not key its cache on it, so a
+        # forged one poisoned the cached links of every later reader.
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n,
-                                x_prefix=n)  # type: ignore[method-assign]
+                                x_prefix=0)  # type: ignore[method-assign]
     app.url_map.converters["archive"] = ArchiveNumberConverter
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _plain_error)
     app.register_error_handler(Exception, _internal_error)
+    app.before_request(_check_host)
     app.before_request(_ensure_reloader)
     # Start rescanning now, not at the first request: an idle service must
     # still notice changes (and ping WebSub hubs). The app is created in each
@@ -153,6 +160,13 @@ class Reloader:
             if report.changed:
                 log.info("reloaded: %d published, %d rejected, %d files read in %.3f s",
                          report.published, report.rejected, report.read, report.seconds)
+
+
+def _check_host() -> None:
+    """A 400 for a host FEEDSVC_TRUSTED_HOSTS does not name, before anything renders."""
+    settings: Settings = current_app.config["FEEDSVC"]
+    if not host_is_trusted(request.environ, settings.trusted_hosts):
+        raise SecurityError(f"Host {request.environ.get('HTTP_HOST', '')!r} is not trusted.")
 
 
 def _ensure_reloader() -> None:

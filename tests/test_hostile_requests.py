@@ -352,6 +352,52 @@ def test_hostile_host_header_without_base_url(make_app, articles_dir: Path) -> N
             assert b"<script>" not in body
 
 
+TRUSTED_PATHS = ["/feed.atom", "/topics/nato/feed.rss", "/archive/1/feed.json", "/",
+                 "/feed.rss?limit=2", "/feeds.opml", "/static/style.css", "/nope", "/healthz"]
+
+
+def test_untrusted_hosts_get_one_400_before_any_render(make_app, articles_dir: Path) -> None:
+    """FEEDSVC_TRUSTED_HOSTS: the fast path and Flask refuse alike, and nothing renders."""
+    app = make_app(articles_dir, base_url=None,
+                   trusted_hosts="news.example.org,.example.net,[::1]")
+    publisher = app.extensions["feedsvc"]
+    refused: set[bytes] = set()
+    for host in ("evil.example", "news.example.org.evil", "xnews.example.org", "example.com",
+                 "[::2]", "[::1x]", "[fe80::1]:80", "localhost", "news.example.org@evil",
+                 # werkzeug takes lower case only: case variants would be new links each
+                 "NEWS.example.org"):
+        for path in TRUSTED_PATHS:
+            status, headers, body = call(app, path, headers={"Host": host})
+            assert status == 400, (host, path, status)
+            assert headers["Content-Type"].startswith("text/plain")
+            refused.add(body.replace(repr(host).encode(), b"HOST"))
+    assert refused == {b"400 Bad Request: Host HOST is not trusted.\n"}, refused
+    assert publisher.renders == 0
+    for host in ("news.example.org", "news.example.org:8443", "example.net", "a.b.example.net",
+                 "[::1]", "[::1]:8000"):
+        status, _, body = call(app, "/feed.atom", headers={"Host": host})
+        assert status == 200, host
+        assert f"http://{host}/feed.atom".encode() in body, host
+    assert call(app, "/feed.rss?limit=2", headers={"Host": "news.example.org"})[0] == 200
+
+
+def test_random_hosts_render_nothing(make_app, articles_dir: Path) -> None:
+    """Issue #15 part 2: a new Host per request no longer means a new render."""
+    import random
+
+    app = make_app(articles_dir, base_url=None, trusted_hosts="news.example.org")
+    publisher = app.extensions["feedsvc"]
+    assert call(app, "/feed.atom", headers={"Host": "news.example.org"})[0] == 200
+    renders = publisher.renders
+    rng = random.Random(2)
+    for number in range(300):
+        host = f"{rng.getrandbits(48):x}.example:{rng.randrange(1, 65536)}"
+        path = ("/feed.atom", "/feed.json", "/", "/topics/nato/feed.rss?limit=3")[number % 4]
+        assert call(app, path, headers={"Host": host})[0] == 400
+    assert publisher.renders == renders
+    assert len(publisher._cache) == 1
+
+
 # --- the WSGI entry point ------------------------------------------------------------------
 
 
