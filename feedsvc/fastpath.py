@@ -34,7 +34,7 @@ FEED_URL = re.compile(
     r"(?:/archive/(?P<archive>[0-9]{1,9}))?/feed\.(?P<fmt>atom|rss|json)$"
 )
 _KINDS = {"topics": "topic", "authors": "author"}
-_REASONS = {200: "200 OK", 304: "304 Not Modified"}
+_REASONS = {200: "200 OK", 304: "304 Not Modified", 412: "412 Precondition Failed"}
 
 
 def parse_feed_url(path: str) -> tuple[FeedRef, str, int | None] | None:

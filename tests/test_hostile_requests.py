@@ -299,6 +299,41 @@ def test_bad_if_modified_since_is_ignored(app: Flask, path: str) -> None:
                 assert response.data == full.data
 
 
+@pytest.mark.parametrize("path", ["/feed.atom", "/topics/nato/feed.rss", "/feed.json?limit=3",
+                                  "/", "/feeds.opml"])
+def test_preconditions_follow_rfc_9110_order(app: Flask, path: str) -> None:
+    """13.2.2: If-Match first (a false one is a 412 whatever follows), lists of dates ignored."""
+    client = app.test_client()
+    full = client.get(path)
+    etag, modified = full.headers["ETag"], full.headers["Last-Modified"]
+    future = "Fri, 01 Jan 2100 00:00:00 GMT"
+
+    def status(**headers: str) -> int:
+        return client.get(path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+                          ).status_code
+
+    # The two cases of issue #15 part 4.
+    assert status(If_Match='"nope"', If_None_Match='"other"') == 412
+    assert status(If_Match='"nope"', If_None_Match=etag) == 412
+    assert status(If_Match='"nope"', If_Modified_Since=future) == 412
+    two = f"{future}, {future}"
+    assert status(If_Modified_Since=two) == 200
+    assert status(If_Modified_Since=f"{modified}, {modified}") == 200
+    # What stays as it was.
+    assert status(If_Match=etag) == 200 and status(If_Match="*") == 200
+    assert status(If_Match=f'"nope", {etag}', If_None_Match=etag) == 304
+    assert status(If_Match=f"W/{etag}") == 412  # If-Match compares strongly
+    assert status(If_None_Match=f"W/{etag}") == 304  # If-None-Match weakly
+    assert status(If_None_Match='"other"', If_Modified_Since=future) == 200  # INM wins
+    assert status(If_Modified_Since=modified) == 304 and status(If_Modified_Since=future) == 304
+    assert status(If_Unmodified_Since="Thu, 01 Jan 1970 00:00:00 GMT") == 412
+    assert status(If_Unmodified_Since=future) == 200
+    assert status(If_Unmodified_Since=f"{future}, {future}") == 200  # ignored too
+    assert status(If_Match=etag, If_Unmodified_Since="Thu, 01 Jan 1970 00:00:00 GMT") == 200
+    failed = client.get(path, headers={"If-Match": '"nope"'})
+    assert failed.data == b"412 Precondition Failed\n"
+
+
 ABSURD_LIMITS = ["-1", "0", "-0", "1e3", "0x10", "+5", " 5", "5 ", "5.0", "١٢", "５",
                  "99999999999999999999", "9" * 4000, "NaN", "inf", "", "%00", "1 OR 1=1",
                  "<script>", "[]", "{}", "5\x00"]
