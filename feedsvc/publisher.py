@@ -48,7 +48,8 @@ class Rendered:
     worker and every instance produces the same bytes and so the same ETag.
     """
 
-    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "_gzip", "_lock")
+    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "_gzip", "_lock",
+                 "on_compress")
 
     def __init__(
         self, body: bytes, content_type: str, last_modified: datetime, max_age: int
@@ -60,15 +61,21 @@ class Rendered:
         self.max_age = max_age
         self._gzip: tuple[bytes, str] | None = None
         self._lock = threading.Lock()
+        #: Told the gzip form's size once it is made, so a cache can count it.
+        self.on_compress: Callable[[int], None] | None = None
 
     def _compressed(self) -> tuple[bytes, str]:
         packed = self._gzip
         if packed is None:
+            made = False
             with self._lock:
                 packed = self._gzip
                 if packed is None:
                     data = gzip.compress(self.body, compresslevel=6, mtime=0)
                     packed = self._gzip = (data, hashlib.sha256(data).hexdigest()[:32] + "-gz")
+                    made = True
+            if made and self.on_compress is not None:
+                self.on_compress(len(packed[0]))
         return packed
 
     @property
@@ -135,9 +142,48 @@ def _sightings(
     ]
 
 
+#: What one cached document holds besides its bytes: its key (with the base
+#: URL), the two index entries (LRU order, per-feed keys), the Rendered object
+#: its validator strings and its gzip callback. tracemalloc measured about
+#: 1.4 KiB a document (test_overhead_figures_cover_what_is_measured in
+#: tests/test_hostile_requests.py checks the figure stays above it).
+DOCUMENT_OVERHEAD = 1536
+
+#: The share of ``cache_bytes`` kept for entry fragments; the rest is documents.
+FRAGMENT_SHARE = 0.25
+
+
 def _cost(rendered: Rendered) -> int:
-    """Bytes a cached representation holds, counting its gzip form (about a fifth)."""
-    return len(rendered.body) + len(rendered.body) // 5
+    """Bytes a cached representation holds now: body, gzip form once made, overhead."""
+    packed = rendered._gzip
+    return len(rendered.body) + (len(packed[0]) if packed else 0) + DOCUMENT_OVERHEAD
+
+
+def allowed_limits(feed_size: int, max_limit: int) -> tuple[int, ...]:
+    """The ``?limit`` values documents are made for: 1, 2, 5, 10, 20, 50, ... up to ``max_limit``.
+
+    Every distinct limit is a document of its own (up to ``max_limit``
+    entries); a client cycling through ?limit=1..1000 over 20 feeds took a
+    worker to 630 MB. A 1-2-5 series keeps a feed's limited documents to a
+    dozen at most, together about twice the largest.
+    """
+    steps = {feed_size, max_limit}
+    step = 1
+    while step < max_limit:
+        steps.update(n for n in (step, 2 * step, 5 * step) if n < max_limit)
+        step *= 10
+    return tuple(sorted(n for n in steps if n <= max_limit))
+
+
+def canonical_limit(requested: int, feed_size: int, max_limit: int) -> int | None:
+    """The allowed limit serving ``?limit=requested``: the nearest at or above it.
+
+    At or above, so a reader gets at least what it asked for; anything above
+    ``max_limit`` is ``max_limit``. None means the subscription document
+    itself (the limit is the feed size).
+    """
+    chosen = next((n for n in allowed_limits(feed_size, max_limit) if n >= requested), max_limit)
+    return None if chosen == feed_size else chosen
 
 
 def id_authority(base_url: str | None) -> str:
@@ -158,7 +204,7 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.time,
         settle_seconds: float = 1.0,
-        max_cache_bytes: int = 256 * 1024 * 1024,
+        max_cache_bytes: int | None = None,
     ) -> None:
         self.settings = settings
         self.site = Site(
@@ -175,13 +221,18 @@ class Publisher:
         self._state = _State()
         self._lock = threading.Lock()
         # Least recently used first; bounded so that a crawler walking every
-        # archive of every feed cannot grow a worker without limit.
+        # archive of every feed cannot grow a worker without limit. The bound
+        # (settings.cache_bytes) is on what is really held: every document's
+        # body, gzip form and overhead here, and the entry fragments, which
+        # get their own share of it.
+        total = settings.cache_bytes if max_cache_bytes is None else max_cache_bytes
         self._cache: OrderedDict[tuple, tuple[str, Rendered]] = OrderedDict()
+        self._costs: dict[tuple, int] = {}  # what each cached document was counted at
         self._cache_bytes = 0
         self._cache_lock = threading.Lock()
-        self.max_cache_bytes = max_cache_bytes
+        self.max_cache_bytes = total - int(total * FRAGMENT_SHARE)
         self._keys_by_ref: dict[FeedRef, set[tuple]] = {}  # to prune only changed feeds
-        self.fragments = FragmentCache()
+        self.fragments = FragmentCache(max_bytes=int(total * FRAGMENT_SHARE))
         self.renders = 0  # documents rendered since start: tests and metrics count it
         self.render_seconds = 0.0  # time spent rendering them
         self.folder_missing = False
@@ -302,10 +353,22 @@ class Publisher:
             files, articles, parse_errors, listing_errors, stamps, collection, next_due, entries
         )
         if changed and collection is not old.collection:
+            self._forget_fragments(old.entries, entries)
             self._announce(changed_feeds(old.collection, collection), tell_listeners=not first)
         self.loaded = True
         report = self._report(self._state, len(current), read, changed, started, None)
         return replace(report, list_seconds=listed_at - started)
+
+    def _forget_fragments(self, before: dict[str, Entry], after: dict[str, Entry]) -> None:
+        """Drop the rendered fragments of entry versions no longer published.
+
+        Left to the LRU bound, the fragments of every superseded version stayed
+        until the cache was full: about +1 MB per 2,000-file change, for as
+        many changes as it took to fill it.
+        """
+        gone = {e.version for path, e in before.items() if after.get(path) is not e and e.version}
+        if gone:
+            self.fragments.forget(gone - {e.version for e in after.values()})
 
     def _record(
         self, sightings: list[Sighting], present: set[str], now: float
@@ -446,31 +509,65 @@ class Publisher:
         with self._cache_lock:
             self._forget(key)
             self._cache[key] = (version, rendered)
-            self._cache_bytes += _cost(rendered)
-            while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
-                self._forget(next(iter(self._cache)))
-        if len(key) > 1 and isinstance(key[1], FeedRef):
-            self._keys_by_ref.setdefault(key[1], set()).add(key)
+            self._costs[key] = cost = _cost(rendered)
+            self._cache_bytes += cost
+            if len(key) > 1 and isinstance(key[1], FeedRef):
+                self._keys_by_ref.setdefault(key[1], set()).add(key)
+            rendered.on_compress = lambda size: self._grew(key, rendered, size)
+            self._evict()
         return rendered
 
+    def _grew(self, key: tuple, rendered: Rendered, size: int) -> None:
+        """A cached document made its gzip form: count it, and evict if over the bound."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is None or hit[1] is not rendered:
+                return  # evicted or replaced meanwhile: nothing of it is counted any more
+            self._costs[key] += size
+            self._cache_bytes += size
+            self._evict()
+
+    def _evict(self) -> None:
+        """Least recently used out until under the bound (the cache lock is held)."""
+        while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
+            self._forget(next(iter(self._cache)))
+
     def _forget(self, key: tuple) -> None:
-        """Drop one cached representation (the cache lock is held)."""
+        """Drop one cached representation and its index entries (the cache lock is held).
+
+        The per-feed key set is cleaned too: left there, evicted keys (one per
+        distinct base URL or query seen) piled up until the feed changed.
+        """
         old = self._cache.pop(key, None)
         if old is not None:
-            self._cache_bytes -= _cost(old[1])
+            self._cache_bytes -= self._costs.pop(key)
+            if len(key) > 1 and isinstance(key[1], FeedRef):
+                keys = self._keys_by_ref.get(key[1])
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._keys_by_ref[key[1]]
+
+    @property
+    def cache_bytes(self) -> int:
+        """What the documents and fragments held now are counted at."""
+        return self._cache_bytes + self.fragments.bytes
 
     def clear_cache(self) -> None:
         """Forget every rendered document (the next request renders again)."""
         with self._cache_lock:
             self._cache.clear()
+            self._costs.clear()
+            self._keys_by_ref.clear()
             self._cache_bytes = 0
 
     def _prune_cache(self, refs: Iterable[FeedRef]) -> None:
         """Drop the rendered documents of feeds that changed or went away."""
         with self._cache_lock:
             for ref in refs:
-                for key in self._keys_by_ref.pop(ref, ()):
+                for key in list(self._keys_by_ref.get(ref, ())):
                     self._forget(key)
+                self._keys_by_ref.pop(ref, None)
 
     def feed(
         self,
@@ -481,7 +578,11 @@ class Publisher:
         archive: int | None = None,
         limit: int | None = None,
     ) -> Rendered | None:
-        """One feed document in one format; None if the feed or archive does not exist."""
+        """One feed document in one format; None if the feed or archive does not exist.
+
+        ``limit`` is served as :func:`canonical_limit` rounds it (the web
+        layer redirects other values there), so its documents are bounded.
+        """
         collection = self._state.collection
         version = collection.feed_version(ref)
         if version is None or fmt not in CONTENT_TYPES:
@@ -495,8 +596,8 @@ class Publisher:
             )
             max_age = self.settings.archive_max_age if complete else self.settings.cache_max_age
         else:
-            if limit is not None and limit == size:
-                limit = None
+            if limit is not None:  # one of a few documents, whatever the query said
+                limit = canonical_limit(limit, size, self.settings.max_limit)
             doc = documents.subscription_document(ref, collection, self.site, size, hubs, limit)
             max_age = self.settings.cache_max_age
         if doc is None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
+from flask import Blueprint, Flask, Response, abort, current_app, redirect, render_template, request
 from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
@@ -25,7 +25,7 @@ from .documents import archive_count, feed_path
 from .fastpath import FeedFastPath, host_is_trusted, hub_links, request_base_url
 from .http import negotiate
 from .model import FEED_FORMATS
-from .publisher import Publisher, Rendered
+from .publisher import Publisher, Rendered, canonical_limit
 from .websub import HubNotifier
 
 log = logging.getLogger("feedsvc")
@@ -230,6 +230,15 @@ def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Respon
     limit = _limit() if archive is None else None
     if isinstance(limit, Response):
         return limit
+    if limit is not None:
+        settings: Settings = current_app.config["FEEDSVC"]
+        served = canonical_limit(limit, settings.feed_size, settings.max_limit)
+        if (served or settings.feed_size) != limit:
+            # Only a few limits have documents (memory stays bounded): send the
+            # client to the nearest one at or above what it asked for.
+            response = redirect(f"{request.path}?limit={served or settings.feed_size}", 301)
+            response.headers["Cache-Control"] = f"public, max-age={settings.archive_max_age}"
+            return response
     base = _base_url()
     rendered = _publisher().feed(ref, fmt, base, archive=archive, limit=limit)
     if rendered is None:

@@ -28,6 +28,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from feedsvc.collection import SITE_FEED
 from tests.conftest import BUNDLED, ROOT, write_article
 from tests.feedcheck import CHECKS
 
@@ -285,7 +286,7 @@ BAD_DATES = ["garbage", "\x00", "Mon, 99 Foo 2020 99:99:99 GMT", "-1", "0",
              "Thu, 01 Jan 1970 00:00:00 GMT, Fri, 02 Jan 1970 00:00:00 GMT"]
 
 
-@pytest.mark.parametrize("path", ["/feed.atom", "/topics/nato/feed.rss", "/feed.json?limit=3",
+@pytest.mark.parametrize("path", ["/feed.atom", "/topics/nato/feed.rss", "/feed.json?limit=5",
                                   "/", "/feeds.opml"])
 def test_bad_if_modified_since_is_ignored(app: Flask, path: str) -> None:
     client = app.test_client()
@@ -299,7 +300,7 @@ def test_bad_if_modified_since_is_ignored(app: Flask, path: str) -> None:
                 assert response.data == full.data
 
 
-@pytest.mark.parametrize("path", ["/feed.atom", "/topics/nato/feed.rss", "/feed.json?limit=3",
+@pytest.mark.parametrize("path", ["/feed.atom", "/topics/nato/feed.rss", "/feed.json?limit=5",
                                   "/", "/feeds.opml"])
 def test_preconditions_follow_rfc_9110_order(app: Flask, path: str) -> None:
     """13.2.2: If-Match first (a false one is a 412 whatever follows), lists of dates ignored."""
@@ -431,6 +432,108 @@ def test_random_hosts_render_nothing(make_app, articles_dir: Path) -> None:
         assert call(app, path, headers={"Host": host})[0] == 400
     assert publisher.renders == renders
     assert len(publisher._cache) == 1
+
+
+def test_limits_redirect_to_a_few_documents(make_app, articles_dir: Path) -> None:
+    """Issue #15 part 5: ?limit=1..N makes a dozen documents per feed, not N."""
+    from feedsvc.publisher import allowed_limits
+
+    app = make_app(articles_dir, feed_size=5, max_limit=100)
+    client = app.test_client()
+    publisher = app.extensions["feedsvc"]
+    total = len(publisher.collection.entries)
+    allowed = allowed_limits(5, 100)
+    assert allowed == (1, 2, 5, 10, 20, 50, 100)
+    for n in range(1, 130):
+        response = client.get(f"/feed.json?limit={n}")
+        served = min(next((a for a in allowed if a >= n), 100), 100)
+        if n in allowed or n > 100:  # above max_limit: clamped, as before
+            assert response.status_code == 200, n
+        else:
+            assert response.status_code == 301, n
+            assert response.headers["Location"] == f"/feed.json?limit={served}"
+            assert response.headers["Cache-Control"].startswith("public, max-age=")
+            response = client.get(response.headers["Location"])
+        items = CHECKS["json"](response.data)["items"]
+        assert len(items) == min(served, total) >= min(n, total), n
+    keys = [k for k in publisher._cache if k[0] == "feed"]
+    assert len(keys) == len(allowed), keys  # limit=5 is the subscription document itself
+    assert publisher.feed(SITE_FEED, "json", "https://x.example", limit=37).body == (
+        publisher.feed(SITE_FEED, "json", "https://x.example", limit=50).body)
+
+
+def test_cache_bound_counts_everything_it_holds(make_app, articles_dir: Path) -> None:
+    """Bodies, gzip forms, fragments and index entries are counted, and kept under the bound."""
+    from feedsvc.publisher import DOCUMENT_OVERHEAD, FRAGMENT_SHARE
+
+    bound = 1024 * 1024
+    app = make_app(articles_dir, base_url=None, trusted_hosts=".example", cache_bytes=bound)
+    publisher = app.extensions["feedsvc"]
+    assert publisher.max_cache_bytes + publisher.fragments.max_bytes == bound
+    assert publisher.fragments.max_bytes == int(bound * FRAGMENT_SHARE)
+    paths = [f"{p}/feed.{f}" for p in ("", "/topics/nato", "/authors/sara-wazowski")
+             for f in ("atom", "rss", "json")] + ["/", "/feeds.opml"]
+    for number in range(60):  # many hosts: every one a new set of documents
+        for path in paths:
+            headers = {"Host": f"h{number}.example"}
+            if number % 2:
+                headers["Accept-Encoding"] = "gzip"
+            assert call(app, path, headers=headers)[0] == 200
+        held = sum(len(r.body) + (len(r._gzip[0]) if r._gzip else 0) + DOCUMENT_OVERHEAD
+                   for _, r in publisher._cache.values())
+        assert publisher._cache_bytes == held <= publisher.max_cache_bytes
+        fragments = publisher.fragments
+        assert fragments.bytes == sum(len(b) + fragments.OVERHEAD
+                                      for b in fragments._items.values()) <= fragments.max_bytes
+        indexed = {key for keys in publisher._keys_by_ref.values() for key in keys}
+        assert indexed <= set(publisher._cache), "evicted keys left in the per-feed index"
+        assert publisher.cache_bytes <= bound
+    assert publisher.renders > len(publisher._cache)  # evictions happened
+
+
+def test_overhead_figures_cover_what_is_measured(make_app, articles_dir: Path) -> None:
+    """DOCUMENT_OVERHEAD and FragmentCache.OVERHEAD are at least what tracemalloc sees."""
+    import gc
+    import tracemalloc
+
+    from feedsvc.collection import FeedRef
+    from feedsvc.publisher import DOCUMENT_OVERHEAD
+    from feedsvc.render import FragmentCache
+
+    app = make_app(articles_dir)
+    publisher = app.extensions["feedsvc"]
+    publisher.clear_cache()
+    entries = publisher.collection.entries
+    tracemalloc.start()
+    try:
+        # What a cache holds is what forgetting it frees.
+        for n in range(300):
+            ref = FeedRef("topic", f"topic-{n % 7}")
+            key = ("feed", ref, "atom", None, n, f"https://host-{n}.example.org")
+            rendered = publisher.cached(key, f"{n:032x}", lambda n=n: (
+                b"x" * (2000 + n), "application/atom+xml", entries[0].updated), 60)
+            rendered.gzip_body  # noqa: B018 - the gzip form and its ETag
+        del rendered
+        held = sum(len(r.body) + len(r._gzip[0]) for _, r in publisher._cache.values())
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        publisher.clear_cache()
+        gc.collect()
+        per_document = (before - tracemalloc.get_traced_memory()[0] - held) / 300
+        fragments = FragmentCache()
+        for entry in entries:
+            for fmt in ("atom", "rss"):
+                fragments._fragment(entry, fmt, publisher.site, "https://news.example.org")
+        count, held = len(fragments), sum(len(b) for b in fragments._items.values())
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        del fragments
+        gc.collect()
+        per_fragment = (before - tracemalloc.get_traced_memory()[0] - held) / count
+    finally:
+        tracemalloc.stop()
+    assert 0 < per_document <= DOCUMENT_OVERHEAD, per_document
+    assert 0 < per_fragment <= FragmentCache.OVERHEAD, per_fragment
 
 
 # --- the WSGI entry point ------------------------------------------------------------------
