@@ -17,6 +17,10 @@ MAX_REQUESTS requests. Asserted:
   at most RSS_GROWTH_MIB, and no worker was replaced.
 
 The totals (requests, 200s, 304s, errors, p50/p99 latency) are printed.
+
+Two more tests (issue #15 part 5): a ?limit flood over one gthread worker on
+10,000 generated articles, and ten 2,000-file changes in a row that must
+level off; see their docstrings.
 """
 
 from __future__ import annotations
