@@ -9,6 +9,7 @@ per version, keeping the bytes, their gzip form and their validators.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -61,8 +62,10 @@ class Rendered:
         self.max_age = max_age
         self._gzip: tuple[bytes, str] | None = None
         self._lock = threading.Lock()
-        #: Told the gzip form's size once it is made, so a cache can count it.
-        self.on_compress: Callable[[int], None] | None = None
+        #: Called as ``on_compress(self, size)`` once the gzip form is made, so a
+        #: cache can count it. Given ``self`` rather than closing over it: a
+        #: cycle would keep an evicted document alive until a full collection.
+        self.on_compress: Callable[[Rendered, int], None] | None = None
 
     def _compressed(self) -> tuple[bytes, str]:
         packed = self._gzip
@@ -75,7 +78,7 @@ class Rendered:
                     packed = self._gzip = (data, hashlib.sha256(data).hexdigest()[:32] + "-gz")
                     made = True
             if made and self.on_compress is not None:
-                self.on_compress(len(packed[0]))
+                self.on_compress(self, len(packed[0]))
         return packed
 
     @property
@@ -520,7 +523,7 @@ class Publisher:
             self._cache_bytes += cost
             if len(key) > 1 and isinstance(key[1], FeedRef):
                 self._keys_by_ref.setdefault(key[1], set()).add(key)
-            rendered.on_compress = lambda size: self._grew(key, rendered, size)
+            rendered.on_compress = functools.partial(self._grew, key)
             self._evict()
         return rendered
 
