@@ -9,13 +9,11 @@ per version, keeping the bytes, their gzip form and their validators.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +28,7 @@ from .formats import content_types, get_format
 from .model import Article, Entry, FeedDocument, Site
 from .preview import render_preview
 from .render import FragmentCache, render_feed, render_opml
+from .rendercache import RenderCache, RenderKey
 from .source import list_articles
 from .store import SqliteStore
 from .sync import FolderSync, LeaseLost
@@ -127,21 +126,8 @@ def _floor(entries: Iterable[Entry]) -> int:
 def _ref_of(key: str) -> FeedRef:
     _, kind, slug = key.split(":", 2)
     return FeedRef(kind, slug)
-#: What one cached document holds besides its bytes: its key (with the base
-#: URL), the two index entries (LRU order, per-feed keys), the Rendered object
-#: its validator strings and its gzip callback. tracemalloc measured about
-#: 1.4 KiB a document (test_overhead_figures_cover_what_is_measured in
-#: tests/test_hostile_requests.py checks the figure stays above it).
-DOCUMENT_OVERHEAD = 1536
-
 #: The share of ``cache_bytes`` kept for entry fragments; the rest is documents.
 FRAGMENT_SHARE = 0.25
-
-
-def _cost(rendered: Rendered) -> int:
-    """Bytes a cached representation holds now: body, gzip form once made, overhead."""
-    packed = rendered._gzip
-    return len(rendered.body) + (len(packed[0]) if packed else 0) + DOCUMENT_OVERHEAD
 
 
 def allowed_limits(feed_size: int, max_limit: int) -> tuple[int, ...]:
@@ -232,12 +218,7 @@ class Publisher:
         # body, gzip form and overhead here, and the entry fragments, which
         # get their own share of it.
         total = settings.cache_bytes if max_cache_bytes is None else max_cache_bytes
-        self._cache: OrderedDict[tuple, tuple[str, Rendered]] = OrderedDict()
-        self._costs: dict[tuple, int] = {}  # what each cached document was counted at
-        self._cache_bytes = 0
-        self._cache_lock = threading.Lock()
-        self.max_cache_bytes = total - int(total * FRAGMENT_SHARE)
-        self._keys_by_ref: dict[FeedRef, set[tuple]] = {}  # to prune only changed feeds
+        self.cache = RenderCache(total - int(total * FRAGMENT_SHARE))
         self.fragments = FragmentCache(max_bytes=int(total * FRAGMENT_SHARE))
         self.renders = 0  # documents rendered since start: tests and metrics count it
         self.render_seconds = 0.0  # time spent rendering them
@@ -529,7 +510,7 @@ class Publisher:
 
     def cached(
         self,
-        key: tuple,
+        key: RenderKey,
         version: str,
         build: Callable[[], tuple[bytes, str, datetime]],
         max_age: int,
@@ -540,78 +521,34 @@ class Publisher:
         bytes, so the duplicate work is harmless and no lock is held while
         rendering.
         """
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] == version:
-                self._cache.move_to_end(key)
-                return hit[1]
+        hit = self.cache.get(key, version)
+        if hit is not None:
+            return hit
         started = time.perf_counter()
         body, content_type, last_modified = build()
         rendered = Rendered(body, content_type, last_modified, max_age)
         self.renders += 1
         self.render_seconds += time.perf_counter() - started
-        with self._cache_lock:
-            self._forget(key)
-            self._cache[key] = (version, rendered)
-            self._costs[key] = cost = _cost(rendered)
-            self._cache_bytes += cost
-            if len(key) > 1 and isinstance(key[1], FeedRef):
-                self._keys_by_ref.setdefault(key[1], set()).add(key)
-            rendered.on_compress = functools.partial(self._grew, key)
-            self._evict()
+        self.cache.put(key, version, rendered)
         return rendered
 
-    def _grew(self, key: tuple, rendered: Rendered, size: int) -> None:
-        """A cached document made its gzip form: count it, and evict if over the bound."""
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is None or hit[1] is not rendered:
-                return  # evicted or replaced meanwhile: nothing of it is counted any more
-            self._costs[key] += size
-            self._cache_bytes += size
-            self._evict()
-
-    def _evict(self) -> None:
-        """Least recently used out until under the bound (the cache lock is held)."""
-        while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
-            self._forget(next(iter(self._cache)))
-
-    def _forget(self, key: tuple) -> None:
-        """Drop one cached representation and its index entries (the cache lock is held).
-
-        The per-feed key set is cleaned too: left there, evicted keys (one per
-        distinct base URL or query seen) piled up until the feed changed.
-        """
-        old = self._cache.pop(key, None)
-        if old is not None:
-            self._cache_bytes -= self._costs.pop(key)
-            if len(key) > 1 and isinstance(key[1], FeedRef):
-                keys = self._keys_by_ref.get(key[1])
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del self._keys_by_ref[key[1]]
+    @property
+    def max_cache_bytes(self) -> int:
+        """The documents' share of the bound (the fragments have the rest)."""
+        return self.cache.max_bytes
 
     @property
     def cache_bytes(self) -> int:
         """What the documents and fragments held now are counted at."""
-        return self._cache_bytes + self.fragments.bytes
+        return self.cache.bytes + self.fragments.bytes
 
     def clear_cache(self) -> None:
         """Forget every rendered document (the next request renders again)."""
-        with self._cache_lock:
-            self._cache.clear()
-            self._costs.clear()
-            self._keys_by_ref.clear()
-            self._cache_bytes = 0
+        self.cache.clear()
 
     def _prune_cache(self, refs: Iterable[FeedRef]) -> None:
         """Drop the rendered documents of feeds that changed or went away."""
-        with self._cache_lock:
-            for ref in refs:
-                for key in list(self._keys_by_ref.get(ref, ())):
-                    self._forget(key)
-                self._keys_by_ref.pop(ref, None)
+        self.cache.prune(refs)
 
     def feed(
         self,
@@ -654,7 +591,7 @@ class Publisher:
         if doc is None:
             return None
         return self.cached(
-            ("feed", ref, fmt, archive, limit, base_url, *(("preview",) if preview else ())),
+            RenderKey.feed(ref, fmt, base_url, archive=archive, limit=limit, preview=preview),
             version,
             lambda: self._render(doc, fmt, base_url, ref, preview),
             max_age,
@@ -688,7 +625,7 @@ class Publisher:
             return body, "text/x-opml; charset=utf-8", updated
 
         return self.cached(
-            ("opml", base_url),
+            RenderKey.opml(base_url),
             collection.version,
             build,
             self.settings.cache_max_age,

@@ -31,6 +31,7 @@ from .formats import formats
 from .http import SECURITY_HEADERS, negotiate
 from .preview import template_globals
 from .publisher import Publisher, ReloadReport, Rendered, canonical_limit
+from .rendercache import RenderKey
 from .watch import FolderWatcher
 from .websub import HubNotifier
 
@@ -425,8 +426,8 @@ def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
         updated = publisher.last_modified(None, collection.updated or EPOCH)
         return html.encode("utf-8"), "text/html; charset=utf-8", updated
 
-    rendered: Rendered = publisher.cached(("page", *key, base), collection.version, build,
-                                          current_app.config["FEEDSVC"].cache_max_age)
+    rendered: Rendered = publisher.cached(RenderKey.of_page(key, base), collection.version,
+                                          build, current_app.config["FEEDSVC"].cache_max_age)
     return _respond(rendered)  # HTML: negotiate adds the security headers
 
 

@@ -217,7 +217,7 @@ def test_render_cache_is_bounded_least_recently_used_first(publisher) -> None:
     site = publisher.feed(SITE_FEED, "atom", base)
     size = len(site.body) + len(site.body) // 5
     publisher.clear_cache()
-    publisher.max_cache_bytes = 3 * size  # room for about three such documents
+    publisher.cache.max_bytes = 3 * size  # room for about three such documents
     publisher.feed(SITE_FEED, "atom", base)
     renders = publisher.renders
     for fmt in ("rss", "json", "atom"):
@@ -225,7 +225,7 @@ def test_render_cache_is_bounded_least_recently_used_first(publisher) -> None:
     assert publisher.renders == renders + 2
     for slug in ("nato", "ukraine", "china", "eu"):
         publisher.feed(FeedRef("topic", slug), "atom", base)
-    assert publisher._cache_bytes <= publisher.max_cache_bytes
+    assert publisher.cache.bytes <= publisher.max_cache_bytes
     renders = publisher.renders
     publisher.feed(SITE_FEED, "rss", base)  # evicted long ago: rendered again
     assert publisher.renders == renders + 1
