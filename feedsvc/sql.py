@@ -41,6 +41,7 @@ __all__ = [
     "SqlDatabase",
     "Tx",
     "open_database",
+    "sqlite_tx",
 ]
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -265,6 +266,11 @@ class _SqliteTx:
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, tuple(params)).fetchall()
+
+
+def sqlite_tx(conn: sqlite3.Connection) -> Tx:
+    """A :class:`Tx` over a connection whose transaction the caller opened (BEGIN IMMEDIATE)."""
+    return _SqliteTx(conn)
 
 
 class SqliteDatabase:
