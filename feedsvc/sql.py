@@ -41,6 +41,7 @@ __all__ = [
     "SqlDatabase",
     "Tx",
     "open_database",
+    "postgres_tx",
     "sqlite_tx",
 ]
 
@@ -355,6 +356,11 @@ class _PostgresTx:
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(_pg_sql(sql), tuple(params)).fetchall()
+
+
+def postgres_tx(conn: Any) -> Tx:
+    """A :class:`Tx` over a psycopg connection whose transaction the caller opened."""
+    return _PostgresTx(conn)
 
 
 class PostgresDatabase:
