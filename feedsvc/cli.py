@@ -7,7 +7,8 @@ changed since the service last saw them are read), so what it reports is exactly
 rejected when serving. ``build`` exports what the service would serve, with
 the service's own ledger, so ids and dates match the live feeds. ``backup``
 copies the ledger while the service runs; ``restore`` puts a back-up in
-place and refuses while anything has the ledger open.
+place and refuses while anything has the ledger open. ``migrate`` copies a
+whole store between SQLite and PostgreSQL (either way), verified.
 """
 
 from __future__ import annotations
@@ -118,6 +119,30 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from .migrate import MigrationError, migrate
+    from .sql import DatabaseURL
+
+    try:
+        source, target = DatabaseURL.parse(args.source), DatabaseURL.parse(args.target)
+    except ValueError as exc:
+        print(f"feedsvc: {exc}", file=sys.stderr)
+        return 2
+    progress = Progress("migrate")
+    try:
+        report = migrate(source, target, progress=progress)
+    except MigrationError as exc:
+        progress.close()
+        print(f"feedsvc: {exc}", file=sys.stderr)
+        return 1
+    progress.close()
+    rows = ", ".join(f"{n} {t}" for t, n in sorted(report.counts.items()))
+    extra = f"; components {', '.join(report.components)}" if report.components else ""
+    print(f"migrated {source.redacted} to {target.redacted}: {rows}{extra}; "
+          f"verified (counts and digest {report.digest[:16]})")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from .export import build_site
     from .web import create_app
@@ -225,6 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(refused while a service has it open)")
     restore.add_argument("file", help="a back-up made by `feedsvc backup`")
     restore.set_defaults(run=_restore)
+    migrate = sub.add_parser("migrate", help="copy the store (ids, slugs, dates, parsed "
+                             "articles) from SOURCE_URL to TARGET_URL, verified")
+    migrate.add_argument("source", metavar="SOURCE_URL", help="sqlite:////path or "
+                         "postgresql://user:password@host/dbname")
+    migrate.add_argument("target", metavar="TARGET_URL", help="as SOURCE_URL; refused if it "
+                         "holds another site")
+    migrate.set_defaults(run=_migrate)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = [
+    "REGISTRY",
     "ComponentSchema",
     "Lease",
     "DatabaseURL",
@@ -147,6 +148,10 @@ class SqlDatabase(Protocol):
 
 Step = str | Callable[[Tx], None]
 
+#: Every ComponentSchema made, by component: ``feedsvc migrate`` creates each one the
+#: source lists in the target, then copies their tables.
+REGISTRY: dict[str, ComponentSchema] = {}
+
 
 @dataclass(frozen=True, slots=True)
 class ComponentSchema:
@@ -154,6 +159,9 @@ class ComponentSchema:
 
     component: str
     steps: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        REGISTRY[self.component] = self
 
     @property
     def version(self) -> int:

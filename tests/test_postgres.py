@@ -378,3 +378,117 @@ def test_healthz_json_never_carries_the_password(postgres_url: str, tmp_path: Pa
         assert PASSWORD not in body, url
     assert json.loads(client.get("/healthz").data)["store"] == "ok"
     app.extensions["feedsvc"].close()
+
+
+def _store_rows(url: str) -> dict[str, list]:
+    from feedsvc.sql import open_database
+
+    db = open_database(url)
+    try:
+        with db.transaction() as tx:
+            return {
+                "articles": sorted(tx.all("SELECT path, id, slug, first_seen, changed, hash "
+                                          "FROM articles")),
+                "versions": sorted((v, int(p), h, int(d), m, bytes(c)) for v, p, h, d, m, c in
+                                   tx.all("SELECT version, parser, hash, draft, meta, content "
+                                          "FROM versions")),
+                "files": sorted(tx.all("SELECT path, size, mtime_ns, inode, version, error, "
+                                       "line FROM files")),
+                "feed_versions": sorted(tx.all("SELECT doc, digest, moment FROM feed_versions")),
+                "meta": sorted(tx.all("SELECT key, value FROM meta WHERE key LIKE ?",
+                                      ("store_%",))),
+            }
+    finally:
+        db.close()
+
+
+def test_migrate_sqlite_to_postgres_and_back_keeps_every_id_and_date(
+        postgres_url: str, postgres_server, tmp_path: Path, capsys) -> None:
+    from feedsvc.cli import main
+    from feedsvc.sql import ComponentSchema, open_database
+
+    articles = _copy(tmp_path, "a")
+    ledger = tmp_path / "site.sqlite3"
+    app = create_app({"articles_dir": str(articles), "base_url": BASE_URL,
+                      "ledger_path": str(ledger), "reload_interval": 0}, instance_path=tmp_path)
+    feed = app.test_client().get("/feed.atom")
+    app.extensions["feedsvc"].close()
+    # A component's table (as the hub or purge queue keep) comes along.
+    extra = ComponentSchema("test_component", (
+        "CREATE TABLE IF NOT EXISTS test_component_rows (k TEXT PRIMARY KEY, n BIGINT)",))
+    sdb = open_database(f"sqlite:///{ledger}")
+    extra.ensure(sdb)
+    with sdb.transaction() as tx:
+        tx.execute("INSERT INTO test_component_rows (k, n) VALUES (?, ?)", ("a", 1))
+    sdb.close()
+    source = f"sqlite:///{ledger}"
+    assert main(["migrate", source, postgres_url]) == 0
+    out = capsys.readouterr()
+    assert "verified" in out.out and PASSWORD not in out.out + out.err
+    assert _store_rows(source) == _store_rows(postgres_url)
+    pdb = open_database(postgres_url)
+    with pdb.transaction() as tx:
+        assert tx.all("SELECT k, n FROM test_component_rows") == [("a", 1)]
+    pdb.close()
+    # Served from PostgreSQL on another host's folder copy: the same bytes and ETag.
+    app_pg = _app(_copy(tmp_path, "b"), postgres_url, tmp_path / "ib")
+    again = app_pg.test_client().get("/feed.atom")
+    assert again.data == feed.data and again.headers["ETag"] == feed.headers["ETag"]
+    app_pg.extensions["feedsvc.reloader"].stop()
+    app_pg.extensions["feedsvc"].close()
+    _APPS.remove(app_pg)
+    # And back, to a new SQLite file: everything as it was.
+    back = f"sqlite:///{tmp_path / 'back.sqlite3'}"
+    assert main(["migrate", postgres_url, back]) == 0
+    # (The PostgreSQL host synced its own folder copy: other inodes in files.)
+    assert _store_rows(back) == _store_rows(postgres_url)
+    assert _store_rows(back)["articles"] == _store_rows(source)["articles"]
+    # SQLite to SQLite, and a rerun into the same target, are fine.
+    copy = f"sqlite:///{tmp_path / 'copy.sqlite3'}"
+    assert main(["migrate", back, copy]) == 0
+    assert main(["migrate", back, copy]) == 0
+    assert _store_rows(copy) == _store_rows(back)
+    # A target that holds another site is refused, and left as it was.
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    write_article(other_dir, "x.txt", "Another site's article")
+    other = _host(other_dir, postgres_server.create_database("othersite"))
+    other.refresh()
+    other_url = other.store.url.conninfo
+    other.close()
+    before = _store_rows(other_url)
+    assert main(["migrate", source, other_url]) == 1
+    err = capsys.readouterr().err
+    assert "another site" in err and PASSWORD not in err
+    assert _store_rows(other_url) == before
+
+
+def test_migrate_shows_a_progress_bar_on_a_terminal(postgres_url: str, tmp_path: Path) -> None:
+    import pty
+
+    articles = _copy(tmp_path, "a")
+    ledger = tmp_path / "site.sqlite3"
+    app = create_app({"articles_dir": str(articles), "base_url": BASE_URL,
+                      "ledger_path": str(ledger), "reload_interval": 0}, instance_path=tmp_path)
+    app.extensions["feedsvc"].close()
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "feedsvc.cli", "migrate",
+                             f"sqlite:///{ledger}", postgres_url], cwd=ROOT, stdin=follower,
+                            stdout=follower, stderr=follower,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=60)
+    os.close(leader)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "migrate" in text and "\r" in text and "verified" in text
+    assert PASSWORD not in text
