@@ -33,6 +33,8 @@ from .parser import parse_article
 from .preview import render_preview
 from .render import FragmentCache, render_feed, render_opml
 from .source import FileSignature, list_articles, read_article, settled
+from .surrogate import OPML as OPML_KEY
+from .surrogate import feed_key, listing_keys
 from .text import slugify
 from .topics import TopicCatalog, load_topic_catalog
 
@@ -54,12 +56,16 @@ class Rendered:
     worker and every instance produces the same bytes and so the same ETag.
     """
 
-    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "_gzip", "_lock")
+    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "keys", "_gzip",
+                 "_lock")
 
     def __init__(
-        self, body: bytes, content_type: str, last_modified: datetime, max_age: int
+        self, body: bytes, content_type: str, last_modified: datetime, max_age: int,
+        keys: tuple[str, ...] = (),
     ) -> None:
         self.body = body
+        #: The surrogate keys of what it shows (feedsvc.surrogate), its own key first.
+        self.keys = keys
         self.content_type = content_type
         self.etag = hashlib.sha256(body).hexdigest()[:32]
         self.last_modified = last_modified
@@ -232,6 +238,9 @@ class Publisher:
         #: Called as ``listener(changed_feeds)`` after each swap of the collection
         #: (not on the first load), e.g. to ping WebSub hubs.
         self.listeners: list[Callable[[list[FeedRef]], None]] = []
+        #: Called as ``listener(old, new)`` with the collections of each swap (not
+        #: on the first load), e.g. to purge caches of what changed (feedsvc.purge).
+        self.change_listeners: list[Callable[[Collection, Collection], None]] = []
         #: Called with every :class:`ReloadReport`, e.g. for metrics.
         self.report_observers: list[Callable[[ReloadReport], None]] = []
 
@@ -364,6 +373,8 @@ class Publisher:
         )
         if changed and collection is not old.collection:
             self._announce(moved, tell_listeners=not first)
+            if not first:
+                self._tell_change(old.collection, collection)
         self.loaded = True
         report = self._report(self._state, len(current), read, changed, started, None)
         return replace(report, list_seconds=listed_at - started)
@@ -470,6 +481,13 @@ class Publisher:
             except Exception:  # a listener must never break a reload
                 log.exception("collection listener failed")
 
+    def _tell_change(self, old: Collection, new: Collection) -> None:
+        for listener in self.change_listeners:
+            try:
+                listener(old, new)
+            except Exception:  # a listener must never break a reload
+                log.exception("change listener failed")
+
     def _build_collection(
         self,
         articles: dict[str, Article],
@@ -572,6 +590,7 @@ class Publisher:
         version: str,
         build: Callable[[], tuple[bytes, str, datetime]],
         max_age: int,
+        keys: tuple[str, ...] = (),
     ) -> Rendered:
         """The cached representation for ``key`` at ``version``, built if missing.
 
@@ -586,7 +605,7 @@ class Publisher:
                 return hit[1]
         started = time.perf_counter()
         body, content_type, last_modified = build()
-        rendered = Rendered(body, content_type, last_modified, max_age)
+        rendered = Rendered(body, content_type, last_modified, max_age, keys)
         self.renders += 1
         self.render_seconds += time.perf_counter() - started
         with self._cache_lock:
@@ -658,6 +677,7 @@ class Publisher:
             version,
             lambda: self._render(doc, fmt, base_url, ref, preview),
             max_age,
+            listing_keys((feed_key(ref),), doc.entries),
         )
 
     def _render(self, doc: FeedDocument, fmt: str, base_url: str, ref: FeedRef,
@@ -692,6 +712,7 @@ class Publisher:
             collection.version,
             build,
             self.settings.cache_max_age,
+            (OPML_KEY,),
         )
 
     @property

@@ -26,9 +26,10 @@ from .config import Settings, load_settings
 from .documents import archive_count
 from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
 from .formats import formats
-from .http import SECURITY_HEADERS, negotiate
+from .http import SECURITY_HEADERS, CachePolicy, negotiate
 from .preview import template_globals
 from .publisher import Publisher, Rendered
+from .surrogate import page_keys
 from .websub import HubNotifier
 
 log = logging.getLogger("feedsvc")
@@ -235,7 +236,8 @@ def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Respon
 
 
 def _respond(rendered: Rendered) -> Response:
-    status, headers, body = negotiate(request.environ, rendered)
+    status, headers, body = negotiate(request.environ, rendered,
+                                      policy=CachePolicy.of(current_app.config["FEEDSVC"]))
     return Response(body, status=status, headers=headers)
 
 
@@ -264,6 +266,7 @@ def opml() -> Response:
 
 def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
           **context: Any) -> Response:
+    """A page, cached per collection version; ``key`` is (endpoint, slug...)."""
     publisher = _publisher()
     collection = publisher.collection
     base = _base_url()
@@ -275,8 +278,9 @@ def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
         updated = publisher.last_modified(None, collection.updated or EPOCH)
         return html.encode("utf-8"), "text/html; charset=utf-8", updated
 
+    keys = page_keys(key[0], collection, *key[1:])
     rendered: Rendered = publisher.cached(("page", *key, base), collection.version, build,
-                                          current_app.config["FEEDSVC"].cache_max_age)
+                                          current_app.config["FEEDSVC"].cache_max_age, keys)
     return _respond(rendered)  # HTML: negotiate adds the security headers
 
 
