@@ -65,16 +65,22 @@ def page_keys(page: str, collection: Collection, slug: str = "") -> tuple[str, .
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """One changed document: its own key, its URL path, and a digest of its new state.
+    """One changed document: its own key, its URL path, digests of its old and new state.
 
-    ``digest`` is the same on every worker and host that sees the same change
-    (it is made from versions, never from time), so queues can deduplicate
-    on it; ``"gone"`` for a document that no longer exists.
+    The digests are the same on every worker and host that sees the same
+    change (made from versions, never from time), so queues deduplicate on
+    them; ``"gone"`` for a document that no longer exists, ``"new"`` for one
+    that did not exist.
     """
 
     key: str
     path: str
     digest: str
+    before: str = "new"
+
+    @property
+    def transition(self) -> str:
+        return f"{self.before}>{self.digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +101,7 @@ class Touched:
         """Per key, a digest of its changed documents' new states (for deduplication)."""
         grouped: dict[str, list[str]] = {}
         for doc in self.documents:
-            grouped.setdefault(doc.key, []).append(f"{doc.path}={doc.digest}")
+            grouped.setdefault(doc.key, []).append(f"{doc.path}={doc.transition}")
         return {key: _digest(sorted(parts)) for key, parts in grouped.items()}
 
 
@@ -177,18 +183,16 @@ def _site_signatures(collection: Collection, site: Site) -> dict[str, tuple[str,
     }
 
 
-def _changed_slugs(old: Collection, new: Collection) -> dict[str, str]:
-    """Article pages whose entry changed, appeared or went: slug -> new digest or "gone"."""
-    out: dict[str, str] = {}
+def _changed_slugs(old: Collection, new: Collection) -> dict[str, tuple[str, str]]:
+    """Article pages whose entry changed, appeared or went: slug -> (old, new) digest."""
+    out: dict[str, tuple[str, str]] = {}
     before, after = old.by_slug, new.by_slug
     for slug in before.keys() | after.keys():
         a, b = before.get(slug), after.get(slug)
-        if a is b:
+        if a is b or (a is not None and b is not None and a.version == b.version):
             continue
-        if b is None:
-            out[slug] = "gone"
-        elif a is None or a.version != b.version:
-            out[slug] = (b.version or b"").hex()
+        out[slug] = ((a.version or b"").hex() if a else "new",
+                     (b.version or b"").hex() if b else "gone")
     return out
 
 
@@ -207,20 +211,21 @@ def touched(old: Collection, new: Collection, site: Site, size: int) -> Touched:
         before = _feed_signatures(ref, old, site, size)
         after = _feed_signatures(ref, new, site, size)
         for number in sorted(before.keys() | after.keys(), key=lambda n: n or 0):
-            digest = after.get(number, "gone")
-            if before.get(number) == digest:
+            digest, was = after.get(number, "gone"), before.get(number, "new")
+            if was == digest:
                 continue
             for fmt in fmts:
-                docs.append(Document(key, urls.feed(ref, fmt, number), digest))
+                docs.append(Document(key, urls.feed(ref, fmt, number), digest, was))
         if ref != SITE_FEED:
             page_before = _page_signature(ref, old, site)
             page_after = _page_signature(ref, new, site)
             if page_before != page_after:
-                docs.append(Document(key, ref.html_path, page_after or "gone"))
+                docs.append(Document(key, ref.html_path, page_after or "gone",
+                                     page_before or "new"))
     site_before, site_after = _site_signatures(old, site), _site_signatures(new, site)
     for path, (key, digest) in site_after.items():
         if site_before[path][1] != digest:
-            docs.append(Document(key, path, digest))
-    for slug, digest in sorted(_changed_slugs(old, new).items()):
-        docs.append(Document(article_key(slug), urls.article(slug), digest))
+            docs.append(Document(key, path, digest, site_before[path][1]))
+    for slug, (was, digest) in sorted(_changed_slugs(old, new).items()):
+        docs.append(Document(article_key(slug), urls.article(slug), digest, was))
     return Touched(tuple(docs))

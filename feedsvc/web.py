@@ -14,14 +14,14 @@ import threading
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import urls
-from .collection import SITE_FEED, FeedRef
+from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
 from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
@@ -29,8 +29,11 @@ from .formats import formats
 from .http import SECURITY_HEADERS, CachePolicy, negotiate
 from .preview import template_globals
 from .publisher import Publisher, Rendered
-from .surrogate import page_keys
+from .surrogate import page_keys, touched
 from .websub import HubNotifier
+
+if TYPE_CHECKING:
+    from .purge import PurgeService
 
 log = logging.getLogger("feedsvc")
 
@@ -65,6 +68,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         notifier = HubNotifier(settings.websub_hubs)
         publisher.listeners.append(_ping_hubs(notifier, settings))
         app.extensions["feedsvc.websub"] = notifier
+    if settings.purge:
+        app.extensions["feedsvc.purge"] = _start_purging(publisher, settings, ledger_path)
     reloader = Reloader(publisher, settings.reload_interval)
     app.extensions["feedsvc.reloader"] = reloader
     fast = FeedFastPath(app.wsgi_app, publisher, settings, on_request=reloader.ensure_running)
@@ -101,6 +106,26 @@ def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
         )
 
     return listener
+
+
+def _start_purging(publisher: Publisher, settings: Settings, ledger_path: Path) -> PurgeService:
+    """Purge the caches FEEDSVC_PURGE names of every change, through the store's queue."""
+    from .purge import PurgeService, make_purgers
+    from .sql import open_database
+
+    service = PurgeService(
+        open_database(f"sqlite:///{Path(ledger_path).resolve()}"),
+        make_purgers(settings.purge, settings.base_url, settings.purge_secret),
+        version=lambda: publisher.version,
+        # Workers rescan on their own: wait that long at most for a slow one.
+        max_wait=2 * settings.reload_interval + 5.0)
+
+    def listener(old: Collection, new: Collection) -> None:
+        service.announce(touched(old, new, publisher.site, settings.feed_size), new.version)
+
+    publisher.change_listeners.append(listener)
+    service.ensure_running()
+    return service
 
 
 class Reloader:
@@ -155,6 +180,9 @@ def shutdown(app: Flask) -> None:
     reloader = app.extensions.get("feedsvc.reloader")
     if reloader is not None:
         reloader.stop()
+    purging = app.extensions.get("feedsvc.purge")
+    if purging is not None:
+        purging.stop()
     publisher = app.extensions.get("feedsvc")
     if publisher is not None:
         try:
@@ -171,6 +199,9 @@ def _shutdown_at_exit(ref: weakref.ref[Flask]) -> None:
 
 def _ensure_reloader() -> None:
     current_app.extensions["feedsvc.reloader"].ensure_running()
+    purging = current_app.extensions.get("feedsvc.purge")
+    if purging is not None:
+        purging.ensure_running()
 
 
 def _publisher() -> Publisher:
