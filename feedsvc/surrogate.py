@@ -125,7 +125,7 @@ def _listed(entries: Iterable[Entry]) -> Iterator[str]:
                + "|".join(f"{a.slug}={a.name}" for a in e.authors))
 
 
-def _feed_signatures(ref: FeedRef, collection: Collection, site: Site,
+def feed_signatures(ref: FeedRef, collection: Collection, site: Site,
                      size: int) -> dict[int | None, str]:
     """A digest per document of one feed (None: the subscription document; k: archive k).
 
@@ -148,7 +148,7 @@ def _feed_signatures(ref: FeedRef, collection: Collection, site: Site,
     return out
 
 
-def _page_signature(ref: FeedRef, collection: Collection, site: Site) -> str | None:
+def page_signature(ref: FeedRef, collection: Collection, site: Site) -> str | None:
     """A digest of a topic or author page (title, bio, count, every entry it lists)."""
     entries = collection.feed_entries(ref)
     if entries is None:
@@ -166,7 +166,7 @@ def _listing(collection: Collection, kind: str) -> str:
     return _digest(parts)
 
 
-def _site_signatures(collection: Collection, site: Site) -> dict[str, tuple[str, str]]:
+def site_signatures(collection: Collection, site: Site) -> dict[str, tuple[str, str]]:
     """Home, the topic and author lists, and the OPML list: path -> (key, digest).
 
     The OPML list carries the moment its version first existed, which moves
@@ -208,8 +208,8 @@ def touched(old: Collection, new: Collection, site: Site, size: int) -> Touched:
     fmts = [f.name for f in formats()]
     for ref in changed_feeds(old, new):
         key = feed_key(ref)
-        before = _feed_signatures(ref, old, site, size)
-        after = _feed_signatures(ref, new, site, size)
+        before = feed_signatures(ref, old, site, size)
+        after = feed_signatures(ref, new, site, size)
         for number in sorted(before.keys() | after.keys(), key=lambda n: n or 0):
             digest, was = after.get(number, "gone"), before.get(number, "new")
             if was == digest:
@@ -217,12 +217,12 @@ def touched(old: Collection, new: Collection, site: Site, size: int) -> Touched:
             for fmt in fmts:
                 docs.append(Document(key, urls.feed(ref, fmt, number), digest, was))
         if ref != SITE_FEED:
-            page_before = _page_signature(ref, old, site)
-            page_after = _page_signature(ref, new, site)
+            page_before = page_signature(ref, old, site)
+            page_after = page_signature(ref, new, site)
             if page_before != page_after:
                 docs.append(Document(key, ref.html_path, page_after or "gone",
                                      page_before or "new"))
-    site_before, site_after = _site_signatures(old, site), _site_signatures(new, site)
+    site_before, site_after = site_signatures(old, site), site_signatures(new, site)
     for path, (key, digest) in site_after.items():
         if site_before[path][1] != digest:
             docs.append(Document(key, path, digest, site_before[path][1]))
