@@ -254,3 +254,22 @@ def test_an_unreachable_cache_never_delays_a_reload(
     finally:
         app.extensions["feedsvc.purge"].stop()
         silent.close()
+
+
+def test_purge_settings_are_checked() -> None:
+    from feedsvc.config import load_settings
+    from feedsvc.errors import ConfigError
+
+    settings = load_settings({"purge": "nginx:http://127.0.0.1, varnish:http://127.0.0.1:6081/"},
+                             environ={})
+    assert settings.purge == (("nginx", "http://127.0.0.1"), ("varnish", "http://127.0.0.1:6081"))
+    assert settings.shared_max_age == 86400
+    assert load_settings({}, environ={}).shared_max_age is None
+    assert load_settings({}, environ={"FEEDSVC_PURGE": ""}).purge == ()
+    for bad, said in [("squid:http://x", "kind one of nginx, varnish, webhook"),
+                      ("nginx:ftp://x", "absolute http(s) URL"), ("http://x", "<kind>:<url>")]:
+        with pytest.raises(ConfigError, match="FEEDSVC_PURGE") as caught:
+            load_settings({"purge": bad}, environ={})
+        assert said in str(caught.value)
+    with pytest.raises(ConfigError, match="FEEDSVC_CACHE_TAGS.*true or false"):
+        load_settings({"cache_tags": "maybe"}, environ={})
