@@ -364,14 +364,15 @@ class PurgeService:
         #: The collection version this process serves now (reported as a view).
         self.version = version
         self.max_wait = max_wait
-        self._changes: queue.Queue[tuple[Touched, str]] = queue.Queue(maxsize=10_000)
+        self._changes: queue.Queue[tuple[Touched | Callable[[], Touched], str]] = queue.Queue(
+            maxsize=10_000)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._lease: Lease | None = None
         self._failing: set[str] = set()
-        self._held: list[tuple[Touched, str]] = []
+        self._held: list[tuple[Touched | Callable[[], Touched], str]] = []
         self._view: str | None = None
         self._reported: list[str] = []
         self._beat = 0.0
@@ -382,8 +383,12 @@ class PurgeService:
 
     # -- from the reload thread: never blocks ----------------------------------------
 
-    def announce(self, touched: Touched, version: str = "") -> None:
-        """A change this process has applied (it serves ``version`` from now on)."""
+    def announce(self, touched: Touched | Callable[[], Touched], version: str = "") -> None:
+        """A change this process has applied (it serves ``version`` from now on).
+
+        ``touched`` may be a function computing it, called in the purge thread,
+        so that the reload thread only hands the change over.
+        """
         self.ensure_running()
         try:
             self._changes.put_nowait((touched, version))
@@ -441,6 +446,9 @@ class PurgeService:
                 break
         while self._held:  # a store that is down keeps them here until it is back
             touched, version = self._held[0]
+            if callable(touched):
+                touched = touched()
+                self._held[0] = (touched, version)  # computed once, even if enqueue fails
             if touched.documents:
                 self.queue.enqueue(touched, self.purgers, now, version)
             if version:

@@ -121,7 +121,9 @@ def _start_purging(publisher: Publisher, settings: Settings, ledger_path: Path) 
         max_wait=2 * settings.reload_interval + 5.0)
 
     def listener(old: Collection, new: Collection) -> None:
-        service.announce(touched(old, new, publisher.site, settings.feed_size), new.version)
+        # Compared in the purge thread: the reload only hands the two collections over.
+        service.announce(lambda: touched(old, new, publisher.site, settings.feed_size),
+                         new.version)
 
     publisher.change_listeners.append(listener)
     service.ensure_running()

@@ -134,11 +134,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             if proc is not None:
                 proc.stop()
         server.shutdown()
+        server.server_close()
         raise
     yield Stack(nginx, varnish, gunicorn, receiver, articles, tmp)
     varnish.stop()
     nginx.stop()
     server.shutdown()
+    server.server_close()
     output = gunicorn.stop()
     print(output)
     assert "Traceback" not in output, output
