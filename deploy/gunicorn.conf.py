@@ -19,6 +19,8 @@ below (the ``FEEDSVC_*`` settings of the app itself are read by the app):
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import glob
 import os
 import shutil
@@ -82,6 +84,22 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
     os.makedirs(folder, exist_ok=True)
     for stale in glob.glob(os.path.join(folder, "*.db")):
         os.remove(stale)
+
+
+#: glibc's mallopt parameter for the most malloc arenas a process makes.
+_M_ARENA_MAX = -8
+
+
+def post_fork(server, worker) -> None:  # noqa: ANN001
+    """In each worker: at most two glibc malloc arenas.
+
+    By default each gthread thread gets an arena of its own, and memory freed
+    in one (a large render's temporaries) is not reused by the others nor
+    given back: under a ?limit flood a worker's RSS grew by 1.9x what its
+    caches counted, 1.3x with two arenas. Not glibc (musl, macOS): nothing.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001

@@ -12,13 +12,14 @@ place and refuses while anything has the ledger open.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Settings, load_settings
+from .config import LOOPBACK_HOSTS, Settings, load_settings, require_host_policy
 from .errors import ConfigError, FeedsvcError
 from .progress import Progress, busy
 
@@ -130,13 +131,25 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``--host`` is reachable from this machine only."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     from .web import create_app
 
-    overrides = {"articles_dir": args.folder} if args.folder else {}
+    overrides: dict[str, object] = {"articles_dir": args.folder} if args.folder else {}
     settings = load_settings(overrides)  # a bad setting stops us here, before any fork
+    if settings.base_url is None and not settings.trusted_hosts and _is_loopback(args.host):
+        overrides["trusted_hosts"] = list(LOOPBACK_HOSTS)  # only this machine can reach it
+        settings = load_settings(overrides)
+    require_host_policy(settings)
     if not settings.articles_dir.is_dir():
         raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder")
 

@@ -9,6 +9,7 @@ per version, keeping the bytes, their gzip form and their validators.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -57,7 +58,7 @@ class Rendered:
     """
 
     __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "keys", "_gzip",
-                 "_lock")
+                 "_lock", "on_compress")
 
     def __init__(
         self, body: bytes, content_type: str, last_modified: datetime, max_age: int,
@@ -72,15 +73,23 @@ class Rendered:
         self.max_age = max_age
         self._gzip: tuple[bytes, str] | None = None
         self._lock = threading.Lock()
+        #: Called as ``on_compress(self, size)`` once the gzip form is made, so a
+        #: cache can count it. Given ``self`` rather than closing over it: a
+        #: cycle would keep an evicted document alive until a full collection.
+        self.on_compress: Callable[[Rendered, int], None] | None = None
 
     def _compressed(self) -> tuple[bytes, str]:
         packed = self._gzip
         if packed is None:
+            made = False
             with self._lock:
                 packed = self._gzip
                 if packed is None:
                     data = gzip.compress(self.body, compresslevel=6, mtime=0)
                     packed = self._gzip = (data, hashlib.sha256(data).hexdigest()[:32] + "-gz")
+                    made = True
+            if made and self.on_compress is not None:
+                self.on_compress(self, len(packed[0]))
         return packed
 
     @property
@@ -181,11 +190,55 @@ def _floor(entries: Iterable[Entry]) -> int:
 def _ref_of(key: str) -> FeedRef:
     _, kind, slug = key.split(":", 2)
     return FeedRef(kind, slug)
+#: What one cached document holds besides its bytes: its key (with the base
+#: URL), the two index entries (LRU order, per-feed keys), the Rendered object
+#: its validator strings and its gzip callback. tracemalloc measured about
+#: 1.4 KiB a document (test_overhead_figures_cover_what_is_measured in
+#: tests/test_hostile_requests.py checks the figure stays above it).
+DOCUMENT_OVERHEAD = 1536
+
+#: The share of ``cache_bytes`` kept for entry fragments; the rest is documents.
+FRAGMENT_SHARE = 0.25
 
 
 def _cost(rendered: Rendered) -> int:
-    """Bytes a cached representation holds, counting its gzip form (about a fifth)."""
-    return len(rendered.body) + len(rendered.body) // 5
+    """Bytes a cached representation holds now: body, gzip form once made, overhead."""
+    packed = rendered._gzip
+    return len(rendered.body) + (len(packed[0]) if packed else 0) + DOCUMENT_OVERHEAD
+
+
+def allowed_limits(feed_size: int, max_limit: int) -> tuple[int, ...]:
+    """The ``?limit`` values documents are made for: 1, 2, 5, ... below the feed size, then decades.
+
+    Every distinct limit is a document of its own (up to ``max_limit``
+    entries); a client cycling through ?limit=1..1000 over 20 feeds took a
+    worker to 630 MB. Below the feed size documents are small, so a 1-2-5
+    series; above it powers of ten. Over 20 feeds of 10,000 articles these
+    and the subscription documents take 167 MiB, within the documents' 192
+    MiB share of the default bound; a 1-2-5 series all the way took 207 MiB,
+    so a flood kept evicting and re-rendering them.
+    """
+    steps = {feed_size, max_limit}
+    step = 1
+    while step < max_limit:
+        steps.update(n for n in (step, 2 * step, 5 * step) if n < feed_size)
+        steps.add(step)
+        step *= 10
+    return tuple(sorted(n for n in steps if n <= max_limit))
+
+
+def canonical_limit(requested: int, feed_size: int, max_limit: int) -> int | None:
+    """The allowed limit serving ``?limit=requested``: the nearest, on a log scale.
+
+    Ratios, not differences: 30 is nearer 50 than 10 (1.7x against 3x), 300
+    nearer 100 than 1000; a tie goes to the larger. Anything above
+    ``max_limit`` is ``max_limit``. None means the subscription document
+    itself (the limit is the feed size).
+    """
+    requested = min(max(requested, 1), max_limit)
+    chosen = min(allowed_limits(feed_size, max_limit),
+                 key=lambda n: (max(n / requested, requested / n), -n))
+    return None if chosen == feed_size else chosen
 
 
 def id_authority(base_url: str | None) -> str:
@@ -206,7 +259,7 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.time,
         settle_seconds: float = 1.0,
-        max_cache_bytes: int = 256 * 1024 * 1024,
+        max_cache_bytes: int | None = None,
     ) -> None:
         self.settings = settings
         self.site = Site(
@@ -223,13 +276,18 @@ class Publisher:
         self._state = _State()
         self._lock = threading.Lock()
         # Least recently used first; bounded so that a crawler walking every
-        # archive of every feed cannot grow a worker without limit.
+        # archive of every feed cannot grow a worker without limit. The bound
+        # (settings.cache_bytes) is on what is really held: every document's
+        # body, gzip form and overhead here, and the entry fragments, which
+        # get their own share of it.
+        total = settings.cache_bytes if max_cache_bytes is None else max_cache_bytes
         self._cache: OrderedDict[tuple, tuple[str, Rendered]] = OrderedDict()
+        self._costs: dict[tuple, int] = {}  # what each cached document was counted at
         self._cache_bytes = 0
         self._cache_lock = threading.Lock()
-        self.max_cache_bytes = max_cache_bytes
+        self.max_cache_bytes = total - int(total * FRAGMENT_SHARE)
         self._keys_by_ref: dict[FeedRef, set[tuple]] = {}  # to prune only changed feeds
-        self.fragments = FragmentCache()
+        self.fragments = FragmentCache(max_bytes=int(total * FRAGMENT_SHARE))
         self.renders = 0  # documents rendered since start: tests and metrics count it
         self.render_seconds = 0.0  # time spent rendering them
         self.folder_missing = False
@@ -372,12 +430,24 @@ class Publisher:
             duplicates, moments, by_hash,
         )
         if changed and collection is not old.collection:
+            self._forget_fragments(old.entries, entries)
             self._announce(moved, tell_listeners=not first)
             if not first:
                 self._tell_change(old.collection, collection)
         self.loaded = True
         report = self._report(self._state, len(current), read, changed, started, None)
         return replace(report, list_seconds=listed_at - started)
+
+    def _forget_fragments(self, before: dict[str, Entry], after: dict[str, Entry]) -> None:
+        """Drop the rendered fragments of entry versions no longer published.
+
+        Left to the LRU bound, the fragments of every superseded version stayed
+        until the cache was full: about +1 MB per 2,000-file change, for as
+        many changes as it took to fill it.
+        """
+        gone = {e.version for path, e in before.items() if after.get(path) is not e and e.version}
+        if gone:
+            self.fragments.forget(gone - {e.version for e in after.values()})
 
     def _record(
         self, sightings: list[Sighting], present: set[str], now: float
@@ -611,31 +681,65 @@ class Publisher:
         with self._cache_lock:
             self._forget(key)
             self._cache[key] = (version, rendered)
-            self._cache_bytes += _cost(rendered)
-            while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
-                self._forget(next(iter(self._cache)))
-        if len(key) > 1 and isinstance(key[1], FeedRef):
-            self._keys_by_ref.setdefault(key[1], set()).add(key)
+            self._costs[key] = cost = _cost(rendered)
+            self._cache_bytes += cost
+            if len(key) > 1 and isinstance(key[1], FeedRef):
+                self._keys_by_ref.setdefault(key[1], set()).add(key)
+            rendered.on_compress = functools.partial(self._grew, key)
+            self._evict()
         return rendered
 
+    def _grew(self, key: tuple, rendered: Rendered, size: int) -> None:
+        """A cached document made its gzip form: count it, and evict if over the bound."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is None or hit[1] is not rendered:
+                return  # evicted or replaced meanwhile: nothing of it is counted any more
+            self._costs[key] += size
+            self._cache_bytes += size
+            self._evict()
+
+    def _evict(self) -> None:
+        """Least recently used out until under the bound (the cache lock is held)."""
+        while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
+            self._forget(next(iter(self._cache)))
+
     def _forget(self, key: tuple) -> None:
-        """Drop one cached representation (the cache lock is held)."""
+        """Drop one cached representation and its index entries (the cache lock is held).
+
+        The per-feed key set is cleaned too: left there, evicted keys (one per
+        distinct base URL or query seen) piled up until the feed changed.
+        """
         old = self._cache.pop(key, None)
         if old is not None:
-            self._cache_bytes -= _cost(old[1])
+            self._cache_bytes -= self._costs.pop(key)
+            if len(key) > 1 and isinstance(key[1], FeedRef):
+                keys = self._keys_by_ref.get(key[1])
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._keys_by_ref[key[1]]
+
+    @property
+    def cache_bytes(self) -> int:
+        """What the documents and fragments held now are counted at."""
+        return self._cache_bytes + self.fragments.bytes
 
     def clear_cache(self) -> None:
         """Forget every rendered document (the next request renders again)."""
         with self._cache_lock:
             self._cache.clear()
+            self._costs.clear()
+            self._keys_by_ref.clear()
             self._cache_bytes = 0
 
     def _prune_cache(self, refs: Iterable[FeedRef]) -> None:
         """Drop the rendered documents of feeds that changed or went away."""
         with self._cache_lock:
             for ref in refs:
-                for key in self._keys_by_ref.pop(ref, ()):
+                for key in list(self._keys_by_ref.get(ref, ())):
                     self._forget(key)
+                self._keys_by_ref.pop(ref, None)
 
     def feed(
         self,
@@ -651,6 +755,9 @@ class Publisher:
 
         With ``preview``, the document's HTML preview at that format's URL
         (feedsvc.preview) instead of the feed: cached alike, per feed version.
+        ``limit`` is served as :func:`canonical_limit` rounds it (the web
+        layer redirects other values there), so its documents are bounded;
+        limits past the feed's length share one document.
         """
         collection = self._state.collection
         version = collection.feed_version(ref)
@@ -666,8 +773,10 @@ class Publisher:
             )
             max_age = self.settings.archive_max_age if complete else self.settings.cache_max_age
         else:
-            if limit is not None and limit == size:
-                limit = None
+            if limit is not None:  # one of a few documents, whatever the query said
+                limit = canonical_limit(limit, size, self.settings.max_limit)
+            if limit is not None:  # and limits past the feed's length are one document
+                limit = min(limit, max(1, len(collection.feed_entries(ref) or ())))
             doc = documents.subscription_document(ref, collection, self.site, size, hubs, limit)
             max_age = self.settings.cache_max_age
         if doc is None:

@@ -16,19 +16,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request
-from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
+from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import urls
 from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
-from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
+from .fastpath import CONVERTERS, FeedFastPath, answer_feed, host_is_trusted, request_base_url
 from .formats import formats
 from .http import SECURITY_HEADERS, CachePolicy, negotiate
 from .preview import template_globals
-from .publisher import Publisher, Rendered
+from .publisher import Publisher, Rendered, canonical_limit
 from .surrogate import page_keys, touched
 from .websub import HubNotifier
 
@@ -55,6 +55,9 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app = Flask("feedsvc", instance_path=str(instance_path) if instance_path else None,
                 instance_relative_config=True)
     app.config["FEEDSVC"] = settings
+    # Flask's own check, and _check_host for what it misses (IPv6) and for
+    # a 400 before any view; the fast path falls through to Flask for these.
+    app.config["TRUSTED_HOSTS"] = list(settings.trusted_hosts) or None
     ledger_path = settings.ledger_path or Path(app.instance_path) / "ledger.sqlite3"
     publisher = Publisher(settings, ledger_path)
     report = publisher.refresh()
@@ -76,14 +79,18 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app.extensions["feedsvc.fastpath"] = fast
     app.wsgi_app = fast  # type: ignore[method-assign]
     if settings.trusted_proxies:
+        # Only what the shipped nginx sets (and clears when a client sends it).
+        # Never X-Forwarded-Prefix: nginx does not key its cache on it, so a
+        # forged one poisoned the cached links of every later reader.
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n,
-                                x_prefix=n)  # type: ignore[method-assign]
+                                x_prefix=0)  # type: ignore[method-assign]
     app.url_map.converters.update(CONVERTERS)
     app.jinja_env.globals.update(template_globals())
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _plain_error)
     app.register_error_handler(Exception, _internal_error)
+    app.before_request(_check_host)
     app.before_request(_ensure_reloader)
     # Start rescanning now, not at the first request: an idle service must
     # still notice changes (and ping WebSub hubs). The app is created in each
@@ -199,6 +206,13 @@ def _shutdown_at_exit(ref: weakref.ref[Flask]) -> None:
         shutdown(app)
 
 
+def _check_host() -> None:
+    """A 400 for a host FEEDSVC_TRUSTED_HOSTS does not name, before anything renders."""
+    settings: Settings = current_app.config["FEEDSVC"]
+    if not host_is_trusted(request.environ, settings.trusted_hosts):
+        raise SecurityError(f"Host {request.environ.get('HTTP_HOST', '')!r} is not trusted.")
+
+
 def _ensure_reloader() -> None:
     current_app.extensions["feedsvc.reloader"].ensure_running()
     purging = current_app.extensions.get("feedsvc.purge")
@@ -259,6 +273,15 @@ def _limit() -> int | None:
 def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Response:
     """A feed URL through Flask (a query string, or not cached): as the fast path answers."""
     limit = _limit() if archive is None else None
+    if limit is not None:
+        settings: Settings = current_app.config["FEEDSVC"]
+        served = canonical_limit(limit, settings.feed_size, settings.max_limit)
+        if (served or settings.feed_size) != limit:
+            # Only a few limits have documents (memory stays bounded): send the
+            # client to the nearest one.
+            response = redirect(f"{request.path}?limit={served or settings.feed_size}", 301)
+            response.headers["Cache-Control"] = f"public, max-age={settings.archive_max_age}"
+            return response
     answer = answer_feed(request.environ, _publisher(), current_app.config["FEEDSVC"],
                          _base_url(), ref, fmt, archive, limit)
     if answer is None:

@@ -191,12 +191,21 @@ class Gunicorn:
                  if not k.startswith("FEEDSVC_") and k != "PROMETHEUS_MULTIPROC_DIR"}
         clean.update(FEEDSVC_BIND=f"127.0.0.1:{self.port}", FEEDSVC_WORKERS=str(workers),
                      PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
+        # What an operator of a service reached as 127.0.0.1 sets (wsgi.py
+        # refuses to start with neither this nor FEEDSVC_BASE_URL); a test
+        # passing its own value, even "", wins.
+        clean["FEEDSVC_TRUSTED_HOSTS"] = "127.0.0.1,localhost"
         clean.update(env)
         self.log_path = folder / "gunicorn.log"
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT, env=clean, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_for_workers()
+
+    def wait_for_workers(self) -> None:
+        """Until every worker has answered; a gunicorn that exits instead raises."""
+        workers = self.workers
         deadline = time.monotonic() + 60
         seen: set[int] = set()
         while len(seen) < workers:

@@ -110,6 +110,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "FEEDSVC_LEDGER_PATH": str(tmp / "ledger.sqlite3"),
         "FEEDSVC_BASE_URL": f"http://{HOST}:{nginx_port}",
         "FEEDSVC_TRUSTED_PROXIES": "1",
+        "FEEDSVC_TRUSTED_HOSTS": f"{HOST},127.0.0.1",
         "FEEDSVC_CACHE_MAX_AGE": str(DAY),
         "FEEDSVC_RELOAD_INTERVAL": str(RELOAD),
         "FEEDSVC_PURGE": f"nginx:http://127.0.0.1:{nginx_port}, "
@@ -124,6 +125,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "proxy_cache_path /var/cache/nginx/feedsvc ": f"proxy_cache_path {tmp / 'cache'} ",
             "listen 80;": "listen 127.0.0.1:@PORT@;",
             "listen [::]:80;": "",
+            "listen 80 default_server;": "listen 127.0.0.1:@PORT@ default_server;",
+            "listen [::]:80 default_server;": "",
+            "server_name news.example.org;": f"server_name {HOST};",
             "access_log /var/log/nginx/feedsvc.access.log;": f"access_log {tmp / 'site.log'};",
         })
         nginx = Nginx(tmp / "nginx", site, port=nginx_port)
