@@ -58,6 +58,8 @@ SCHEMA = ComponentSchema("purge", (
 #: A view that has not said it is alive for this long is not waited for.
 VIEW_LIVE_SECONDS = 5.0
 VIEW_HEARTBEAT_SECONDS = 1.0
+#: How often a process that does not hold the lease asks for it.
+LEASE_RETRY_SECONDS = 1.0
 
 LEASE_NAME = "purge-queue"
 #: Done rows are kept this long so that a worker seeing a change late finds it
@@ -373,6 +375,8 @@ class PurgeService:
         self._lease: Lease | None = None
         self._failing: set[str] = set()
         self._held: list[tuple[Touched | Callable[[], Touched], str]] = []
+        self._holding = False
+        self._last_try = float("-inf")
         self._view: str | None = None
         self._reported: list[str] = []
         self._beat = 0.0
@@ -411,6 +415,7 @@ class PurgeService:
             self._view = holder
             self._reported = [self.version()] if self.version is not None else []
             self._beat = 0.0
+            self._holding, self._last_try = False, float("-inf")
             self._stop = threading.Event()
             threading.Thread(target=self._run, name="feedsvc-purge", daemon=True).start()
 
@@ -459,7 +464,13 @@ class PurgeService:
             self.queue.applied(self._view, self._reported, now)
             self._reported, self._beat = [], now
         lease = self._lease
-        if lease is None or not lease.acquire(self.lease_ttl, now):
+        if lease is None:
+            return 0
+        if not self._holding and now - self._last_try < LEASE_RETRY_SECONDS:
+            return 0  # another process works the queue: ask again now and then, not each poll
+        self._last_try = now
+        self._holding = lease.acquire(self.lease_ttl, now)
+        if not self._holding:
             return 0
         if now - self._last_prune > 60:
             self.queue.prune(now)
