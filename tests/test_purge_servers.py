@@ -176,6 +176,15 @@ def test_an_edit_reaches_readers_within_two_seconds(stack: Stack) -> None:
                           ("/topics/nato/feed.rss", None), (slug_page, None), ("/", None)]:
         _warm(stack, path, headers)
     assert stack.via_varnish("/feed.atom", gz).headers.get("Content-Encoding") == "gzip"
+    for headers in (None, gz):  # Varnish keeps feedsvc's bytes and strong ETags as they are
+        direct = fetch(stack.gunicorn.port, "/feed.atom", {"Host": HOST, **(headers or {})})
+        cached = stack.via_varnish("/feed.atom", headers)
+        assert cached.headers["ETag"] == direct.headers["ETag"] and cached.body == direct.body
+        assert cached.headers["Vary"] == "Accept, Accept-Encoding"
+    preview = stack.via_varnish("/feed.atom", browser)
+    assert preview.headers["Content-Type"].startswith("text/html")
+    assert stack.via_varnish("/feed.atom").headers["Content-Type"].startswith(
+        "application/atom+xml")
     assert "Surrogate-Key" in stack.via_varnish("/feed.atom").headers
     purges_before = len(_purges(stack))
     posts_before = len(stack.receiver.posts)

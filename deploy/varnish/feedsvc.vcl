@@ -16,7 +16,8 @@
 #   compresses or decompresses (which would weaken the ETag);
 # - folds Accept to "browser" or "reader" as deploy/nginx/feedsvc.conf does,
 #   so a feed URL has two cached variants (feed, HTML preview), not one per
-#   browser's spelling; Varnish honours feedsvc's Vary on both headers.
+#   browser's spelling; both folded values are in the cache key (vcl_hash), as
+#   in nginx's, and clients still get feedsvc's Vary.
 #
 # tests/test_purge_servers.py runs this very file: it replaces the lines
 # marked "test: replaced" (the backend address).
@@ -50,10 +51,12 @@ sub vcl_recv {
         return (synth(403, "Forbidden"));
     }
     # gzip;q=0 means "not gzip"; every other spelling of gzip is "gzip".
+    unset req.http.X-Feedsvc-Gzip;
     if (req.http.Accept-Encoding ~ "(?i)(^|,)\s*gzip\s*;\s*q=0(\.0*)?\s*(,|$)") {
         unset req.http.Accept-Encoding;
     } elsif (req.http.Accept-Encoding ~ "(?i)(^|,)\s*(x-)?gzip\s*(;|,|$)") {
         set req.http.Accept-Encoding = "gzip";
+        set req.http.X-Feedsvc-Gzip = "gzip";
     } else {
         unset req.http.Accept-Encoding;
     }
@@ -67,16 +70,26 @@ sub vcl_recv {
     } else {
         set req.http.Accept = "*/*";
     }
-    set req.http.X-Feedsvc-Gzip = req.http.Accept-Encoding;
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
     }
     return (hash);
 }
 
+# The cache key, as nginx's: URL, host, gzip or not, browser or reader. Varnish's
+# own Vary matching is not used for these (it would record the Accept-Encoding
+# Varnish asks the backend with, not the client's), so Vary is set aside below.
+sub vcl_hash {
+    hash_data(req.url);
+    hash_data(req.http.host);
+    hash_data(req.http.X-Feedsvc-Gzip);
+    hash_data(req.http.Accept);
+    return (lookup);
+}
+
 sub vcl_backend_fetch {
     # Varnish asks backends for gzip whatever the client takes: ask for what it took.
-    if (bereq.http.X-Feedsvc-Gzip) {
+    if (bereq.http.X-Feedsvc-Gzip == "gzip") {
         set bereq.http.Accept-Encoding = "gzip";
     } else {
         unset bereq.http.Accept-Encoding;
@@ -94,6 +107,10 @@ sub vcl_backend_response {
     if (beresp.http.Surrogate-Key) {
         set beresp.http.xkey = beresp.http.Surrogate-Key;
     }
+    if (beresp.http.Vary) {  # in the hash already; given back to clients in vcl_deliver
+        set beresp.http.X-Feedsvc-Vary = beresp.http.Vary;
+        unset beresp.http.Vary;
+    }
     # Once stale, serve the old copy while one request revalidates it (ETag).
     set beresp.grace = 1h;
     set beresp.keep = 1d;
@@ -101,6 +118,10 @@ sub vcl_backend_response {
 
 sub vcl_deliver {
     unset resp.http.xkey;
+    if (resp.http.X-Feedsvc-Vary) {
+        set resp.http.Vary = resp.http.X-Feedsvc-Vary;
+        unset resp.http.X-Feedsvc-Vary;
+    }
     if (obj.hits > 0) {
         set resp.http.X-Cache = "HIT";
     } else {
