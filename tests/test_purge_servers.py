@@ -181,6 +181,8 @@ def test_an_edit_reaches_readers_within_two_seconds(stack: Stack) -> None:
         cached = stack.via_varnish("/feed.atom", headers)
         assert cached.headers["ETag"] == direct.headers["ETag"] and cached.body == direct.body
         assert cached.headers["Vary"] == "Accept, Accept-Encoding"
+    for _ in range(2):  # no Cache-Control, never cached: a new topic shows up at once
+        assert stack.via_varnish("/topics/no-such/feed.atom").headers["X-Cache"] == "MISS"
     preview = stack.via_varnish("/feed.atom", browser)
     assert preview.headers["Content-Type"].startswith("text/html")
     assert stack.via_varnish("/feed.atom").headers["Content-Type"].startswith(
