@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import threading
 import time
 import weakref
@@ -43,11 +42,6 @@ bp = Blueprint("feeds", __name__)
 PAGE_SECURITY_HEADERS = dict(SECURITY_HEADERS)
 #: How often a process looks at the store's change counter, in seconds.
 FOLLOW_INTERVAL = 0.02
-#: After a first import of at least this many articles under a preloading
-#: gunicorn master, the writer sends the master a SIGHUP: it loads the view
-#: once and forks new workers that share it, instead of each worker keeping
-#: the copy it loaded itself (a few MB per 1,000 articles, per worker).
-SHARE_AFTER_IMPORT = 2000
 #: Set (by deploy/gunicorn.conf.py) when the gunicorn master loads the app
 #: before forking its workers (``preload_app``).
 PRELOAD_ENV = "FEEDSVC_PRELOAD"
@@ -157,8 +151,6 @@ class Reloader:
         self.follow_interval = min(follow_interval, interval) if interval > 0 else 0
         self.inotify = inotify
         self.watcher: FolderWatcher | None = None
-        #: Set in a worker forked from a master that had no view yet (first import).
-        self.hup_master_when_loaded = False
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -210,18 +202,7 @@ class Reloader:
                 self._stop.wait(follow)
                 continue
             _log_reload(report)
-            if self.hup_master_when_loaded and self.publisher.loaded:
-                self._share_with_master()
             self._stop.wait(max(0.0, min(follow, next_sync - time.monotonic())))
-
-    def _share_with_master(self) -> None:
-        """After a first import, have the master load the view and fork workers sharing it."""
-        self.hup_master_when_loaded = False
-        publisher = self.publisher
-        if publisher.is_writer and len(publisher.collection.entries) >= SHARE_AFTER_IMPORT:
-            log.info("first import done: asking the gunicorn master (pid %d) to reload, so "
-                     "that every worker shares one copy of the articles", os.getppid())
-            os.kill(os.getppid(), signal.SIGHUP)
 
     def _watch(self) -> None:
         """Watch the folder while this process is the writer; stop when it is not."""
