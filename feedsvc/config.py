@@ -83,6 +83,17 @@ def _to_url_list(name: str, value: Any, base: Path) -> tuple[str, ...]:
     return tuple(_to_url(name, item, base) for item in items if str(item).strip())
 
 
+def _to_bool(name: str, value: Any, base: Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(_env_name(name), f"{value!r} is not true or false")
+
+
 #: A host name (``news.example.org``, ``.example.org`` for every subdomain), an
 #: IPv4 address or a bracketed IPv6 one; no scheme, port or path.
 _HOST_PATTERN = re.compile(r"\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
@@ -174,6 +185,7 @@ class Settings:
     trusted_hosts: tuple[str, ...] = ()
     #: What a worker's caches of rendered documents and entry fragments may hold.
     cache_bytes: int = 256 * 1024 * 1024
+    inotify: bool = True  # watch the folder with inotify (the rescan stays as a fallback)
     #: Send ``Surrogate-Key`` (Fastly, Varnish xkey) / ``Cache-Tag`` (Cloudflare).
     surrogate_keys: bool = True
     cache_tags: bool = False
@@ -203,6 +215,7 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "trusted_proxies": _to_int(0, 10),
     "trusted_hosts": _to_host_list,
     "cache_bytes": _to_int(1024 * 1024, 64 * 1024**3),
+    "inotify": _to_bool,
     "surrogate_keys": _to_bool,
     "cache_tags": _to_bool,
     "purge": _to_purgers,

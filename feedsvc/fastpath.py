@@ -178,7 +178,7 @@ class FeedFastPath:
         if (method != "GET" and method != "HEAD") or environ.get("QUERY_STRING"):
             return self.app(environ, start_response)
         target = self._match(_decoded_path(environ))
-        if target is None:
+        if target is None or not self.publisher.loaded:  # before readiness, Flask says 503
             return self.app(environ, start_response)
         ref, fmt, archive = target
         if not host_is_trusted(environ, self.settings.trusted_hosts):

@@ -361,6 +361,7 @@ class PurgeService:
         self.db, self.purgers = db, list(purgers)
         self.by_name = {p.name: p for p in self.purgers}
         self.queue = PurgeQueue(db)
+        db.close()  # made before a fork, maybe: each process connects on first use
         self.clock, self.poll, self.lease_ttl = clock, poll, lease_ttl
         self.attempts, self.backoff, self.max_backoff = attempts, backoff, max_backoff
         #: The collection version this process serves now (reported as a view).

@@ -218,10 +218,15 @@ class Gunicorn:
                 time.sleep(0.1)
 
     def worker_pids(self, count: int = 16) -> set[int]:
-        """Pids of the workers that answered ``count`` concurrent /healthz requests."""
+        """Pids of the workers that answered ``count`` concurrent /healthz requests, loaded.
+
+        A worker answers /healthz before the first import is in (feeds answer
+        503 until then): only one that has loaded the articles counts.
+        """
         with ThreadPoolExecutor(max_workers=8) as pool:
             replies = list(pool.map(lambda _: fetch(self.port, "/healthz"), range(count)))
-        return {json.loads(r.body)["worker"] for r in replies if r.status == 200}
+        return {body["worker"] for r in replies if r.status == 200
+                for body in [json.loads(r.body)] if body.get("loaded", True)}
 
     def output(self) -> str:
         self.log.flush()

@@ -431,7 +431,7 @@ def test_random_hosts_render_nothing(make_app, articles_dir: Path) -> None:
         path = ("/feed.atom", "/feed.json", "/", "/topics/nato/feed.rss?limit=3")[number % 4]
         assert call(app, path, headers={"Host": host})[0] == 400
     assert publisher.renders == renders
-    assert len(publisher._cache) == 1
+    assert len(publisher.cache.items) == 1
 
 
 def test_limits_redirect_to_a_few_documents(make_app, articles_dir: Path) -> None:
@@ -465,7 +465,7 @@ def test_limits_redirect_to_a_few_documents(make_app, articles_dir: Path) -> Non
             response = client.get(location)
         items = CHECKS["json"](response.data)["items"]
         assert len(items) == min(served, total), n
-    keys = [k for k in publisher._cache if k[0] == "feed"]
+    keys = [k for k in publisher.cache.items if k[0] == "feed"]
     # limit=5 is the subscription document itself; limits past the feed's length are one
     assert len(keys) == 1 + len({min(a, total) for a in allowed if a != 5}) <= len(allowed), keys
     assert publisher.feed(SITE_FEED, "json", "https://x.example", limit=37).body == (
@@ -474,7 +474,8 @@ def test_limits_redirect_to_a_few_documents(make_app, articles_dir: Path) -> Non
 
 def test_cache_bound_counts_everything_it_holds(make_app, articles_dir: Path) -> None:
     """Bodies, gzip forms, fragments and index entries are counted, and kept under the bound."""
-    from feedsvc.publisher import DOCUMENT_OVERHEAD, FRAGMENT_SHARE
+    from feedsvc.publisher import FRAGMENT_SHARE
+    from feedsvc.rendercache import DOCUMENT_OVERHEAD
 
     bound = 1024 * 1024
     app = make_app(articles_dir, base_url=None, trusted_hosts=".example", cache_bytes=bound)
@@ -490,15 +491,15 @@ def test_cache_bound_counts_everything_it_holds(make_app, articles_dir: Path) ->
                 headers["Accept-Encoding"] = "gzip"
             assert call(app, path, headers=headers)[0] == 200
         held = sum(len(r.body) + (len(r._gzip[0]) if r._gzip else 0) + DOCUMENT_OVERHEAD
-                   for _, r in publisher._cache.values())
-        assert publisher._cache_bytes == held <= publisher.max_cache_bytes
+                   for _, r in publisher.cache.items.values())
+        assert publisher.cache.bytes == held <= publisher.max_cache_bytes
         fragments = publisher.fragments
         assert fragments.bytes == sum(len(b) + fragments.OVERHEAD
                                       for b in fragments._items.values()) <= fragments.max_bytes
-        indexed = {key for keys in publisher._keys_by_ref.values() for key in keys}
-        assert indexed <= set(publisher._cache), "evicted keys left in the per-feed index"
+        indexed = {key for keys in publisher.cache.keys_by_ref.values() for key in keys}
+        assert indexed <= set(publisher.cache.items), "evicted keys left in the per-feed index"
         assert publisher.cache_bytes <= bound
-    assert publisher.renders > len(publisher._cache)  # evictions happened
+    assert publisher.renders > len(publisher.cache.items)  # evictions happened
 
 
 def test_overhead_figures_cover_what_is_measured(make_app, articles_dir: Path) -> None:
@@ -507,8 +508,8 @@ def test_overhead_figures_cover_what_is_measured(make_app, articles_dir: Path) -
     import tracemalloc
 
     from feedsvc.collection import FeedRef
-    from feedsvc.publisher import DOCUMENT_OVERHEAD
     from feedsvc.render import FragmentCache
+    from feedsvc.rendercache import DOCUMENT_OVERHEAD, RenderKey
 
     app = make_app(articles_dir)
     publisher = app.extensions["feedsvc"]
@@ -519,12 +520,12 @@ def test_overhead_figures_cover_what_is_measured(make_app, articles_dir: Path) -
         # What a cache holds is what forgetting it frees.
         for n in range(300):
             ref = FeedRef("topic", f"topic-{n % 7}")
-            key = ("feed", ref, "atom", None, n, f"https://host-{n}.example.org")
+            key = RenderKey.feed(ref, "atom", f"https://host-{n}.example.org", limit=n)
             rendered = publisher.cached(key, f"{n:032x}", lambda n=n: (
                 b"x" * (2000 + n), "application/atom+xml", entries[0].updated), 60)
             rendered.gzip_body  # noqa: B018 - the gzip form and its ETag
         del rendered
-        held = sum(len(r.body) + len(r._gzip[0]) for _, r in publisher._cache.values())
+        held = sum(len(r.body) + len(r._gzip[0]) for _, r in publisher.cache.items.values())
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
         publisher.clear_cache()
