@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from flask import Flask
 
 from feedsvc.export import MANIFEST, MARKER, build_site
@@ -142,3 +144,33 @@ def test_an_earlier_build_without_a_manifest_keeps_its_identical_files(
     assert "stale.html" not in after and _manifest(out)["removed"] == ["stale.html"]
     assert summary.changed == 0
     assert {n: v for n, v in before.items() if n != "stale.html"} == after
+
+
+def test_with_the_store_a_rebuild_after_one_edit_reads_and_renders_only_that(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """As `feedsvc build` runs it: a new process each time, over the same store."""
+    out = tmp_path / "site"
+    first = make_app(articles_dir)
+    build_site(first, out)
+    first.extensions["feedsvc"].close()
+    victim = sorted(articles_dir.glob("*.txt"))[2]
+    victim.write_text(victim.read_text(encoding="utf-8") + "\nOne more paragraph.\n",
+                      encoding="utf-8")
+    stat = victim.stat()
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns - 5_000_000_000))  # settled
+    with caplog.at_level(logging.INFO, logger="feedsvc"):
+        app = make_app(articles_dir)
+    loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded ")]
+    assert loaded and loaded[-1].endswith("(1 files read)"), loaded
+    publisher = app.extensions["feedsvc"]
+    renders = publisher.renders
+    summary = build_site(app, out)
+    rendered = publisher.renders - renders
+    assert 0 < summary.changed < summary.files // 10
+    # Rendered: only documents that show the edited article (each of its feeds'
+    # documents holding it, in every format and as a preview; its page; the pages
+    # listing it; the OPML list, whose date moves with every change).
+    entry = next(e for e in publisher.collection.entries if e.article.path == victim.name)
+    feeds = 1 + len(entry.topics) + len(entry.authors)
+    assert 0 < rendered <= feeds * 3 * 2 + 1 + feeds + 1, rendered
