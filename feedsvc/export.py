@@ -6,6 +6,11 @@ OPML and assets from the app itself through Flask's test client (the same
 routes, templates, render cache and gzip). So an exported file equals what
 ``gunicorn wsgi:app`` serves for the same articles, ledger and base URL.
 
+Into an earlier build the export is incremental (:func:`build_site`): only
+files whose bytes changed are written, files no longer produced are removed,
+the others keep their bytes and mtime, and ``.feedsvc-build.json`` records
+every file's SHA-256 and what the run changed and removed.
+
 Layout: a URL is written at its own path, so a static host serves the same
 URLs with the content type of the extension (nginx's stock ``mime.types``
 maps ``.atom``, ``.rss``, ``.json``, ``.html``, ``.css``):
