@@ -144,6 +144,9 @@ def post_fork(server, worker) -> None:  # noqa: ANN001
     _, reloader = _publisher(server)
     if reloader is not None:
         reloader.ensure_running(until_loaded=True)
+    purging = getattr(server.app.wsgi(), "extensions", {}).get("feedsvc.purge")
+    if purging is not None:  # FEEDSVC_PURGE: this worker queues and may send purges
+        purging.ensure_running()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001
