@@ -944,13 +944,20 @@ def markdown_corpus(articles: Path, n: int) -> Path:
     return out
 
 
-def build_case(articles: Path, n: int, rounds: int) -> Row:
-    """g. `feedsvc build` of every feed, archive and page vs Pelican, per article."""
+def build_case(articles: Path, n: int, rounds: int) -> list[Row]:
+    """g. `feedsvc build` of every feed, archive and page vs Pelican, per article; then
+    into that build again: with nothing changed (vs a stat of the output tree) and
+    after one edit (absolute)."""
     content = markdown_corpus(articles, n)
     command = pelican()
     row = Row(f"g. `feedsvc build` of {n:,} articles vs Pelican", "ms/article", [], [],
               ">= 10x faster", lambda r: r >= 10, speedup=True)
+    again = Row(f"g. `feedsvc build` again, nothing changed, {n:,} articles", "s", [], [],
+                "<= 2x, 0 files touched", lambda r: r <= 2)
+    edited = Row(f"g. `feedsvc build` again after one edit, {n:,} articles", "s", [], [],
+                 "<= 1 s", lambda r: r <= 1.0, absolute=True)
     counts = ""
+    touched: list[str] = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "conf.py").write_text(PELICAN_CONF)
@@ -958,18 +965,39 @@ def build_case(articles: Path, n: int, rounds: int) -> Row:
             subprocess.run([str(command), str(content), "-o", f"{tmp}/pelican", "-s",
                             f"{tmp}/conf.py", "-q"], check=True, stdout=subprocess.DEVNULL)
             slow = time.perf_counter() - started
-            env = feedsvc_env(articles, Path(tmp) / "ledger.sqlite3", 0)
+            mine = Path(tmp) / "articles"  # a copy: the edit below must not touch the corpus
+            shutil.copytree(articles, mine)
+            env = feedsvc_env(mine, Path(tmp) / "ledger.sqlite3", 0)
             env["FEEDSVC_BASE_URL"] = BASE_URL
-            started = time.perf_counter()
-            subprocess.run(FEEDSVC_BUILD + [f"{tmp}/feedsvc"], check=True, env=env, cwd=ROOT,
-                           capture_output=True)
-            fast = time.perf_counter() - started
-            ours = [p for p in Path(tmp, "feedsvc").rglob("*") if p.is_file()]
+            out = Path(tmp, "feedsvc")
+
+            def build(out: Path = out, env: dict[str, str] = env) -> float:
+                started = time.perf_counter()
+                subprocess.run(FEEDSVC_BUILD + [str(out)], check=True, env=env, cwd=ROOT,
+                               capture_output=True)
+                return time.perf_counter() - started
+
+            fast = build()
+            ours = [p for p in out.rglob("*") if p.is_file()]
             feeds = sum(p.suffix in (".atom", ".rss", ".json") for p in ours)
             theirs = [p for p in Path(tmp, "pelican").rglob("*") if p.is_file()]
             pelican_feeds = sum(p.suffix == ".xml" for p in theirs)
             counts = (f"feedsvc wrote {feeds:,} feed documents, {len(ours):,} files with .gz; "
                       f"Pelican {pelican_feeds:,} feeds, {len(theirs):,} files")
+            stat_tree = min(timed(lambda out=out: walk(out, stat_size)) for _ in range(3))
+            again.baseline.append(stat_tree)
+            again.result.append(build())
+            manifest = json.loads((out / ".feedsvc-build.json").read_text())
+            touched.append(f"no change: {len(manifest['changed'])} written, "
+                           f"{len(manifest['removed'])} removed")
+            victim = next(p for p in sorted(mine.rglob("*.txt"))
+                          if not p.read_bytes().startswith(b"---"))
+            victim.write_bytes(victim.read_bytes() + b"\nOne more sentence, edited.\n")
+            edited.baseline.append(0.0)
+            edited.result.append(build())
+            manifest = json.loads((out / ".feedsvc-build.json").read_text())
+            touched.append(f"one edit: {len(manifest['changed'])} written, "
+                           f"{len(manifest['removed'])} removed")
         row.baseline.append(slow / n)
         row.result.append(fast / n)
     row.notes.append(
@@ -977,7 +1005,11 @@ def build_case(articles: Path, n: int, rounds: int) -> Row:
         "category, author and tag feeds in Atom and RSS); feedsvc: `feedsvc build`, empty "
         f"ledger, every feed, archive and page; {counts}"
     )
-    return row
+    again.notes.append("baseline: one scandir + stat walk of the output tree; the whole "
+                       f"`feedsvc build` command (start-up included); {touched[0]}")
+    edited.notes.append("the whole `feedsvc build` command (start-up included), one article "
+                        f"edited; {touched[-1]}")
+    return [row, again, edited]
 
 
 def metadata_version(venv: Path, package: str) -> str:
@@ -1049,8 +1081,8 @@ def main() -> None:
         has_build = subprocess.run(FEEDSVC_BUILD + ["--help"], capture_output=True, cwd=ROOT)
         if has_build.returncode == 0:
             build_rounds = 1 if build_size >= 10_000 else args.rounds
-            steps.append(("g build", lambda: [build_case(corpora[build_size], build_size,
-                                                          build_rounds)]))
+            steps.append(("g build", lambda: build_case(corpora[build_size], build_size,
+                                                         build_rounds)))
         else:
             steps.append(("g build", lambda: [not_available(
                 "g. `feedsvc build` vs Pelican, per article", ">= 10x faster",

@@ -141,12 +141,12 @@ def pre_fork(server, worker) -> None:  # noqa: ANN001
 def post_fork(server, worker) -> None:  # noqa: ANN001
     """In the new worker: two malloc arenas, its own connections and follow / sync thread."""
     _two_arenas()
-    publisher, reloader = _publisher(server)
+    _, reloader = _publisher(server)
     if reloader is not None:
-        # Forked before the first import finished: once it has, the writer asks
-        # the master to reload, so that new workers share the master's view.
-        reloader.hup_master_when_loaded = not publisher.loaded
         reloader.ensure_running(until_loaded=True)
+    purging = getattr(server.app.wsgi(), "extensions", {}).get("feedsvc.purge")
+    if purging is not None:  # FEEDSVC_PURGE: this worker queues and may send purges
+        purging.ensure_running()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001

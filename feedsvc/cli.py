@@ -164,7 +164,8 @@ def _build(args: argparse.Namespace) -> int:
         publisher.close()
     print(f"built {summary.files} files ({summary.feeds} feeds, {summary.pages} pages, "
           f"{summary.assets} assets; each with a .gz) for {summary.base_url} "
-          f"in {summary.outdir} in {summary.seconds:.1f} s")
+          f"in {summary.outdir} in {summary.seconds:.1f} s: {summary.changed} written, "
+          f"{summary.removed} removed, the rest untouched")
     rejected = len(publisher.rejections)
     if rejected:
         print(f"{rejected} article file(s) rejected and left out; `feedsvc check` says why")

@@ -137,6 +137,40 @@ def _to_language(name: str, value: Any, base: Path) -> str:
     return text
 
 
+def _to_bool(name: str, value: Any, base: Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(_env_name(name), f"expected true or false, got {value!r}")
+
+
+#: The purgers FEEDSVC_PURGE may name (feedsvc.purge).
+PURGER_KINDS = ("nginx", "varnish", "webhook")
+
+
+def _to_purgers(name: str, value: Any, base: Path) -> tuple[tuple[str, str], ...]:
+    """``nginx:http://127.0.0.1:80, varnish:http://127.0.0.1:6081`` -> ((kind, url), ...)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    out: list[tuple[str, str]] = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        kind, sep, url = item.partition(":")
+        if not sep or kind not in PURGER_KINDS:
+            raise ConfigError(_env_name(name), f"expected <kind>:<url> with kind one of "
+                              f"{', '.join(PURGER_KINDS)}, got {item!r}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(_env_name(name), f"{kind}: expected an absolute http(s) URL, "
+                              f"got {url!r}")
+        out.append((kind, url.rstrip("/")))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting with its default; relative paths are resolved at load time."""
@@ -165,6 +199,15 @@ class Settings:
     #: What a worker's caches of rendered documents and entry fragments may hold.
     cache_bytes: int = 256 * 1024 * 1024
     inotify: bool = True  # watch the folder with inotify (the rescan stays as a fallback)
+    #: Send ``Surrogate-Key`` (Fastly, Varnish xkey) / ``Cache-Tag`` (Cloudflare).
+    surrogate_keys: bool = True
+    cache_tags: bool = False
+    #: Caches to purge on every change (feedsvc.purge): (kind, url) pairs.
+    purge: tuple[tuple[str, str], ...] = ()
+    #: HMAC-SHA256 secret of webhook purges (``X-Feedsvc-Signature``).
+    purge_secret: str | None = None
+    #: ``s-maxage`` for shared caches; None: a day when purging is on, else not sent.
+    shared_max_age: int | None = None
 
 
 _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
@@ -187,6 +230,11 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "trusted_hosts": _to_host_list,
     "cache_bytes": _to_int(1024 * 1024, 64 * 1024**3),
     "inotify": _to_bool,
+    "surrogate_keys": _to_bool,
+    "cache_tags": _to_bool,
+    "purge": _to_purgers,
+    "purge_secret": _to_text,
+    "shared_max_age": _to_int(0, 31_536_000),
 }
 assert set(_CONVERTERS) == {f.name for f in fields(Settings)}
 
@@ -245,7 +293,7 @@ def load_settings(
         if value is None:
             continue
         if isinstance(value, str) and not value.strip() and name in (
-            "base_url", "websub_hubs", "trusted_hosts"
+            "base_url", "websub_hubs", "trusted_hosts", "purge"
         ):
             continue  # an empty variable means "not set", as shells and compose files use it
         values[name] = _CONVERTERS[name](name, value, base)
@@ -258,6 +306,8 @@ def load_settings(
             "hubs need FEEDSVC_BASE_URL: a ping names the feed's public URL, "
             "and a background reload has no request to take the host from",
         )
+    if settings.purge and settings.shared_max_age is None:
+        settings = replace(settings, shared_max_age=86400)  # purged on change: keep a day
     return settings
 
 

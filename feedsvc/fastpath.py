@@ -26,7 +26,7 @@ from . import urls
 from .collection import SITE_FEED, FeedRef
 from .config import Settings
 from .formats import extension_regex, get_format
-from .http import VARY_PLAIN, VARY_PREVIEW, Headers, negotiate, wants_preview
+from .http import VARY_PLAIN, VARY_PREVIEW, CachePolicy, Headers, negotiate, wants_preview
 from .publisher import Publisher
 
 StartResponse = Callable[..., Any]
@@ -145,7 +145,14 @@ def answer_feed(
     if rendered is None:
         return None
     return negotiate(environ, rendered, hub_links(settings, base_url, ref, fmt, archive),
-                     vary=VARY_PREVIEW if record.preview else VARY_PLAIN)
+                     vary=VARY_PREVIEW if record.preview else VARY_PLAIN,
+                     policy=_policy(settings))
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(settings: Settings) -> CachePolicy:
+    """The cache policy of a settings object (frozen, so one per app), made once."""
+    return CachePolicy.of(settings)
 
 
 class FeedFastPath:

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import Accept, MIMEAccept
 from werkzeug.http import http_date, parse_accept_header, parse_date, parse_etags, quote_etag
 
 from .formats import feed_media_types
 from .publisher import Rendered
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 Headers = list[tuple[str, str]]
 
@@ -63,6 +67,46 @@ def _names_html_only(header: str, feed_types: frozenset[str]) -> bool:
 #: values, so decisions are kept per value (short values only, bounded).
 _MEMO_HEADER_MAX = 512
 _names_html_only_memo = functools.lru_cache(maxsize=1024)(_names_html_only)
+
+
+#: Fastly and Cloudflare take at most 16 KB of keys: a long archive lists the
+#: rest of its keys nowhere, which is safe because a document's own key (first)
+#: is announced whenever the document changes.
+MAX_KEY_HEADER = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """What shared caches are told besides ``max-age``: keys, and their own lifetime."""
+
+    surrogate_keys: bool = False
+    cache_tags: bool = False
+    shared_max_age: int | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> CachePolicy:
+        return cls(settings.surrogate_keys, settings.cache_tags, settings.shared_max_age)
+
+    def headers(self, keys: tuple[str, ...]) -> Headers:
+        """``Surrogate-Key`` (space-separated) and ``Cache-Tag`` (comma-separated)."""
+        if not keys or not (self.surrogate_keys or self.cache_tags):
+            return []
+        kept: list[str] = []
+        length = 0
+        for key in keys:
+            length += len(key) + 1
+            if length > MAX_KEY_HEADER:
+                break
+            kept.append(key)
+        out: Headers = []
+        if self.surrogate_keys:
+            out.append(("Surrogate-Key", " ".join(kept)))
+        if self.cache_tags:
+            out.append(("Cache-Tag", ",".join(kept)))
+        return out
+
+
+NO_POLICY = CachePolicy()
 
 
 def accepts_gzip(environ: dict[str, Any]) -> bool:
@@ -114,7 +158,7 @@ def precondition(environ: dict[str, Any], etag: str, last_modified: datetime) ->
 
 def negotiate(
     environ: dict[str, Any], rendered: Rendered, links: Iterable[tuple[str, str]] = (),
-    vary: str = VARY_PLAIN,
+    vary: str = VARY_PLAIN, policy: CachePolicy = NO_POLICY,
 ) -> tuple[int, Headers, bytes]:
     """Status, headers and body answering a GET or HEAD for ``rendered``.
 
@@ -122,7 +166,8 @@ def negotiate(
     plain and gzip representations are different bytes and so carry
     different strong ETags; ``Vary`` tells caches so (``Accept`` too where
     the URL also has a preview: the caller chose ``rendered`` by it). HTML
-    gets :data:`SECURITY_HEADERS`. Shared by the Flask routes and the WSGI
+    gets :data:`SECURITY_HEADERS`; ``policy`` adds the surrogate keys (on 304s
+    too, so a cache refreshing an entry keeps its keys). Shared by the Flask routes and the WSGI
     fast path, so both answer alike.
     """
     use_gzip = accepts_gzip(environ)
@@ -130,8 +175,11 @@ def negotiate(
     headers: Headers = [
         ("ETag", quote_etag(etag)),
         ("Last-Modified", http_date(rendered.last_modified)),
-        ("Cache-Control", f"public, max-age={rendered.max_age}"),
+        ("Cache-Control", f"public, max-age={rendered.max_age}" + (
+            f", s-maxage={policy.shared_max_age}" if policy.shared_max_age is not None
+            and policy.shared_max_age > rendered.max_age else "")),
         ("Vary", vary),
+        *policy.headers(rendered.keys),
     ]
     if rendered.content_type.startswith("text/html"):
         headers += SECURITY_HEADERS

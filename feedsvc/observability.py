@@ -84,6 +84,10 @@ class Metrics:
         self.rejected = Gauge(
             "feedsvc_articles_rejected", "Article files not published because of an error",
             registry=reg, multiprocess_mode="livemostrecent")
+        self.purges = Counter(
+            "feedsvc_purges", "Cache purges (keys or URLs) by purger and outcome: sent, "
+            "retried (will be tried again), failed (given up)", ["purger", "outcome"],
+            registry=reg)
         self._lock = threading.Lock()
         self._renders_seen = 0
         self._render_seconds_seen = 0.0
@@ -100,6 +104,10 @@ class Metrics:
         self.files_read.inc(report.read)
         self.published.set(report.published)
         self.rejected.set(report.rejected)
+
+    def count_purge(self, purger: str, outcome: str, count: int) -> None:
+        """A :attr:`PurgeService.observers` callback."""
+        self.purges.labels(purger, outcome).inc(count)
 
     def sync_renders(self) -> None:
         """Carry the publisher's render totals, which only grow, into the counters."""
@@ -196,6 +204,9 @@ def init_app(app: Flask) -> Metrics:
     metrics = Metrics(publisher)
     app.extensions["feedsvc.metrics"] = metrics
     publisher.report_observers.append(metrics.observe_reload)
+    purging = app.extensions.get("feedsvc.purge")
+    if purging is not None:
+        purging.observers.append(metrics.count_purge)
     fast = app.extensions.get("feedsvc.fastpath")
     if fast is not None:  # feed requests answered before Flask is entered
         fast.observers.append(metrics.count)

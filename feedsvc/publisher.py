@@ -32,6 +32,8 @@ from .rendercache import RenderCache, RenderKey
 from .source import list_articles
 from .sql import DatabaseURL
 from .store import open_store
+from .surrogate import OPML as OPML_KEY
+from .surrogate import feed_key, listing_keys
 from .sync import FolderSync, LeaseLost
 from .topics import TopicCatalog, load_topic_catalog
 from .view import StoreView
@@ -51,13 +53,16 @@ class Rendered:
     worker and every instance produces the same bytes and so the same ETag.
     """
 
-    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "_gzip", "_lock",
-                 "on_compress")
+    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "keys", "_gzip",
+                 "_lock", "on_compress")
 
     def __init__(
-        self, body: bytes, content_type: str, last_modified: datetime, max_age: int
+        self, body: bytes, content_type: str, last_modified: datetime, max_age: int,
+        keys: tuple[str, ...] = (),
     ) -> None:
         self.body = body
+        #: The surrogate keys of what it shows (feedsvc.surrogate), its own key first.
+        self.keys = keys
         self.content_type = content_type
         self.etag = hashlib.sha256(body).hexdigest()[:32]
         self.last_modified = last_modified
@@ -232,6 +237,9 @@ class Publisher:
         #: Called as ``listener(changed_feeds)`` after each swap of the collection
         #: (not on the first load), e.g. to ping WebSub hubs.
         self.listeners: list[Callable[[list[FeedRef]], None]] = []
+        #: Called as ``listener(old, new)`` with the collections of each change this
+        #: process applies (not the first load), e.g. to purge caches (feedsvc.purge).
+        self.change_listeners: list[Callable[[Collection, Collection], None]] = []
         #: Called with every :class:`ReloadReport`, e.g. for metrics.
         self.report_observers: list[Callable[[ReloadReport], None]] = []
 
@@ -347,6 +355,8 @@ class Publisher:
         if changed:
             self._forget_fragments(old.entries, new.entries)
             self._announce(changed, tell_listeners=not first)
+            if not first:
+                self._tell_change(old.collection, new.collection)
         self.loaded = self.view.loaded
         return self._report(listed, read, changed is not None and (bool(changed) or first),
                             started, None, list_seconds, parsed)
@@ -416,6 +426,13 @@ class Publisher:
         except LedgerError:
             return False
         return path is not None and not self.view.present(path)
+
+    def _tell_change(self, old: Collection, new: Collection) -> None:
+        for listener in self.change_listeners:
+            try:
+                listener(old, new)
+            except Exception:  # a listener must never break a reload
+                log.exception("change listener failed")
 
     def _announce(self, changed: list[FeedRef], *, tell_listeners: bool) -> None:
         """Drop the changed feeds' rendered documents and tell the listeners."""
@@ -515,6 +532,7 @@ class Publisher:
         version: str,
         build: Callable[[], tuple[bytes, str, datetime]],
         max_age: int,
+        keys: tuple[str, ...] = (),
     ) -> Rendered:
         """The cached representation for ``key`` at ``version``, built if missing.
 
@@ -527,7 +545,7 @@ class Publisher:
             return hit
         started = time.perf_counter()
         body, content_type, last_modified = build()
-        rendered = Rendered(body, content_type, last_modified, max_age)
+        rendered = Rendered(body, content_type, last_modified, max_age, keys)
         self.renders += 1
         self.render_seconds += time.perf_counter() - started
         self.cache.put(key, version, rendered)
@@ -596,14 +614,18 @@ class Publisher:
             version,
             lambda: self._render(doc, fmt, base_url, ref, preview),
             max_age,
+            listing_keys((feed_key(ref),), doc.entries),
         )
 
     def _render(self, doc: FeedDocument, fmt: str, base_url: str, ref: FeedRef,
                 preview: bool = False) -> tuple[bytes, str, datetime]:
         updated = self.last_modified(ref, doc.updated)
-        if preview:
-            return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, updated
-        body = render_feed(doc, fmt, self.site, base_url, self.fragments)
+        # The entries' content comes from the store: one query for the document,
+        # not one per entry (a 1,000-entry ?limit document made 1,000).
+        with self.store.prefetched(e.article for e in doc.entries):
+            if preview:
+                return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, updated
+            body = render_feed(doc, fmt, self.site, base_url, self.fragments)
         return body, content_types()[fmt], updated
 
     def opml(self, base_url: str) -> Rendered:
@@ -630,6 +652,7 @@ class Publisher:
             collection.version,
             build,
             self.settings.cache_max_age,
+            (OPML_KEY,),
         )
 
     @property

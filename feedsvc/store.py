@@ -165,6 +165,10 @@ class Store(Protocol):
         """One version's compressed content HTML, fetched when it is rendered."""
         ...
 
+    def prefetched(self, articles: Iterable[Article]) -> contextlib.AbstractContextManager[None]:
+        """A block in which these articles' content() needs no round trip (one document)."""
+        ...
+
     def acquire(self, ttl: float) -> bool:
         """Take or renew the writer lease for ``ttl`` seconds; False if another holds it."""
         ...
@@ -331,6 +335,7 @@ class SqliteStore:
         self._dbs = {side: _sqlite.Database(self.path, prepare=self._prepare)
                      for side in ("read", "write")}
         self._locks = {side: threading.Lock() for side in ("read", "write")}
+        self._local = threading.local()  # a render's prefetched contents (prefetched())
         self.holder = _holder()
         self._holder_pid = os.getpid()
         with self._using("write"):
@@ -504,7 +509,36 @@ class SqliteStore:
         return Snapshot(seq, complete, generation, files, metas, stamps, changed,
                         full=since is None)
 
+    @contextlib.contextmanager
+    def prefetched(self, articles: Iterable[Article]) -> Iterator[None]:
+        """Within the block, this thread's content() of these articles costs no query.
+
+        Fetched in one query per 500 (only articles of the store: a freshly
+        parsed one carries its content), and dropped at the end of the block.
+        """
+        versions = [a.version for a in articles if isinstance(a, StoredArticle)]
+        if not versions:
+            yield
+            return
+        found: dict[str, bytes] = {}
+        with self._using("read") as conn:
+            for start in range(0, len(versions), 500):
+                chunk = versions[start:start + 500]
+                found.update(conn.execute(
+                    f"SELECT version, content FROM versions WHERE version IN "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall())
+        self._local.batch = found
+        try:
+            yield
+        finally:
+            self._local.batch = None
+
     def content(self, version: str) -> bytes:
+        batch = getattr(self._local, "batch", None)
+        if batch is not None:
+            hit = batch.get(version)
+            if hit is not None:
+                return hit
         with self._using("read") as conn:
             row = conn.execute(
                 "SELECT content FROM versions WHERE version = ?", (version,)

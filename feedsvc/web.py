@@ -10,30 +10,33 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import threading
 import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import urls, watch
-from .collection import SITE_FEED, FeedRef
+from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
 from .fastpath import CONVERTERS, FeedFastPath, answer_feed, host_is_trusted, request_base_url
 from .formats import formats
-from .http import SECURITY_HEADERS, negotiate
+from .http import SECURITY_HEADERS, CachePolicy, negotiate
 from .preview import template_globals
 from .publisher import Publisher, ReloadReport, Rendered, canonical_limit
 from .rendercache import RenderKey
+from .surrogate import page_keys, touched
 from .watch import FolderWatcher
 from .websub import HubNotifier
+
+if TYPE_CHECKING:
+    from .purge import PurgeService
 
 log = logging.getLogger("feedsvc")
 
@@ -43,11 +46,6 @@ bp = Blueprint("feeds", __name__)
 PAGE_SECURITY_HEADERS = dict(SECURITY_HEADERS)
 #: How often a process looks at the store's change counter, in seconds.
 FOLLOW_INTERVAL = 0.02
-#: After a first import of at least this many articles under a preloading
-#: gunicorn master, the writer sends the master a SIGHUP: it loads the view
-#: once and forks new workers that share it, instead of each worker keeping
-#: the copy it loaded itself (a few MB per 1,000 articles, per worker).
-SHARE_AFTER_IMPORT = 2000
 #: Set (by deploy/gunicorn.conf.py) when the gunicorn master loads the app
 #: before forking its workers (``preload_app``).
 PRELOAD_ENV = "FEEDSVC_PRELOAD"
@@ -90,6 +88,10 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         notifier = HubNotifier(settings.websub_hubs)
         publisher.listeners.append(_ping_hubs(notifier, settings))
         app.extensions["feedsvc.websub"] = notifier
+    if settings.purge:
+        # A preloading master serves nothing: its workers start purging in post_fork.
+        app.extensions["feedsvc.purge"] = _start_purging(publisher, settings, ledger_path,
+                                                         start=not preload)
     reloader = Reloader(publisher, settings.reload_interval, inotify=settings.inotify)
     app.extensions["feedsvc.reloader"] = reloader
     fast = FeedFastPath(app.wsgi_app, publisher, settings, on_request=reloader.ensure_running)
@@ -138,6 +140,33 @@ def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
     return listener
 
 
+def _start_purging(publisher: Publisher, settings: Settings, ledger_path: Path, *,
+                   start: bool = True) -> PurgeService:
+    """Purge the caches FEEDSVC_PURGE names of every change, through the store's queue."""
+    from .purge import PurgeService, make_purgers
+    from .sql import open_database
+
+    service = PurgeService(
+        # The store's database: every host shares the queue on PostgreSQL.
+        open_database(settings.database_url if settings.database_url is not None
+                      and settings.database_url.dialect == "postgresql"
+                      else f"sqlite:///{Path(ledger_path).resolve()}"),
+        make_purgers(settings.purge, settings.base_url, settings.purge_secret),
+        version=lambda: publisher.version,
+        # Workers rescan on their own: wait that long at most for a slow one.
+        max_wait=2 * settings.reload_interval + 5.0)
+
+    def listener(old: Collection, new: Collection) -> None:
+        # Compared in the purge thread: the reload only hands the two collections over.
+        service.announce(lambda: touched(old, new, publisher.site, settings.feed_size),
+                         new.version)
+
+    publisher.change_listeners.append(listener)
+    if start:
+        service.ensure_running()
+    return service
+
+
 class Reloader:
     """Keeps one process's view current: follows the store, and syncs the folder if writer.
 
@@ -158,8 +187,6 @@ class Reloader:
         self.follow_interval = min(follow_interval, interval) if interval > 0 else 0
         self.inotify = inotify
         self.watcher: FolderWatcher | None = None
-        #: Set in a worker forked from a master that had no view yet (first import).
-        self.hup_master_when_loaded = False
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -211,18 +238,7 @@ class Reloader:
                 self._stop.wait(follow)
                 continue
             _log_reload(report)
-            if self.hup_master_when_loaded and self.publisher.loaded:
-                self._share_with_master()
             self._stop.wait(max(0.0, min(follow, next_sync - time.monotonic())))
-
-    def _share_with_master(self) -> None:
-        """After a first import, have the master load the view and fork workers sharing it."""
-        self.hup_master_when_loaded = False
-        publisher = self.publisher
-        if publisher.is_writer and len(publisher.collection.entries) >= SHARE_AFTER_IMPORT:
-            log.info("first import done: asking the gunicorn master (pid %d) to reload, so "
-                     "that every worker shares one copy of the articles", os.getppid())
-            os.kill(os.getppid(), signal.SIGHUP)
 
     def _watch(self) -> None:
         """Watch the folder while this process is the writer; stop when it is not."""
@@ -266,6 +282,9 @@ def shutdown(app: Flask) -> None:
     reloader = app.extensions.get("feedsvc.reloader")
     if reloader is not None:
         reloader.stop()
+    purging = app.extensions.get("feedsvc.purge")
+    if purging is not None:
+        purging.stop()
     publisher = app.extensions.get("feedsvc")
     if publisher is not None:
         try:
@@ -289,6 +308,9 @@ def _check_host() -> None:
 
 def _ensure_reloader() -> None:
     current_app.extensions["feedsvc.reloader"].ensure_running()
+    purging = current_app.extensions.get("feedsvc.purge")
+    if purging is not None:
+        purging.ensure_running()
 
 
 #: Endpoints that answer before the first complete collection is loaded.
@@ -387,7 +409,8 @@ def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Respon
 
 
 def _respond(rendered: Rendered) -> Response:
-    status, headers, body = negotiate(request.environ, rendered)
+    status, headers, body = negotiate(request.environ, rendered,
+                                      policy=CachePolicy.of(current_app.config["FEEDSVC"]))
     return Response(body, status=status, headers=headers)
 
 
@@ -416,6 +439,7 @@ def opml() -> Response:
 
 def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
           **context: Any) -> Response:
+    """A page, cached per collection version; ``key`` is (endpoint, slug...)."""
     publisher = _publisher()
     collection = publisher.collection
     base = _base_url()
@@ -427,8 +451,10 @@ def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
         updated = publisher.last_modified(None, collection.updated or EPOCH)
         return html.encode("utf-8"), "text/html; charset=utf-8", updated
 
+    keys = page_keys(key[0], collection, *key[1:])
     rendered: Rendered = publisher.cached(RenderKey.of_page(key, base), collection.version,
-                                          build, current_app.config["FEEDSVC"].cache_max_age)
+                                          build, current_app.config["FEEDSVC"].cache_max_age,
+                                          keys)
     return _respond(rendered)  # HTML: negotiate adds the security headers
 
 
