@@ -181,6 +181,8 @@ def migrate(source: DatabaseURL | str, target: DatabaseURL | str,
             if schema is not None and name not in ("store", "leases"):
                 schema.ensure(tdb)
         with sdb.transaction() as stx, tdb.transaction() as ttx:
+            if stx.dialect == "postgresql":  # one consistent read of a live store
+                stx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             return _copy(stx, ttx, src, dst, wanted, progress)
     except LedgerError:
         raise

@@ -492,3 +492,71 @@ def test_migrate_shows_a_progress_bar_on_a_terminal(postgres_url: str, tmp_path:
     assert proc.returncode == 0, text
     assert "migrate" in text and "\r" in text and "verified" in text
     assert PASSWORD not in text
+
+
+@pytest.mark.slow
+def test_two_gunicorn_hosts_on_one_database(postgres_url: str, tmp_path: Path) -> None:
+    """Real gunicorn, two workers each, two folder copies: the same bytes and ETags from
+    every worker of both hosts, a new article on both, and a killed writer host replaced."""
+    from tests.deploy_harness import Gunicorn, fetch
+
+    hosts = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        articles = _copy(folder, "articles")
+        hosts.append((Gunicorn(folder, {
+            "FEEDSVC_ARTICLES_DIR": str(articles), "FEEDSVC_DATABASE_URL": postgres_url,
+            "FEEDSVC_BASE_URL": BASE_URL, "FEEDSVC_RELOAD_INTERVAL": "1",
+            "FEEDSVC_LOG_LEVEL": "info"}, workers=2), articles))
+    try:
+        def replies(path: str, gzip: bool = True) -> list:
+            headers = {"Accept-Encoding": "gzip"} if gzip else {}
+            return [fetch(g.port, path, headers) for g, _ in hosts for _ in range(4)]
+
+        for path in ("/feed.atom", "/feed.json", "/"):
+            got = replies(path)
+            assert {r.status for r in got} == {200}
+            assert len({r.body for r in got}) == 1, path
+            assert len({r.headers.get("ETag") for r in got}) == 1, path
+            etag = got[0].headers["ETag"]
+            assert fetch(hosts[1][0].port, path, {"Accept-Encoding": "gzip",
+                                                  "If-None-Match": etag}).status == 304
+        healths = [json.loads(fetch(g.port, "/healthz").body) for g, _ in hosts
+                   for _ in range(6)]
+        writers = {(h["worker"]) for h in healths if h["writer"]}
+        assert len(writers) <= 1
+        # Into both folders (a synced copy): on every worker of both hosts, one id.
+        for _, articles in hosts:
+            write_article(articles, "new/one.txt", "Arrived everywhere")
+        took = _wait(lambda: all(b"Arrived everywhere" in r.body
+                                 for r in replies("/feed.json", gzip=False)),
+                     timeout=15, step=0.05)
+        print(f"new article on both hosts' feeds {took:.2f} s after the write")
+        assert len({r.body for r in replies("/feed.json")}) == 1
+        # The writer's host dies: the other host's workers take over and publish.
+        writer_host = next(i for i, (g, _) in enumerate(hosts)
+                           if any(json.loads(fetch(g.port, "/healthz").body)["writer"]
+                                  for _ in range(6)))
+        dead, _ = hosts[writer_host]
+        workers = _children(dead.proc.pid)
+        dead.proc.kill()  # SIGKILL: no clean exit, no lock released by hand
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        dead.proc.wait()
+        alive, alive_articles = hosts[1 - writer_host]
+        killed = time.monotonic()
+        write_article(alive_articles, "after/death.txt", "After the writer died")
+        _wait(lambda: b"After the writer died" in fetch(alive.port, "/feed.atom").body,
+              timeout=15, step=0.1)
+        print(f"survivor published {time.monotonic() - killed:.2f} s after the kill")
+        assert PASSWORD not in alive.output()
+    finally:
+        for g, _ in hosts:
+            g.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
