@@ -143,6 +143,7 @@ class PostgresStore:
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
         self._local = threading.local()  # a render's prefetched contents (prefetched())
+        self._inherited: list[Any] = []  # a forked child's copies of the parent's connections
         found = self._ensure_schema()
         if found != STORE_SCHEMA.version:
             log.info("store %s: schema version %d -> %d", self.path, found,
@@ -172,6 +173,9 @@ class PostgresStore:
     def _get_pool(self) -> Any:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+                # Kept, never closed or collected here: closing would end the parent's
+                # sessions (libpq says goodbye to the server on the shared socket).
+                self._inherited.extend(x for x in (self._pool, self._writer_conn) if x)
                 self._pool, self._writer_conn, self._listener = None, None, None
                 self._listening, self._dirty, self._pid = False, True, os.getpid()
                 self._stop = threading.Event()
@@ -477,11 +481,15 @@ class PostgresStore:
                     conn = None
             try:
                 if conn is None:
+                    # Keepalives both ways: the server frees the lock of a host that
+                    # vanished, and this side notices that it lost the server.
+                    idle = max(1, int(ttl / 6))
                     conn = psycopg.connect(
                         self._conninfo(), autocommit=True,
                         connect_timeout=max(1, int(CONNECT_TIMEOUT)),
-                        application_name=f"feedsvc-writer {self.holder}")
-                    idle = max(1, int(ttl / 4))
+                        application_name=f"feedsvc-writer {self.holder}",
+                        keepalives=1, keepalives_idle=idle, keepalives_interval=1,
+                        keepalives_count=3, tcp_user_timeout=int(ttl * 1000 / 2))
                     conn.execute(f"SET tcp_keepalives_idle = {idle}")
                     conn.execute("SET tcp_keepalives_interval = 1")
                     conn.execute("SET tcp_keepalives_count = 3")
