@@ -298,6 +298,18 @@ def test_store_errors_are_ledger_errors_and_healthz_says_store(postgres_url: str
     assert all(r.status_code == 200 for r in good.values())
     stamps_before = pub.store.stamps_of([e.article.path for e in pub.collection.entries])
     caplog.set_level(logging.INFO, logger="feedsvc")
+    # Readers keep polling throughout the outage: every answer the last good bytes.
+    stop, answers = threading.Event(), []
+
+    def reader() -> None:
+        local = app.test_client()
+        while not stop.is_set():
+            answers.append(local.get("/feed.atom").data == good["/feed.atom"].data)
+            time.sleep(0.01)
+
+    load = [threading.Thread(target=reader) for _ in range(3)]
+    for t in load:
+        t.start()
     postgres_server.stop()
     try:
         _wait(lambda: pub.last_error is not None, timeout=20, step=0.1)
@@ -319,6 +331,10 @@ def test_store_errors_are_ledger_errors_and_healthz_says_store(postgres_url: str
         assert len(errors) == 1, [r.getMessage() for r in errors]
     finally:
         postgres_server.start()
+        stop.set()
+        for t in load:
+            t.join()
+    assert answers and all(answers)
     _wait(lambda: pub.last_error is None and any(
         e.title == "Written during the outage" for e in pub.collection.entries),
         timeout=30, step=0.1)
@@ -560,3 +576,29 @@ def test_two_gunicorn_hosts_on_one_database(postgres_url: str, tmp_path: Path) -
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
+
+
+def test_schema_is_versioned_migrated_in_place_and_newer_refused(postgres_url: str) -> None:
+    from feedsvc.pgstore import STORE_SCHEMA
+    from feedsvc.sql import open_database
+
+    db = open_database(postgres_url)
+    with db.transaction() as tx:  # a database left by a release that had version 1 only
+        tx.execute("CREATE TABLE component_schemas (component TEXT PRIMARY KEY, "
+                   "version BIGINT NOT NULL)")
+        STORE_SCHEMA.steps[0](tx)
+        tx.execute("INSERT INTO component_schemas VALUES (?, ?)", ("store", 1))
+        tx.execute("INSERT INTO articles VALUES (?, ?, ?, ?, NULL, ?)",
+                   ("old.txt", "tag:x,2020-01-01:/articles/old", "old", 1_577_836_800, "h"))
+    store = PostgresStore(postgres_url, "news.example.org")
+    assert store.stamps_of(["old.txt"])["old.txt"].slug == "old"
+    assert store.snapshot().files == {}  # the version-3 tables exist now
+    store.close()
+    with db.transaction() as tx:
+        assert tx.one("SELECT version FROM component_schemas WHERE component = ?",
+                      ("store",)) == (3,)
+        tx.execute("UPDATE component_schemas SET version = 99 WHERE component = ?", ("store",))
+    db.close()
+    with pytest.raises(LedgerError, match="newer feedsvc") as err:
+        PostgresStore(postgres_url, "news.example.org")
+    assert PASSWORD not in str(err.value)
