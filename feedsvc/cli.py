@@ -21,6 +21,7 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .config import LOOPBACK_HOSTS, Settings, load_settings, require_host_policy
@@ -51,7 +52,18 @@ def _check(args: argparse.Namespace) -> int:
         # judges it, and only files the store lacks are read; the ledger itself
         # is never written.
         real = ledger_path(settings)
-        if real.is_file():
+        url = settings.database_url
+        if url is not None and url.dialect == "postgresql":
+            from .errors import LedgerError
+            from .migrate import MigrationError, migrate
+
+            try:  # the shared store, copied into the scratch file (leases are not copied)
+                migrate(url, f"sqlite:///{scratch}")
+            except (LedgerError, MigrationError) as exc:
+                print(f"feedsvc: {exc}; checking without it", file=sys.stderr)
+                scratch.unlink(missing_ok=True)
+            settings = replace(settings, database_url=None, ledger_path=scratch)
+        elif real.is_file():
             from .errors import LedgerError
             from .ledger import backup
 

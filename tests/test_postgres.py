@@ -602,3 +602,21 @@ def test_schema_is_versioned_migrated_in_place_and_newer_refused(postgres_url: s
     with pytest.raises(LedgerError, match="newer feedsvc") as err:
         PostgresStore(postgres_url, "news.example.org")
     assert PASSWORD not in str(err.value)
+
+
+def test_check_judges_with_a_copy_of_the_postgres_store(postgres_url: str, tmp_path: Path,
+                                                        capsys, monkeypatch) -> None:
+    from feedsvc.cli import main
+
+    articles = _copy(tmp_path, "a")
+    host = _host(articles, postgres_url)
+    host.refresh()
+    host.close()
+    before = _store_rows(postgres_url)
+    monkeypatch.setenv("FEEDSVC_DATABASE_URL", postgres_url)
+    monkeypatch.delenv("FEEDSVC_LEDGER_PATH", raising=False)
+    (articles / "zz-bad.txt").write_bytes(b"")  # an empty file: rejected
+    assert main(["check", str(articles)]) == 1
+    out = capsys.readouterr()
+    assert "REJECTED   zz-bad.txt" in out.out and PASSWORD not in out.out + out.err
+    assert _store_rows(postgres_url) == before  # the shared store is never written
