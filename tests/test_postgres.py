@@ -284,6 +284,7 @@ def test_password_never_shown_and_errors_name_the_redacted_url(postgres_server,
     assert PASSWORD not in DatabaseURL.parse(postgres_server.url()).redacted
 
 
+@pytest.mark.slow
 def test_store_errors_are_ledger_errors_and_healthz_says_store(postgres_url: str,
                                                                tmp_path: Path,
                                                                postgres_server,
