@@ -82,6 +82,24 @@ def _to_url_list(name: str, value: Any, base: Path) -> tuple[str, ...]:
     return tuple(_to_url(name, item, base) for item in items if str(item).strip())
 
 
+def _to_bool(name: str, value: Any, base: Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(_env_name(name), f"expected true or false, got {value!r}")
+
+
+def _to_hub_mode(name: str, value: Any, base: Path) -> str:
+    text = _to_text(name, value, base).lower()
+    if text not in ("off", "builtin"):
+        raise ConfigError(_env_name(name), f"expected off or builtin, got {value!r}")
+    return text
+
+
 def _to_language(name: str, value: Any, base: Path) -> str:
     text = _to_text(name, value, base)
     if not all(part.isalnum() and part.isascii() for part in text.split("-")):
@@ -110,6 +128,27 @@ class Settings:
     max_limit: int = 1000
     websub_hubs: tuple[str, ...] = ()
     trusted_proxies: int = 0
+    #: The built-in WebSub hub (feedsvc.hub): ``off`` or ``builtin`` (at ``<base>/hub``).
+    hub: str = "off"
+    hub_lease_seconds: int = 10 * 86400
+    hub_lease_min_seconds: int = 3600
+    hub_lease_max_seconds: int = 30 * 86400
+    hub_allow_private_callbacks: bool = False
+    hub_max_subscriptions: int = 10_000
+    #: Subscription requests one client may make per minute, per process.
+    hub_rate_limit: int = 60
+    #: The wait before a failed delivery's first retry; it doubles for each next one.
+    hub_retry_seconds: float = 60.0
+
+    @property
+    def hub_url(self) -> str | None:
+        """The built-in hub's URL, when it is on."""
+        return f"{self.base_url}/hub" if self.hub == "builtin" and self.base_url else None
+
+    @property
+    def advertised_hubs(self) -> tuple[str, ...]:
+        """Every hub a feed names: the external ones, then the built-in one."""
+        return self.websub_hubs + ((self.hub_url,) if self.hub_url else ())
 
 
 _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
@@ -128,6 +167,14 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "max_limit": _to_int(1, 100_000),
     "websub_hubs": _to_url_list,
     "trusted_proxies": _to_int(0, 10),
+    "hub": _to_hub_mode,
+    "hub_lease_seconds": _to_int(1, 365 * 86400),
+    "hub_lease_min_seconds": _to_int(1, 365 * 86400),
+    "hub_lease_max_seconds": _to_int(1, 365 * 86400),
+    "hub_allow_private_callbacks": _to_bool,
+    "hub_max_subscriptions": _to_int(1, 10_000_000),
+    "hub_rate_limit": _to_int(1, 100_000),
+    "hub_retry_seconds": _to_float(0.01, 86400.0),
 }
 assert set(_CONVERTERS) == {f.name for f in fields(Settings)}
 
@@ -195,5 +242,19 @@ def load_settings(
             "FEEDSVC_WEBSUB_HUBS",
             "hubs need FEEDSVC_BASE_URL: a ping names the feed's public URL, "
             "and a background reload has no request to take the host from",
+        )
+    if settings.hub == "builtin" and not settings.base_url:
+        raise ConfigError(
+            "FEEDSVC_HUB",
+            "the built-in hub needs FEEDSVC_BASE_URL: topics and the hub's own URL are "
+            "public URLs, and deliveries run with no request to take the host from",
+        )
+    if not (settings.hub_lease_min_seconds <= settings.hub_lease_seconds
+            <= settings.hub_lease_max_seconds):
+        raise ConfigError(
+            "FEEDSVC_HUB_LEASE_SECONDS",
+            f"the default lease ({settings.hub_lease_seconds} s) must lie between "
+            f"FEEDSVC_HUB_LEASE_MIN_SECONDS ({settings.hub_lease_min_seconds}) and "
+            f"FEEDSVC_HUB_LEASE_MAX_SECONDS ({settings.hub_lease_max_seconds})",
         )
     return settings

@@ -11,13 +11,24 @@ import atexit
 import logging
 import os
 import threading
+import time
 import weakref
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request
-from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound
+from werkzeug.exceptions import (
+    BadRequest,
+    Gone,
+    HTTPException,
+    NotFound,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+    UnsupportedMediaType,
+)
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import urls
@@ -27,6 +38,8 @@ from .documents import archive_count
 from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
 from .formats import formats
 from .http import SECURITY_HEADERS, negotiate
+from .hub import HubRequestError, parse_hub_request
+from .hubclient import CallbackRefused, resolve_callback
 from .preview import template_globals
 from .publisher import Publisher, Rendered
 from .websub import HubNotifier
@@ -66,7 +79,10 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         app.extensions["feedsvc.websub"] = notifier
     reloader = Reloader(publisher, settings.reload_interval)
     app.extensions["feedsvc.reloader"] = reloader
-    fast = FeedFastPath(app.wsgi_app, publisher, settings, on_request=reloader.ensure_running)
+    if settings.hub == "builtin":
+        _init_hub(app, settings, publisher, ledger_path)
+    fast = FeedFastPath(app.wsgi_app, publisher, settings,
+                        on_request=lambda: _ensure_threads(app))
     app.extensions["feedsvc.fastpath"] = fast
     app.wsgi_app = fast  # type: ignore[method-assign]
     if settings.trusted_proxies:
@@ -83,7 +99,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     # still notice changes (and ping WebSub hubs). The app is created in each
     # gunicorn worker (no --preload), and the request hook restarts the
     # thread in a process forked from one that had it.
-    reloader.ensure_running()
+    _ensure_threads(app)
     atexit.register(_shutdown_at_exit, weakref.ref(app))
     # extensions: optional parts register themselves here, one line each.
     from .observability import init_app as init_observability
@@ -100,6 +116,58 @@ def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
         )
 
     return listener
+
+
+def hub_database_url(ledger_path: Path) -> str:
+    """Where the built-in hub keeps its state: the store's database (the ledger's file)."""
+    return f"sqlite:///{Path(ledger_path).resolve()}"
+
+
+def _init_hub(app: Flask, settings: Settings, publisher: Publisher, ledger_path: Path) -> None:
+    """The built-in WebSub hub (feedsvc.hubworker): ``POST /hub`` and its threads."""
+    from .hubworker import Hub
+    from .sql import open_database
+
+    hub = Hub(settings, publisher, open_database(hub_database_url(ledger_path)))
+    publisher.listeners.append(hub.changed)
+    app.extensions["feedsvc.hub"] = hub
+    app.extensions["feedsvc.hub_limiter"] = RateLimiter(settings.hub_rate_limit, 60.0)
+    app.add_url_rule("/hub", "hub", _hub_view, methods=["POST"])
+
+
+class RateLimiter:
+    """At most ``count`` requests per ``period`` seconds per client, in this process.
+
+    A token bucket per client address, with the least recently seen clients
+    forgotten past 10,000, so the table itself cannot be made to grow.
+    """
+
+    def __init__(self, count: int, period: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.count, self.period = count, period
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        rate = self.count / self.period
+        with self._lock:
+            tokens, seen = self._buckets.pop(client, (float(self.count), now))
+            tokens = min(float(self.count), tokens + (now - seen) * rate)
+            allowed = tokens >= 1.0
+            self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+            while len(self._buckets) > 10_000:
+                self._buckets.popitem(last=False)
+        return allowed
+
+
+def _ensure_threads(app: Flask) -> None:
+    """Start this process's background threads: the rescans and, if on, the hub's."""
+    app.extensions["feedsvc.reloader"].ensure_running()
+    hub = app.extensions.get("feedsvc.hub")
+    if hub is not None:
+        hub.ensure_running()
 
 
 class Reloader:
@@ -154,6 +222,12 @@ def shutdown(app: Flask) -> None:
     reloader = app.extensions.get("feedsvc.reloader")
     if reloader is not None:
         reloader.stop()
+    hub = app.extensions.get("feedsvc.hub")
+    if hub is not None:
+        try:
+            hub.stop()
+        except Exception:
+            log.exception("stopping the hub failed")
     publisher = app.extensions.get("feedsvc")
     if publisher is not None:
         try:
@@ -169,7 +243,7 @@ def _shutdown_at_exit(ref: weakref.ref[Flask]) -> None:
 
 
 def _ensure_reloader() -> None:
-    current_app.extensions["feedsvc.reloader"].ensure_running()
+    _ensure_threads(current_app)  # type: ignore[arg-type]
 
 
 def _publisher() -> Publisher:
@@ -328,6 +402,46 @@ def article(slug: str) -> Response:
             raise Gone(description="this article was deleted")
         raise NotFound(description="no such article")
     return _page(("article", slug), "article.html", entry=entry)
+
+
+# -- the built-in WebSub hub ---------------------------------------------------------
+
+#: The largest subscription request body taken.
+HUB_MAX_REQUEST_BYTES = 16 * 1024
+
+
+def _hub_view() -> Response:
+    """``POST /hub``: a subscription request (WebSub §5.1), 202 and verified later."""
+    hub = current_app.extensions["feedsvc.hub"]
+    settings: Settings = current_app.config["FEEDSVC"]
+    if not current_app.extensions["feedsvc.hub_limiter"].allow(request.remote_addr or "-"):
+        raise TooManyRequests(description="too many subscription requests; try again in a "
+                              "minute")
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType(description="a subscription request is a form: "
+                                   "application/x-www-form-urlencoded")
+    if (request.content_length or 0) > HUB_MAX_REQUEST_BYTES:
+        raise RequestEntityTooLarge(description="a subscription request is at most "
+                                    f"{HUB_MAX_REQUEST_BYTES} bytes")
+    request.max_form_memory_size = HUB_MAX_REQUEST_BYTES
+    try:
+        hub_request = parse_hub_request(request.form, hub.leases, hub.topic_problem)
+        if hub_request.mode == "subscribe":
+            resolve_callback(hub_request.callback, settings.hub_allow_private_callbacks)
+    except HubRequestError as exc:
+        raise BadRequest(description=str(exc)) from None
+    except CallbackRefused as exc:
+        raise BadRequest(description=f"hub.callback is refused: {exc}") from None
+    problem = hub.limit_problem(hub_request)
+    if problem is not None:
+        raise (ServiceUnavailable if "this hub" in problem else BadRequest)(description=problem)
+    if hub.store.pending_requests() >= settings.hub_max_subscriptions:
+        raise ServiceUnavailable(description="too many requests wait for verification")
+    hub.accept(hub_request)
+    response = Response("202 Accepted: the callback will be asked to confirm\n", status=202,
+                        content_type="text/plain; charset=utf-8")
+    response.headers.extend(SECURITY_HEADERS)
+    return response
 
 
 @bp.get("/healthz")
