@@ -24,6 +24,7 @@ __all__ = [
     "DELIVERY_TIMEOUT",
     "HubRequest",
     "HubRequestError",
+    "denial_url",
     "LeasePolicy",
     "parse_hub_request",
     "refused_address",
@@ -175,6 +176,14 @@ def verification_url(callback: str, mode: str, topic: str, challenge: str,
     if lease_seconds is not None:
         params.append(("hub.lease_seconds", str(lease_seconds)))
     query = urlencode(parse_qsl(parts.query, keep_blank_values=True) + params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
+
+
+def denial_url(callback: str, topic: str, reason: str) -> str:
+    """The GET that tells a subscriber its subscription is denied (§5.2)."""
+    parts = urlsplit(callback)
+    query = urlencode(parse_qsl(parts.query, keep_blank_values=True) + [
+        ("hub.mode", "denied"), ("hub.topic", topic), ("hub.reason", reason)])
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", query, ""))
 
 

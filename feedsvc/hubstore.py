@@ -141,15 +141,26 @@ class HubStore:
                           "ORDER BY topic", (now,))
         return [r[0] for r in rows]
 
-    def subscribe(self, request: HubRequest, now: float,
-                  baseline: tuple[str, int] | None) -> int:
+    def subscribe(self, request: HubRequest, now: float, baseline: tuple[str, int] | None,
+                  limits: tuple[int, int] | None = None) -> int | None:
         """Create or replace (new lease, new secret) the subscription of a verified request.
 
         ``baseline`` (the digest and moment of the topic as it is now) is
         recorded as the topic's newest change if it has none, so that a change
         made while no process was running is still told after a restart.
+        With ``limits`` (most live subscriptions in all, and per callback
+        host), a new subscription that would pass either is not made: None.
         """
         with self.db.transaction() as tx:
+            if limits is not None and tx.one(
+                    "SELECT id FROM hub_subscriptions WHERE topic = ? AND callback = ?",
+                    (request.topic, request.callback)) is None:
+                total = tx.one("SELECT COUNT(*) FROM hub_subscriptions WHERE expires > ?",
+                               (now,))
+                on_host = tx.one("SELECT COUNT(*) FROM hub_subscriptions WHERE expires > ? "
+                                 "AND callback_host = ?", (now, request.callback_host))
+                if int(total[0]) >= limits[0] or int(on_host[0]) >= limits[1]:
+                    return None
             row = tx.one(
                 "INSERT INTO hub_subscriptions (topic, callback, callback_host, secret,"
                 " lease_seconds, expires, created) VALUES (?, ?, ?, ?, ?, ?, ?) "

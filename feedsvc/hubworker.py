@@ -43,6 +43,7 @@ from .hub import (
     MAX_PER_CALLBACK_HOST,
     HubRequest,
     LeasePolicy,
+    denial_url,
     retry_delay,
     signature,
     verification_url,
@@ -311,12 +312,16 @@ class Hub:
     def _verify(self, pending: PendingRequest) -> None:
         """Verification of intent (§5.3): only a 2xx echoing the challenge confirms."""
         request = pending.request
+        refusal = self.limit_problem(request)
+        if refusal is not None:  # a limit reached since the request was accepted
+            self._deny(request, refusal)
+            self.store.finish_request(pending.id)
+            return
         challenge = secrets.token_urlsafe(32)
         lease = request.lease_seconds if request.mode == "subscribe" else None
         url = verification_url(request.callback, request.mode, request.topic, challenge, lease)
         try:
-            reply = send("GET", url, allow_private=self.settings.hub_allow_private_callbacks,
-                         timeout=DELIVERY_TIMEOUT)
+            reply = self._get(url)
             confirmed = 200 <= reply.status < 300 and reply.body == challenge.encode("ascii")
             problem = "" if confirmed else (
                 f"HTTP {reply.status}" if not 200 <= reply.status < 300
@@ -327,14 +332,15 @@ class Hub:
             confirmed, problem = False, _network_problem(exc)
         now = self.clock()
         if confirmed and request.mode == "subscribe":
-            refusal = self.limit_problem(request)
-            if refusal is not None:
-                confirmed, problem = False, refusal
-            else:
-                topic = self.parse_topic(request.topic)
-                rendered = self.render(topic) if topic is not None else None
-                self.store.subscribe(request, now,
-                                     _version(rendered) if rendered is not None else None)
+            topic = self.parse_topic(request.topic)
+            rendered = self.render(topic) if topic is not None else None
+            made = self.store.subscribe(
+                request, now, _version(rendered) if rendered is not None else None,
+                (self.settings.hub_max_subscriptions, MAX_PER_CALLBACK_HOST))
+            if made is None:  # others were verified first and took the last places
+                self.store.finish_request(pending.id)
+                self._deny(request, self.limit_problem(request) or "the hub is full")
+                return
         elif confirmed:
             self.store.unsubscribe(request.topic, request.callback)
         self.store.finish_request(pending.id)
@@ -344,6 +350,20 @@ class Hub:
         else:
             log.warning("hub: %s of %s for %s not verified (%s): no change made", request.mode,
                         request.topic, request.callback_host, problem)
+
+    def _get(self, url: str):  # noqa: ANN202 - a hubclient.Reply
+        return send("GET", url, allow_private=self.settings.hub_allow_private_callbacks,
+                    timeout=DELIVERY_TIMEOUT)
+
+    def _deny(self, request: HubRequest, reason: str) -> None:
+        """Tell the subscriber a subscription is denied (§5.2: ``hub.mode=denied``)."""
+        url = denial_url(request.callback, request.topic, reason)
+        try:
+            self._get(url)
+        except (CallbackRefused, OSError, http.client.HTTPException) as exc:
+            reason += f"; telling the callback failed: {_network_problem(exc)}"
+        log.warning("hub: %s of %s for %s denied: %s", request.mode, request.topic,
+                    request.callback_host, reason)
 
     def _deliver(self, delivery: Delivery) -> None:
         """Content distribution (§7): the document's bytes, its type, the links, a signature."""

@@ -32,7 +32,7 @@ class Seen:
 class Subscriber:
     """Callbacks at ``http://127.0.0.1:<port>/<name>``; behaviour set per name.
 
-    ``verify[name]``: "echo" (default), "wrong" (another body), "404", or
+    ``verify[name]``: "echo" (default), "wrong" (another body), "404", "302", or
     "hang" (no answer for ``hang_seconds``). ``deliver[name]``: a status to
     answer content POSTs with (default 200), or "hang".
     """
@@ -75,6 +75,12 @@ class Subscriber:
                     return
                 if how == "404":
                     self._answer(404, b"no")
+                    return
+                if how == "302":  # to a URL that would echo: a redirect is no answer
+                    self.send_response(302)
+                    self.send_header("Location", f"/echo?{urlsplit(self.path).query}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 challenge = seen.query.get("hub.challenge", "")
                 self._answer(200, (challenge + "x" if how == "wrong" else challenge).encode())

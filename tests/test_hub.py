@@ -356,6 +356,33 @@ def test_limits_per_callback_host_and_in_all(hub_app, subscriber, monkeypatch):
     assert full.status_code == 503 and "most subscriptions (3)" in full.text
 
 
+def test_a_limit_reached_before_verification_is_a_denial(hub_app, subscriber):
+    """Accepted while there was room, then others took it: §5.2's ``hub.mode=denied``."""
+    from feedsvc.hub import HubRequest
+
+    app = hub_app(hub_max_subscriptions=2)
+    hub = app.extensions["feedsvc.hub"]
+    for name in ("d1", "d2", "d3", "d4"):  # all four accepted at once, as a burst may be
+        hub.accept(HubRequest("subscribe", SITE_ATOM, subscriber.url(name), "127.0.0.1",
+                              3600, None))
+    wait(lambda: hub.store.pending_requests() == 0)
+    assert len(subscriptions(app)) == 2
+    denials = [s for s in subscriber.seen if s.query.get("hub.mode") == "denied"]
+    assert len(denials) == 2
+    assert all(d.query["hub.topic"] == SITE_ATOM and "most subscriptions (2)"
+               in d.query["hub.reason"] for d in denials)
+
+
+def test_a_redirect_is_no_confirmation(hub_app, subscriber):
+    """§7 and §5.3: a 3xx is not a 2xx; the hub follows no redirect."""
+    app = hub_app()
+    subscriber.verify["moved"] = "302"
+    subscribe(app.test_client(), subscriber.url("moved"))
+    wait(lambda: subscriber.verifications("moved"))
+    wait(lambda: app.extensions["feedsvc.hub"].store.pending_requests() == 0)
+    assert subscriptions(app) == [] and len(subscriber.seen) == 1
+
+
 def test_requests_are_rate_limited_per_client(hub_app, subscriber):
     app = hub_app(hub_rate_limit=3)
     client = app.test_client()
