@@ -337,6 +337,46 @@ def test_a_callback_that_became_private_after_accepting_is_not_contacted(
     assert subscriber.seen == [] and subscriptions(app) == []
 
 
+def test_deliveries_check_the_address_again(hub_app, subscriber, articles_dir):
+    """A subscription made while private callbacks were allowed is refused at delivery."""
+    from dataclasses import replace
+
+    app = hub_app(hub_retry_seconds=30)
+    subscribe(app.test_client(), subscriber.url("later"))
+    wait(lambda: subscriptions(app))
+    hub = app.extensions["feedsvc.hub"]
+    hub.settings = replace(hub.settings, hub_allow_private_callbacks=False)
+    publish(app, articles_dir, "priv.txt", "Not to a private address")
+    (sub,) = wait(lambda: [s for s in subscriptions(app) if s.last_status])
+    assert "resolves to 127.0.0.1 is a loopback address" in sub.last_status
+    assert subscriber.deliveries("later") == []
+
+
+def test_the_connection_goes_to_the_checked_address(subscriber, monkeypatch):
+    """The name is resolved once, checked, and that address is the one connected to."""
+    import socket
+
+    from feedsvc import hubclient
+
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.1", "203.0.113.7"])  # a second lookup would say otherwise
+
+    def rebinding(host, *args, **kwargs):
+        if host == "rebind.example":
+            return real(next(answers), *args, **kwargs)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    url = f"http://rebind.example:{subscriber.port}/pinned?hub.challenge=c"
+    reply = hubclient.send("GET", url, allow_private=True, timeout=5)
+    assert reply.status == 200 and reply.body == b"c"
+    (seen,) = subscriber.verifications("pinned")
+    assert seen.headers["host"] == f"rebind.example:{subscriber.port}"
+    with pytest.raises(hubclient.CallbackRefused, match="loopback"):
+        monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: real("127.0.0.1", *a[1:]))
+        hubclient.send("GET", url, allow_private=False, timeout=5)
+
+
 def test_limits_per_callback_host_and_in_all(hub_app, subscriber, monkeypatch):
     from feedsvc import hub as hub_policy
 
