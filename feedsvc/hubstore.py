@@ -283,7 +283,13 @@ class HubStore:
         return made
 
     def claim_deliveries(self, now: float, hold: float, limit: int) -> list[Delivery]:
-        """Take up to ``limit`` due deliveries for ``hold`` seconds, the longest due first."""
+        """Take up to ``limit`` due deliveries for ``hold`` seconds, the longest due first.
+
+        A subscriber gets its versions in order, one at a time: only the
+        oldest delivery of each subscription is taken, so a newer version
+        waits while an older one is being sent or waits for its retry, and
+        the last document a subscriber receives is always the newest.
+        """
         if limit <= 0:
             return []
         with self.db.transaction() as tx:
@@ -293,6 +299,8 @@ class HubStore:
                 " FROM hub_deliveries d JOIN hub_changes c ON c.id = d.change_id"
                 " JOIN hub_subscriptions s ON s.id = d.subscription_id"
                 " WHERE d.next_at <= ? AND d.claimed_until < ? AND s.expires > ?"
+                " AND d.change_id = (SELECT MIN(e.change_id) FROM hub_deliveries e"
+                " WHERE e.subscription_id = d.subscription_id)"
                 " ORDER BY d.next_at, d.id LIMIT ?", (now, now, now, limit))
             taken = []
             for row in rows:

@@ -180,6 +180,10 @@ class Hub:
             for thread in self._threads:
                 thread.start()
 
+    def before_fork(self) -> None:
+        """Hold no database connection across a fork (a preloading gunicorn master)."""
+        self.db.close()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the threads and give the lease up, so another process takes over at once."""
         if self._pid != os.getpid():

@@ -579,6 +579,7 @@ def test_a_restart_delivers_pending_and_missed_changes_once(make_app, hub_app, s
                   and b"Written while down" not in d.body]
     missed = [d for d in after if b"Written while down" in d.body]
     assert len(ok_pending) == 1 and len(missed) == 1
+    assert after.index(ok_pending[0]) < after.index(missed[0])  # in order
 
 
 # -- operating it ----------------------------------------------------------------------

@@ -96,6 +96,23 @@ def test_claims_expire_so_a_dead_holder_s_work_is_redone(store: HubStore) -> Non
     assert again.id == taken.id
 
 
+def test_a_subscriber_gets_its_versions_in_order_one_at_a_time(store: HubStore) -> None:
+    store.subscribe(_request(), 0.0, ("d0", 1))
+    store.record_change(TOPIC, "d1", 2, "t", b"v1", 1.0)
+    store.record_change(TOPIC, "d2", 3, "t", b"v2", 1.0)
+    assert store.fan_out(1.0) == 2
+    (first,) = store.claim_deliveries(2.0, 60.0, 10)
+    assert first.body == b"v1"
+    assert store.claim_deliveries(2.0, 60.0, 10) == []  # v2 waits while v1 is being sent
+    store.failed(first, "HTTP 500", 3.0, 10.0)
+    assert store.claim_deliveries(5.0, 60.0, 10) == []  # and while v1 waits for its retry
+    (retry,) = store.claim_deliveries(10.0, 60.0, 10)
+    assert retry.body == b"v1"
+    store.delivered(retry, "200", 10.5)
+    (second,) = store.claim_deliveries(11.0, 60.0, 10)
+    assert second.body == b"v2"
+
+
 def test_requests_wait_for_verification_and_are_claimed_once(store: HubStore) -> None:
     store.add_request(_request(secret="x"), 1.0)
     store.add_request(_request(mode="unsubscribe", secret=None), 2.0)
