@@ -166,6 +166,7 @@ class Hub:
                 return
             self._pid = os.getpid()
             self._stop = threading.Event()
+            self.holding = False
             self._changes = queue.Queue(maxsize=1000)
             holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
             self._lease = Lease(self.db, "hub-delivery", holder)
@@ -260,12 +261,14 @@ class Hub:
     # -- the deliverer -------------------------------------------------------------
 
     def _deliver_loop(self) -> None:
-        last_tidy = 0.0
+        last_tidy = renewed = 0.0
         while not self._stop.is_set():
             try:
                 now = self.clock()
                 assert self._lease is not None
-                self.holding = self._lease.acquire(LEASE_TTL, now)
+                if not self.holding or now - renewed >= LEASE_TTL / 5:
+                    self.holding = self._lease.acquire(LEASE_TTL, now)
+                    renewed = now
                 if not self.holding:
                     self._stop.wait(1.0)
                     continue

@@ -43,6 +43,7 @@ def hub_app(make_app, articles_dir: Path) -> Iterator[Flask]:
                   "hub_retry_seconds": 0.3, "hub_lease_min_seconds": 1, **settings}
         app = make_app(articles_dir, **config)
         app.extensions["feedsvc"].settle_seconds = 0  # tests write whole files at once
+        app.extensions["feedsvc.hub"].poll = 0.05  # quick retries are seen quickly
         apps.append(app)
         return app
 
@@ -77,7 +78,7 @@ def wait(check, timeout: float = 10.0):
     raise AssertionError(f"not within {timeout} s")
 
 
-def quiet(seconds: float = 0.8) -> None:
+def quiet(seconds: float = 0.5) -> None:
     """Give the hub time to do what it should not (a second delivery, say)."""
     time.sleep(seconds)
 
@@ -508,7 +509,7 @@ def test_410_ends_the_subscription(hub_app, subscriber, articles_dir):
 
 
 def test_failures_are_retried_with_backoff_then_given_up(hub_app, subscriber, articles_dir):
-    app = hub_app(hub_retry_seconds=0.02)
+    app = hub_app(hub_retry_seconds=0.01)
     subscriber.deliver["down"] = 503
     subscribe(app.test_client(), subscriber.url("down"))
     wait(lambda: subscriptions(app))
@@ -518,7 +519,7 @@ def test_failures_are_retried_with_backoff_then_given_up(hub_app, subscriber, ar
     tries = subscriber.deliveries("down")
     assert len(tries) == 8  # at most 8 attempts
     gaps = [b.at - a.at for a, b in zip(tries, tries[1:], strict=False)]
-    assert gaps[-1] >= 0.02 * 64 * 0.8 > gaps[0]  # doubling: the 7th wait is 64 times the 1st
+    assert gaps[-1] >= 0.01 * 64 * 0.8 > gaps[0]  # doubling: the 7th wait is 64 times the 1st
     (sub,) = subscriptions(app)  # not 410: kept until its lease ends
     assert sub.last_status == "HTTP 503"
     assert app.extensions["feedsvc.hub"].store.pending_deliveries() == 0
