@@ -13,6 +13,9 @@ import hashlib
 import hmac
 import ipaddress
 import random
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -26,6 +29,7 @@ __all__ = [
     "HubRequestError",
     "denial_url",
     "LeasePolicy",
+    "RateLimiter",
     "parse_hub_request",
     "refused_address",
     "retry_delay",
@@ -201,3 +205,30 @@ def retry_delay(failures: int, base: float, rng: Callable[[], float] = random.ra
     for an hour still gets the content.
     """
     return base * 2 ** (failures - 1) * (0.8 + 0.4 * rng())
+
+
+class RateLimiter:
+    """At most ``count`` requests per ``period`` seconds per client, in this process.
+
+    A token bucket per client address, with the least recently seen clients
+    forgotten past 10,000, so the table itself cannot be made to grow.
+    """
+
+    def __init__(self, count: int, period: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.count, self.period = count, period
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        rate = self.count / self.period
+        with self._lock:
+            tokens, seen = self._buckets.pop(client, (float(self.count), now))
+            tokens = min(float(self.count), tokens + (now - seen) * rate)
+            allowed = tokens >= 1.0
+            self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
+            while len(self._buckets) > 10_000:
+                self._buckets.popitem(last=False)
+        return allowed

@@ -11,10 +11,8 @@ import atexit
 import logging
 import os
 import threading
-import time
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ from .documents import archive_count
 from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
 from .formats import formats
 from .http import SECURITY_HEADERS, negotiate
-from .hub import HubRequestError, parse_hub_request
+from .hub import HubRequestError, RateLimiter, parse_hub_request
 from .hubclient import CallbackRefused, resolve_callback
 from .preview import template_globals
 from .publisher import Publisher, Rendered
@@ -133,33 +131,6 @@ def _init_hub(app: Flask, settings: Settings, publisher: Publisher, ledger_path:
     app.extensions["feedsvc.hub"] = hub
     app.extensions["feedsvc.hub_limiter"] = RateLimiter(settings.hub_rate_limit, 60.0)
     app.add_url_rule("/hub", "hub", _hub_view, methods=["POST"])
-
-
-class RateLimiter:
-    """At most ``count`` requests per ``period`` seconds per client, in this process.
-
-    A token bucket per client address, with the least recently seen clients
-    forgotten past 10,000, so the table itself cannot be made to grow.
-    """
-
-    def __init__(self, count: int, period: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.count, self.period = count, period
-        self.clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def allow(self, client: str) -> bool:
-        now = self.clock()
-        rate = self.count / self.period
-        with self._lock:
-            tokens, seen = self._buckets.pop(client, (float(self.count), now))
-            tokens = min(float(self.count), tokens + (now - seen) * rate)
-            allowed = tokens >= 1.0
-            self._buckets[client] = (tokens - 1.0 if allowed else tokens, now)
-            while len(self._buckets) > 10_000:
-                self._buckets.popitem(last=False)
-        return allowed
 
 
 def _ensure_threads(app: Flask) -> None:
