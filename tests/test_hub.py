@@ -598,7 +598,7 @@ def test_feeds_advertise_the_hub(hub_app):
     assert b"atom:link" in rss
     hubs = [h["url"] for h in json.loads(client.get("/feed.json").data)["hubs"]]
     assert hubs == ["https://hub.example", hub]
-    for response in (atom, client.get("/feed.atom?limit=3")):  # fast path and Flask
+    for response in (atom, client.get("/feed.atom?limit=1")):  # fast path and Flask
         link = response.headers["Link"]
         assert f'<{hub}>; rel="hub"' in link and '<https://hub.example>; rel="hub"' in link
         assert f'<{BASE_URL}/feed.atom>; rel="self"' in link
