@@ -110,11 +110,12 @@ def _hub_list(args: argparse.Namespace) -> int:
     from .sql import open_database
     from .web import hub_database_url
 
-    path = ledger_path(load_settings({}))
-    if not path.exists():
+    settings = load_settings({})
+    path = ledger_path(settings)
+    if not getattr(settings, "database_url", None) and not path.exists():
         print(f"feedsvc: no ledger at {path}: the hub has no subscriptions", file=sys.stderr)
         return 1
-    db = open_database(hub_database_url(path))
+    db = open_database(hub_database_url(settings, path))
     try:
         store = HubStore(db)
         subs = store.subscriptions()

@@ -206,6 +206,7 @@ class Hub:
                 log.exception("hub: giving up the delivery lease failed")
         self.holding = False
         self._pid = None
+        self.db.close()
 
     def changed(self, refs: list[FeedRef]) -> None:
         """A publisher listener: queue the changed feeds; never blocks a reload."""

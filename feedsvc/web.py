@@ -116,9 +116,14 @@ def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
     return listener
 
 
-def hub_database_url(ledger_path: Path) -> str:
-    """Where the built-in hub keeps its state: the store's database (the ledger's file)."""
-    return f"sqlite:///{Path(ledger_path).resolve()}"
+def hub_database_url(settings: Settings, ledger_path: Path) -> Any:
+    """Where the built-in hub keeps its state: the store's database.
+
+    The ledger's SQLite file, or the store's ``FEEDSVC_DATABASE_URL`` (a
+    PostgreSQL shared by every host) once the settings have one.
+    """
+    configured = getattr(settings, "database_url", None)
+    return configured if configured else f"sqlite:///{Path(ledger_path).resolve()}"
 
 
 def _init_hub(app: Flask, settings: Settings, publisher: Publisher, ledger_path: Path) -> None:
@@ -126,7 +131,7 @@ def _init_hub(app: Flask, settings: Settings, publisher: Publisher, ledger_path:
     from .hubworker import Hub
     from .sql import open_database
 
-    hub = Hub(settings, publisher, open_database(hub_database_url(ledger_path)))
+    hub = Hub(settings, publisher, open_database(hub_database_url(settings, ledger_path)))
     publisher.listeners.append(hub.changed)
     app.extensions["feedsvc.hub"] = hub
     app.extensions["feedsvc.hub_limiter"] = RateLimiter(settings.hub_rate_limit, 60.0)

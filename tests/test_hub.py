@@ -583,6 +583,23 @@ def test_a_restart_delivers_pending_and_missed_changes_once(make_app, hub_app, s
     assert after.index(ok_pending[0]) < after.index(missed[0])  # in order
 
 
+def test_the_hub_works_on_postgresql(hub_app, subscriber, articles_dir, postgres_url,
+                                     monkeypatch):
+    """The hub's state in a PostgreSQL store, as every host of a site would share it."""
+    from feedsvc import web
+
+    monkeypatch.setattr(web, "hub_database_url", lambda settings, ledger: postgres_url)
+    app = hub_app()
+    assert app.extensions["feedsvc.hub"].db.dialect == "postgresql"
+    subscribe(app.test_client(), subscriber.url("pg"), **{"hub.secret": "pg"})
+    wait(lambda: subscriptions(app))
+    publish(app, articles_dir, "pg.txt", "Through PostgreSQL")
+    (delivery,) = wait(lambda: subscriber.deliveries("pg"))
+    assert valid_signature(delivery, "pg") and b"Through PostgreSQL" in delivery.body
+    quiet()
+    assert len(subscriber.deliveries("pg")) == 1
+
+
 # -- operating it ----------------------------------------------------------------------
 
 
