@@ -346,8 +346,8 @@ class Hub:
                 request, now, _version(rendered) if rendered is not None else None,
                 (self.settings.hub_max_subscriptions, MAX_PER_CALLBACK_HOST))
             if made is None:  # others were verified first and took the last places
-                self.store.finish_request(pending.id)
                 self._deny(request, self.limit_problem(request) or "the hub is full")
+                self.store.finish_request(pending.id)
                 return
         elif confirmed:
             self.store.unsubscribe(request.topic, request.callback)

@@ -409,7 +409,7 @@ def test_a_limit_reached_before_verification_is_a_denial(hub_app, subscriber):
     wait(lambda: hub.store.pending_requests() == 0)
     assert len(subscriptions(app)) == 2
     denials = [s for s in subscriber.seen if s.query.get("hub.mode") == "denied"]
-    assert len(denials) == 2
+    assert len(denials) == 2  # each told before its request was done with
     assert all(d.query["hub.topic"] == SITE_ATOM and "most subscriptions (2)"
                in d.query["hub.reason"] for d in denials)
 
