@@ -328,6 +328,7 @@ class Hub:
         challenge = secrets.token_urlsafe(32)
         lease = request.lease_seconds if request.mode == "subscribe" else None
         url = verification_url(request.callback, request.mode, request.topic, challenge, lease)
+        asked = self.clock()  # §5.3: the lease runs from the verification request
         try:
             reply = self._get(url)
             confirmed = 200 <= reply.status < 300 and reply.body == challenge.encode("ascii")
@@ -338,12 +339,11 @@ class Hub:
             confirmed, problem = False, str(exc)
         except (OSError, http.client.HTTPException) as exc:
             confirmed, problem = False, _network_problem(exc)
-        now = self.clock()
         if confirmed and request.mode == "subscribe":
             topic = self.parse_topic(request.topic)
             rendered = self.render(topic) if topic is not None else None
             made = self.store.subscribe(
-                request, now, _version(rendered) if rendered is not None else None,
+                request, asked, _version(rendered) if rendered is not None else None,
                 (self.settings.hub_max_subscriptions, MAX_PER_CALLBACK_HOST))
             if made is None:  # others were verified first and took the last places
                 self._deny(request, self.limit_problem(request) or "the hub is full")

@@ -1,4 +1,30 @@
-"""The built-in WebSub hub (hub role), through the real app and a real subscriber on 127.0.0.1."""
+"""The built-in WebSub hub (hub role), through the real app and a real subscriber on 127.0.0.1.
+
+The hub role's MUSTs in the W3C WebSub Recommendation, and the tests that hold them:
+
+- §5.1 ignore parameters not understood: test_extra_parameters_are_ignored
+- §5.1 no fragment in topic or callback: test_bad_requests_get_400_with_the_reason
+- §5.1 re-requests override the earlier state of a topic and callback:
+  test_resubscribing_replaces_lease_and_secret, test_unsubscribe_is_verified_then_removes
+- §5.1.2 202 for a request received; 4xx/5xx for errors, with a plain-text reason:
+  test_subscribe_is_accepted_then_verified_with_the_granted_lease,
+  test_bad_requests_get_400_with_the_reason, test_limits_per_callback_host_and_in_all
+- §5.2 a denied subscription is told to the callback (hub.mode=denied, hub.reason):
+  test_a_limit_reached_before_verification_is_a_denial
+- §5.3 verify by GET with mode, topic, challenge and (subscribe) lease_seconds, appended to
+  the callback's own query: test_subscribe_is_accepted_then_verified_with_the_granted_lease,
+  test_lease_is_held_to_the_bounds_and_defaults
+- §5.3 the body must equal the challenge; 3xx/4xx/5xx (and no answer) fail:
+  test_failed_verification_leaves_no_subscription_and_keeps_an_old_one,
+  test_a_redirect_is_no_confirmation, test_unsubscribe_not_confirmed_keeps_the_subscription
+- §7 POST to every active subscriber, with the topic's Content-Type and Link rel=hub and
+  rel=self: test_atom_rss_and_json_topics_get_the_bytes_get_returns,
+  test_an_expired_lease_gets_no_delivery_and_is_removed
+- §7 only a 2xx is success, other codes are failures (retried):
+  test_failures_are_retried_with_backoff_then_given_up, test_410_ends_the_subscription
+- §7.1 with a secret, X-Hub-Signature: method=hex HMAC of the body:
+  test_secret_signs_each_delivery, test_resubscribing_replaces_lease_and_secret
+"""
 
 from __future__ import annotations
 
