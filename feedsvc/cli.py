@@ -146,6 +146,8 @@ def _build(args: argparse.Namespace) -> int:
 
     # No reloading while building: every file must come from one version.
     overrides: dict[str, object] = {"reload_interval": 0}
+    # A static host answers no POST /hub: its feeds must not advertise the built-in hub.
+    overrides["hub"] = "off"
     if args.folder:
         overrides["articles_dir"] = args.folder
     if args.base_url:

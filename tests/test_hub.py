@@ -679,6 +679,16 @@ def test_verifications_and_failures_are_logged(hub_app, subscriber, articles_dir
     assert "the answer is not the challenge" in caplog.text
 
 
+def test_a_static_build_does_not_advertise_the_builtin_hub(articles_dir, tmp_path,
+                                                           monkeypatch):
+    monkeypatch.setenv("FEEDSVC_HUB", "builtin")
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "ledger.sqlite3"))
+    out = tmp_path / "site"
+    assert cli_main(["build", str(out), "--folder", str(articles_dir),
+                     "--base-url", BASE_URL]) == 0
+    assert b"/hub" not in (out / "feed.atom").read_bytes()
+
+
 # -- the pure policy -------------------------------------------------------------------
 
 
