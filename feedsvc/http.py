@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.datastructures import Accept, MIMEAccept
-from werkzeug.http import http_date, is_resource_modified, parse_accept_header, quote_etag
+from werkzeug.http import http_date, parse_accept_header, parse_date, parse_etags, quote_etag
 
 from .formats import feed_media_types
 from .publisher import Rendered
@@ -70,6 +71,47 @@ def accepts_gzip(environ: dict[str, Any]) -> bool:
     return bool(header) and parse_accept_header(header, Accept)["gzip"] > 0
 
 
+def _single_date(value: str | None) -> datetime | None:
+    """An HTTP-date header's value, or None when RFC 9110 says to ignore it.
+
+    A date has one comma (``Sun, 06 Nov 1994 ...``) or none (asctime); more
+    means a list, and "a recipient MUST ignore If-Modified-Since [when] the
+    field value has more than one member" (13.1.3). werkzeug's parse_date
+    would take the first of them.
+    """
+    if value is None or value.count(",") > 1:
+        return None
+    date = parse_date(value)
+    return None if date is None else date.astimezone(UTC)
+
+
+def precondition(environ: dict[str, Any], etag: str, last_modified: datetime) -> int | None:
+    """412, 304 or None (send the representation), evaluated as RFC 9110 13.2.2 orders it.
+
+    Written out because werkzeug's ``is_resource_modified`` answers 304 for a
+    failed If-Match and reads the first date of an If-Modified-Since list.
+    Only GET and HEAD come here, so a false If-None-Match is always a 304.
+    """
+    modified = last_modified.replace(microsecond=0)
+    if modified.tzinfo is None:
+        modified = modified.replace(tzinfo=UTC)
+    if_match = environ.get("HTTP_IF_MATCH")
+    if if_match is not None:
+        if not parse_etags(if_match).contains(etag):  # strong comparison; "*" matches
+            return 412
+    else:
+        since = _single_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
+        if since is not None and modified > since:
+            return 412
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match is not None:
+        return 304 if parse_etags(if_none_match).contains_weak(etag) else None
+    since = _single_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+    if since is not None and modified <= since:
+        return 304
+    return None
+
+
 def negotiate(
     environ: dict[str, Any], rendered: Rendered, links: Iterable[tuple[str, str]] = (),
     vary: str = VARY_PLAIN,
@@ -96,11 +138,16 @@ def negotiate(
     link_values = [f'<{url}>; rel="{rel}"' for rel, url in links]
     if link_values:
         headers.append(("Link", ", ".join(link_values)))
-    conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
-    if conditional and not is_resource_modified(
-        environ, etag=etag, last_modified=rendered.last_modified
-    ):
-        return 304, headers, b""
+    conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ or (
+        "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ)
+    if conditional:
+        status = precondition(environ, etag, rendered.last_modified)
+        if status == 304:
+            return 304, headers, b""
+        if status == 412:
+            failed = b"412 Precondition Failed\n"
+            return 412, [("Content-Type", "text/plain; charset=utf-8"),
+                         ("Content-Length", str(len(failed))), *SECURITY_HEADERS], failed
     body = rendered.gzip_body if use_gzip else rendered.body
     if use_gzip:
         headers.append(("Content-Encoding", "gzip"))

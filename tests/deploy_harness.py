@@ -173,12 +173,21 @@ class Gunicorn:
                  if not k.startswith("FEEDSVC_") and k != "PROMETHEUS_MULTIPROC_DIR"}
         clean.update(FEEDSVC_BIND=f"127.0.0.1:{self.port}", FEEDSVC_WORKERS=str(workers),
                      PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
+        # What an operator of a service reached as 127.0.0.1 sets (wsgi.py
+        # refuses to start with neither this nor FEEDSVC_BASE_URL); a test
+        # passing its own value, even "", wins.
+        clean["FEEDSVC_TRUSTED_HOSTS"] = "127.0.0.1,localhost"
         clean.update(env)
         self.log_path = folder / "gunicorn.log"
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT, env=clean, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_for_workers()
+
+    def wait_for_workers(self) -> None:
+        """Until every worker has answered; a gunicorn that exits instead raises."""
+        workers = self.workers
         deadline = time.monotonic() + 60
         seen: set[int] = set()
         while len(seen) < workers:
@@ -191,10 +200,15 @@ class Gunicorn:
                 time.sleep(0.1)
 
     def worker_pids(self, count: int = 16) -> set[int]:
-        """Pids of the workers that answered ``count`` concurrent /healthz requests."""
+        """Pids of the workers that answered ``count`` concurrent /healthz requests, loaded.
+
+        A worker answers /healthz before the first import is in (feeds answer
+        503 until then): only one that has loaded the articles counts.
+        """
         with ThreadPoolExecutor(max_workers=8) as pool:
             replies = list(pool.map(lambda _: fetch(self.port, "/healthz"), range(count)))
-        return {json.loads(r.body)["worker"] for r in replies if r.status == 200}
+        return {body["worker"] for r in replies if r.status == 200
+                for body in [json.loads(r.body)] if body.get("loaded", True)}
 
     def output(self) -> str:
         self.log.flush()
