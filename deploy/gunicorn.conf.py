@@ -147,6 +147,9 @@ def post_fork(server, worker) -> None:  # noqa: ANN001
     purging = getattr(server.app.wsgi(), "extensions", {}).get("feedsvc.purge")
     if purging is not None:  # FEEDSVC_PURGE: this worker queues and may send purges
         purging.ensure_running()
+    hub = getattr(server.app.wsgi(), "extensions", {}).get("feedsvc.hub")
+    if hub is not None:  # the built-in WebSub hub's threads (FEEDSVC_HUB=builtin)
+        hub.ensure_running()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001

@@ -155,12 +155,53 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hub_list(args: argparse.Namespace) -> int:
+    """The built-in hub's subscriptions: topic, callback host, lease end, last delivery."""
+    import time
+    from datetime import UTC, datetime
+
+    from .hubstore import HubStore
+    from .sql import open_database
+    from .web import state_database_url
+
+    settings = load_settings({})
+    path = ledger_path(settings)
+    if not getattr(settings, "database_url", None) and not path.exists():
+        print(f"feedsvc: no ledger at {path}: the hub has no subscriptions", file=sys.stderr)
+        return 1
+    db = open_database(state_database_url(settings, path))
+    try:
+        store = HubStore(db)
+        subs = store.subscriptions()
+        pending = store.pending_deliveries()
+    finally:
+        db.close()
+    now = time.time()
+
+    def when(t: float | None) -> str:
+        return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    rows = [("TOPIC", "CALLBACK HOST", "LEASE ENDS", "LAST DELIVERY")] + [
+        (s.topic, s.callback_host,
+         when(s.expires) + (" (ended)" if s.expires <= now else ""),
+         f"{s.last_status} at {when(s.last_delivery)}" if s.last_status else "none yet")
+        for s in subs]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)),
+              row[3], sep="  ")
+    print(f"{len(subs)} subscription(s), {pending} delivery(ies) pending")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from .export import build_site
     from .web import create_app
 
     # No reloading while building: every file must come from one version.
     overrides: dict[str, object] = {"reload_interval": 0}
+    # A static host answers no POST /hub: its feeds must not advertise the built-in hub.
+    overrides["hub"] = "off"
     if args.folder:
         overrides["articles_dir"] = args.folder
     if args.base_url:
@@ -270,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument("target", metavar="TARGET_URL", help="as SOURCE_URL; refused if it "
                          "holds another site")
     migrate.set_defaults(run=_migrate)
+    hub = sub.add_parser("hub", help="the built-in WebSub hub (FEEDSVC_HUB=builtin)")
+    hub_sub = hub.add_subparsers(dest="hub_command", required=True)
+    hub_list = hub_sub.add_parser("list", help="show subscriptions: topic, callback host, "
+                                  "lease end, last delivery status")
+    hub_list.set_defaults(run=_hub_list)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

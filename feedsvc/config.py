@@ -128,6 +128,13 @@ def _to_database_url(name: str, value: Any, base: Path) -> DatabaseURL:
         raise ConfigError(_env_name(name), str(exc)) from None
 
 
+def _to_hub_mode(name: str, value: Any, base: Path) -> str:
+    text = _to_text(name, value, base).lower()
+    if text not in ("off", "builtin"):
+        raise ConfigError(_env_name(name), f"expected off or builtin, got {value!r}")
+    return text
+
+
 def _to_language(name: str, value: Any, base: Path) -> str:
     text = _to_text(name, value, base)
     if not all(part.isalnum() and part.isascii() for part in text.split("-")):
@@ -208,6 +215,27 @@ class Settings:
     purge_secret: str | None = None
     #: ``s-maxage`` for shared caches; None: a day when purging is on, else not sent.
     shared_max_age: int | None = None
+    #: The built-in WebSub hub (feedsvc.hub): ``off`` or ``builtin`` (at ``<base>/hub``).
+    hub: str = "off"
+    hub_lease_seconds: int = 10 * 86400
+    hub_lease_min_seconds: int = 3600
+    hub_lease_max_seconds: int = 30 * 86400
+    hub_allow_private_callbacks: bool = False
+    hub_max_subscriptions: int = 10_000
+    #: Subscription requests one client may make per minute, per process.
+    hub_rate_limit: int = 60
+    #: The wait before a failed delivery's first retry; it doubles for each next one.
+    hub_retry_seconds: float = 60.0
+
+    @property
+    def hub_url(self) -> str | None:
+        """The built-in hub's URL, when it is on."""
+        return f"{self.base_url}/hub" if self.hub == "builtin" and self.base_url else None
+
+    @property
+    def advertised_hubs(self) -> tuple[str, ...]:
+        """Every hub a feed names: the external ones, then the built-in one."""
+        return self.websub_hubs + ((self.hub_url,) if self.hub_url else ())
 
 
 _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
@@ -235,6 +263,14 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "purge": _to_purgers,
     "purge_secret": _to_text,
     "shared_max_age": _to_int(0, 31_536_000),
+    "hub": _to_hub_mode,
+    "hub_lease_seconds": _to_int(1, 365 * 86400),
+    "hub_lease_min_seconds": _to_int(1, 365 * 86400),
+    "hub_lease_max_seconds": _to_int(1, 365 * 86400),
+    "hub_allow_private_callbacks": _to_bool,
+    "hub_max_subscriptions": _to_int(1, 10_000_000),
+    "hub_rate_limit": _to_int(1, 100_000),
+    "hub_retry_seconds": _to_float(0.01, 86400.0),
 }
 assert set(_CONVERTERS) == {f.name for f in fields(Settings)}
 
@@ -308,6 +344,20 @@ def load_settings(
         )
     if settings.purge and settings.shared_max_age is None:
         settings = replace(settings, shared_max_age=86400)  # purged on change: keep a day
+    if settings.hub == "builtin" and not settings.base_url:
+        raise ConfigError(
+            "FEEDSVC_HUB",
+            "the built-in hub needs FEEDSVC_BASE_URL: topics and the hub's own URL are "
+            "public URLs, and deliveries run with no request to take the host from",
+        )
+    if not (settings.hub_lease_min_seconds <= settings.hub_lease_seconds
+            <= settings.hub_lease_max_seconds):
+        raise ConfigError(
+            "FEEDSVC_HUB_LEASE_SECONDS",
+            f"the default lease ({settings.hub_lease_seconds} s) must lie between "
+            f"FEEDSVC_HUB_LEASE_MIN_SECONDS ({settings.hub_lease_min_seconds}) and "
+            f"FEEDSVC_HUB_LEASE_MAX_SECONDS ({settings.hub_lease_max_seconds})",
+        )
     return settings
 
 

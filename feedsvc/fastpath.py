@@ -121,9 +121,10 @@ def hub_links(
     settings: Settings, base_url: str, ref: FeedRef, fmt: str, archive: int | None
 ) -> list[tuple[str, str]]:
     """WebSub discovery for the HTTP ``Link`` header: every hub, then self."""
-    if not settings.websub_hubs:
+    hubs = settings.advertised_hubs
+    if not hubs:
         return []
-    return [("hub", hub) for hub in settings.websub_hubs] + [
+    return [("hub", hub) for hub in hubs] + [
         ("self", base_url + urls.feed(ref, fmt, archive))]
 
 

@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, current_app, request
 from prometheus_client import (
@@ -125,13 +126,67 @@ class Metrics:
         self.requests.labels(route, str(status)).inc()
         self.sync_renders()
 
+    def observe_hub(self, hub: Any) -> None:
+        """Count the built-in hub's deliveries and report its subscriptions per feed."""
+        self.hub_deliveries = Counter(
+            "feedsvc_hub_deliveries", "Content deliveries of the built-in WebSub hub, by "
+            "outcome (delivered, failed: tried again, gone: 410 ended it, dropped: gave up)",
+            ["outcome"], registry=self.registry)
+        self.hub_delivery_seconds = Histogram(
+            "feedsvc_hub_delivery_seconds", "How long a delivery to a callback took",
+            buckets=_RELOAD_BUCKETS, registry=self.registry)
+        hub.delivery_observers.append(self._hub_delivery)
+        self.hub_collector = HubSubscriptions(hub)
+        self.registry.register(self.hub_collector)
+
+    def _hub_delivery(self, outcome: str, seconds: float) -> None:
+        self.hub_deliveries.labels(outcome).inc()
+        self.hub_delivery_seconds.observe(seconds)
+
     def exposition(self) -> bytes:
         self.sync_renders()
         if not self.multiprocess:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)
+        collector = getattr(self, "hub_collector", None)
+        if collector is not None:  # read from the store, the same from every worker
+            registry.register(collector)
         return generate_latest(registry)
+
+
+class HubSubscriptions:
+    """``feedsvc_hub_subscriptions{feed}``: live subscriptions per topic, read at scrape time.
+
+    Read from the store rather than counted, so every worker (and host)
+    reports the same numbers; the label is the topic's path, which only
+    names feeds this service serves.
+    """
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Any:
+        from urllib.parse import urlsplit
+
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("feedsvc_hub_subscriptions",
+                                   "Live subscriptions of the built-in hub, per feed URL",
+                                   labels=["feed"])
+        counts: dict[str, int] = {}
+        try:
+            for sub in self.hub.store.subscriptions(self.hub.clock()):
+                path = urlsplit(sub.topic).path
+                counts[path] = counts.get(path, 0) + 1
+        except Exception:  # a store that cannot be read: no sample, never a failed scrape
+            return [family]
+        for path, count in sorted(counts.items()):
+            family.add_metric([path], count)
+        return [family]
 
 
 def route_label(endpoint: str | None) -> str:
@@ -207,6 +262,9 @@ def init_app(app: Flask) -> Metrics:
     purging = app.extensions.get("feedsvc.purge")
     if purging is not None:
         purging.observers.append(metrics.count_purge)
+    hub = app.extensions.get("feedsvc.hub")
+    if hub is not None:
+        metrics.observe_hub(hub)
     fast = app.extensions.get("feedsvc.fastpath")
     if fast is not None:  # feed requests answered before Flask is entered
         fast.observers.append(metrics.count)

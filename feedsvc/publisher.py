@@ -593,7 +593,7 @@ class Publisher:
         if version is None or record is None:
             return None
         size = self.settings.feed_size
-        hubs = self.settings.websub_hubs
+        hubs = self.settings.advertised_hubs
         if archive is not None:
             doc = documents.archive_document(ref, collection, self.site, size, archive, hubs)
             complete = doc is not None and documents.archive_is_complete(

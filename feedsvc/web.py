@@ -18,7 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
-from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound, SecurityError
+from werkzeug.exceptions import (
+    BadRequest,
+    Gone,
+    HTTPException,
+    NotFound,
+    RequestEntityTooLarge,
+    SecurityError,
+    ServiceUnavailable,
+    TooManyRequests,
+    UnsupportedMediaType,
+)
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import urls, watch
@@ -28,6 +38,8 @@ from .documents import archive_count
 from .fastpath import CONVERTERS, FeedFastPath, answer_feed, host_is_trusted, request_base_url
 from .formats import formats
 from .http import SECURITY_HEADERS, CachePolicy, negotiate
+from .hub import HubRequestError, RateLimiter, parse_hub_request
+from .hubclient import CallbackRefused, resolve_callback
 from .preview import template_globals
 from .publisher import Publisher, ReloadReport, Rendered, canonical_limit
 from .rendercache import RenderKey
@@ -94,7 +106,10 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
                                                          start=not preload)
     reloader = Reloader(publisher, settings.reload_interval, inotify=settings.inotify)
     app.extensions["feedsvc.reloader"] = reloader
-    fast = FeedFastPath(app.wsgi_app, publisher, settings, on_request=reloader.ensure_running)
+    if settings.hub == "builtin":
+        _init_hub(app, settings, publisher, ledger_path)
+    fast = FeedFastPath(app.wsgi_app, publisher, settings,
+                        on_request=lambda: _ensure_threads(app))
     app.extensions["feedsvc.fastpath"] = fast
     app.wsgi_app = fast  # type: ignore[method-assign]
     if settings.trusted_proxies:
@@ -117,11 +132,16 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     # master starts no thread and holds no connection across the fork: each
     # worker starts its own in post_fork (deploy/gunicorn.conf.py), and the
     # request hook restarts it in any process forked from one that had it.
+    hub = app.extensions.get("feedsvc.hub")
     if preload:
         publisher.warm()
         publisher.before_fork()
+        if hub is not None:
+            hub.before_fork()
     else:
         reloader.ensure_running(until_loaded=True)
+        if hub is not None:
+            hub.ensure_running()
     atexit.register(_shutdown_at_exit, weakref.ref(app))
     # extensions: optional parts register themselves here, one line each.
     from .observability import init_app as init_observability
@@ -147,10 +167,7 @@ def _start_purging(publisher: Publisher, settings: Settings, ledger_path: Path, 
     from .sql import open_database
 
     service = PurgeService(
-        # The store's database: every host shares the queue on PostgreSQL.
-        open_database(settings.database_url if settings.database_url is not None
-                      and settings.database_url.dialect == "postgresql"
-                      else f"sqlite:///{Path(ledger_path).resolve()}"),
+        open_database(state_database_url(settings, ledger_path)),
         make_purgers(settings.purge, settings.base_url, settings.purge_secret),
         version=lambda: publisher.version,
         # Workers rescan on their own: wait that long at most for a slow one.
@@ -165,6 +182,35 @@ def _start_purging(publisher: Publisher, settings: Settings, ledger_path: Path, 
     if start:
         service.ensure_running()
     return service
+def state_database_url(settings: Settings, ledger_path: Path) -> Any:
+    """Where the hub and the purge queue keep their state: the store's database.
+
+    The ledger's SQLite file, or the store's ``FEEDSVC_DATABASE_URL`` (a
+    PostgreSQL shared by every host) once the settings have one.
+    """
+    configured = getattr(settings, "database_url", None)
+    return configured if configured else f"sqlite:///{Path(ledger_path).resolve()}"
+
+
+def _init_hub(app: Flask, settings: Settings, publisher: Publisher, ledger_path: Path) -> None:
+    """The built-in WebSub hub (feedsvc.hubworker): ``POST /hub`` and its threads."""
+    from .hubworker import Hub
+    from .sql import open_database
+
+    hub = Hub(settings, publisher, open_database(state_database_url(settings, ledger_path)))
+    publisher.listeners.append(hub.changed)
+    app.extensions["feedsvc.hub"] = hub
+    app.extensions["feedsvc.hub_limiter"] = RateLimiter(settings.hub_rate_limit, 60.0)
+    app.add_url_rule("/hub", "hub", _hub_view, methods=["POST"])
+
+
+def _ensure_threads(app: Flask) -> None:
+    """Start this process's background threads: the rescans and, if on, the hub's and purges."""
+    app.extensions["feedsvc.reloader"].ensure_running()
+    for name in ("feedsvc.hub", "feedsvc.purge"):
+        service = app.extensions.get(name)
+        if service is not None:
+            service.ensure_running()
 
 
 class Reloader:
@@ -285,6 +331,12 @@ def shutdown(app: Flask) -> None:
     purging = app.extensions.get("feedsvc.purge")
     if purging is not None:
         purging.stop()
+    hub = app.extensions.get("feedsvc.hub")
+    if hub is not None:
+        try:
+            hub.stop()
+        except Exception:
+            log.exception("stopping the hub failed")
     publisher = app.extensions.get("feedsvc")
     if publisher is not None:
         try:
@@ -307,10 +359,7 @@ def _check_host() -> None:
 
 
 def _ensure_reloader() -> None:
-    current_app.extensions["feedsvc.reloader"].ensure_running()
-    purging = current_app.extensions.get("feedsvc.purge")
-    if purging is not None:
-        purging.ensure_running()
+    _ensure_threads(current_app)  # type: ignore[arg-type]
 
 
 #: Endpoints that answer before the first complete collection is loaded.
@@ -506,6 +555,46 @@ def article(slug: str) -> Response:
             raise Gone(description="this article was deleted")
         raise NotFound(description="no such article")
     return _page(("article", slug), "article.html", entry=entry)
+
+
+# -- the built-in WebSub hub ---------------------------------------------------------
+
+#: The largest subscription request body taken.
+HUB_MAX_REQUEST_BYTES = 16 * 1024
+
+
+def _hub_view() -> Response:
+    """``POST /hub``: a subscription request (WebSub §5.1), 202 and verified later."""
+    hub = current_app.extensions["feedsvc.hub"]
+    settings: Settings = current_app.config["FEEDSVC"]
+    if not current_app.extensions["feedsvc.hub_limiter"].allow(request.remote_addr or "-"):
+        raise TooManyRequests(description="too many subscription requests; try again in a "
+                              "minute")
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType(description="a subscription request is a form: "
+                                   "application/x-www-form-urlencoded")
+    if (request.content_length or 0) > HUB_MAX_REQUEST_BYTES:
+        raise RequestEntityTooLarge(description="a subscription request is at most "
+                                    f"{HUB_MAX_REQUEST_BYTES} bytes")
+    request.max_form_memory_size = HUB_MAX_REQUEST_BYTES
+    try:
+        hub_request = parse_hub_request(request.form, hub.leases, hub.topic_problem)
+        if hub_request.mode == "subscribe":
+            resolve_callback(hub_request.callback, settings.hub_allow_private_callbacks)
+    except HubRequestError as exc:
+        raise BadRequest(description=str(exc)) from None
+    except CallbackRefused as exc:
+        raise BadRequest(description=f"hub.callback is refused: {exc}") from None
+    problem = hub.limit_problem(hub_request)
+    if problem is not None:
+        raise (ServiceUnavailable if "this hub" in problem else BadRequest)(description=problem)
+    if hub.store.pending_requests() >= settings.hub_max_subscriptions:
+        raise ServiceUnavailable(description="too many requests wait for verification")
+    hub.accept(hub_request)
+    response = Response("202 Accepted: the callback will be asked to confirm\n", status=202,
+                        content_type="text/plain; charset=utf-8")
+    response.headers.extend(SECURITY_HEADERS)
+    return response
 
 
 @bp.get("/healthz")
