@@ -621,3 +621,11 @@ def test_check_judges_with_a_copy_of_the_postgres_store(postgres_url: str, tmp_p
     out = capsys.readouterr()
     assert "REJECTED   zz-bad.txt" in out.out and PASSWORD not in out.out + out.err
     assert _store_rows(postgres_url) == before  # the shared store is never written
+
+
+def test_hub_and_store_share_the_postgres_database(postgres_url: str, tmp_path: Path) -> None:
+    """FEEDSVC_DATABASE_URL alone puts the hub's state beside the store: every host's."""
+    app = _app(_copy(tmp_path, "a"), postgres_url, tmp_path / "i", hub="builtin")
+    hub_db = app.extensions["feedsvc.hub"].db
+    assert hub_db.dialect == "postgresql"
+    assert hub_db.url.redacted == DatabaseURL.parse(postgres_url).redacted
