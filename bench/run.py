@@ -777,6 +777,131 @@ def edit_over_http(server: Server, articles: Path, ledger: Path, workers: int,
     return results
 
 
+# -- case p: the store on PostgreSQL, as a ratio to the same run on SQLite -----------------
+
+
+def newest_path(url: str) -> str:
+    """The file first seen last (on the site feed's first page), from either backend."""
+    from feedsvc.sql import open_database
+
+    db = open_database(url)
+    try:
+        with db.transaction() as tx:
+            row = tx.one("SELECT path FROM articles ORDER BY first_seen DESC, path LIMIT 1")
+    finally:
+        db.close()
+    assert row is not None
+    return row[0]
+
+
+def edit_every_host(servers: list[Server], path: Path, workers: int, rounds: int
+                    ) -> list[float]:
+    """Seconds from closing an edited file to new ETags from every worker of every host."""
+    original, stat = path.read_bytes(), path.stat()
+    results = []
+    try:
+        for k in range(rounds):
+            before = {(s.port, u): get(s, u).headers.get("ETag")
+                      for s in servers for u in ("/feed.atom", "/feed.json")}
+            seqs = {s.port: max(h["store_seq"] for h in healths(s).values()) for s in servers}
+            headline, _, rest = original.partition(b"\n\n")
+            header, _, body = rest.partition(b"\n\n")
+            sentence = f"Editors revised this story again ({k + 1}). ".encode()
+            with open(path, "wb") as handle:
+                handle.write(b"\n\n".join([headline, header, sentence + body]))
+            closed = time.perf_counter()
+            while True:
+                done = True
+                for s in servers:
+                    health = healths(s, 3 * workers)
+                    done &= len(health) == workers and all(
+                        h["store_seq"] > seqs[s.port] for h in health.values())
+                if done:
+                    break
+                if time.perf_counter() - closed > 10:
+                    raise RuntimeError("the edit did not reach every host in 10 s")
+            results.append(time.perf_counter() - closed)
+            after = {(s.port, u): get(s, u).headers.get("ETag")
+                     for s in servers for u in ("/feed.atom", "/feed.json")}
+            if any(after[key] == before[key] for key in after):
+                raise RuntimeError("a feed kept its ETag after the edit")
+            time.sleep(0.3)
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return results
+
+
+def postgres_cases(articles: Path, n: int, rounds: int, args: argparse.Namespace,
+                   load: Callable[..., float]) -> list[Row]:
+    """p. PostgreSQL (tests/pg_harness.py's server) against SQLite, same corpus, same run."""
+    sys.path.insert(0, str(ROOT))
+    from tests.pg_harness import destroy, pg_bin, start_postgres
+
+    targeted = n in (10_000, 100_000)
+    workers = 3
+    restart = Row(f"p. restart on PostgreSQL vs SQLite, {n:,} articles", "s", [], [], "(info)")
+    first = Row(f"p. first import on PostgreSQL vs SQLite, {n:,} articles", "s", [], [],
+                "(info)")
+    warm = Row(f"p. /feed.atom req/s, warm, PostgreSQL vs SQLite, {n:,} articles", "req/s",
+               [], [], "~1x" if targeted else "(info)",
+               (lambda r: r >= 0.9) if targeted else None)
+    edit_row = Row(f"p. one edit to new ETags on every host: 2 PostgreSQL hosts vs 1 SQLite "
+                   f"host, {n:,} articles", "ms", [], [], "(info)")
+    if pg_bin() is None:
+        return [not_available(restart.what, "(info)", "PostgreSQL (apt-get install postgresql)")]
+    server = start_postgres()
+    try:
+        for k in range(rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                ledger = Path(tmp) / "ledger.sqlite3"
+                url = server.create_database(f"bench_{n}_{k}")
+                sqlite_env = feedsvc_env(articles, ledger, 0)
+                pg_env = {**sqlite_env, "FEEDSVC_DATABASE_URL": url}
+                pg_env.pop("FEEDSVC_LEDGER_PATH")
+                timings = {}
+                for name, env in (("sqlite", sqlite_env), ("pg", pg_env)):
+                    with shipped_gunicorn("wsgi:app", workers, env) as one:
+                        imported = first_feed(one)
+                    with shipped_gunicorn("wsgi:app", workers, env) as one:
+                        restarted = first_feed(one)
+                        time.sleep(1.0)
+                        rate = load(f"http://127.0.0.1:{one.port}/feed.atom", args.seconds,
+                                    args.connections, {"Accept-Encoding": "gzip"})
+                    timings[name] = (imported, restarted, rate)
+                first.baseline.append(timings["sqlite"][0])
+                first.result.append(timings["pg"][0])
+                restart.baseline.append(timings["sqlite"][1])
+                restart.result.append(timings["pg"][1])
+                warm.baseline.append(timings["sqlite"][2])
+                warm.result.append(timings["pg"][2])
+                if k == 0:
+                    rel = newest_path(f"sqlite:///{ledger}")
+                    with shipped_gunicorn("wsgi:app", workers, sqlite_env) as one:
+                        first_feed(one)
+                        time.sleep(1.0)
+                        edit_row.baseline.extend(edit_every_host([one], articles / rel,
+                                                                 workers, 5))
+                    copy = Path(tmp) / "copy"
+                    shutil.copytree(articles, copy)
+                    copy_env = {**pg_env, "FEEDSVC_ARTICLES_DIR": str(copy)}
+                    with shipped_gunicorn("wsgi:app", workers, pg_env) as a, \
+                            shipped_gunicorn("wsgi:app", workers, copy_env) as b:
+                        first_feed(a)
+                        first_feed(b)
+                        time.sleep(1.0)
+                        writer_dir = articles if any(
+                            h["writer"] for h in healths(a).values()) else copy
+                        edit_row.result.extend(edit_every_host(
+                            [a, b], writer_dir / newest_path(url), workers, 5))
+    finally:
+        destroy(server)
+    warm.speedup = False
+    warm.notes.append("ratio = PostgreSQL / SQLite requests/s; serving reads no database")
+    first.notes.append(f"{workers} workers, shipped gunicorn settings")
+    return [restart, first, warm, edit_row]
+
+
 # -- case g: nginx and static builds (the deploy issue's files) --------------------------
 
 NGINX_MAIN = """daemon off;
@@ -1039,7 +1164,8 @@ def main() -> None:
                         "10000 if among --sizes, else the smallest)")
     parser.add_argument("--skip", default="",
                         help="cases to skip: a (a and b), c (c and d), e (e and f), g, "
-                        "h (the store: restart, first import, PSS, SIGHUP gap, edit)")
+                        "h (the store: restart, first import, PSS, SIGHUP gap, edit), "
+                        "p (PostgreSQL vs SQLite: restart, import, req/s, edit on 2 hosts)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     args.rounds = args.rounds or (2 if args.quick else 3)
@@ -1071,6 +1197,9 @@ def main() -> None:
             steps.append((f"e/f {n}", lambda n=n: in_process(corpora[n], n, inproc_rounds)))
         if "h" not in args.skip:
             steps.append((f"h {n}", lambda n=n: store_cases(corpora[n], n, args.rounds)))
+        if "p" not in args.skip:
+            steps.append((f"p {n}", lambda n=n: postgres_cases(corpora[n], n, args.rounds,
+                                                                args, load)))
     if "g" not in args.skip:
         if NGINX_SITE.exists() and shutil.which("nginx"):
             steps.append(("g nginx", lambda: [nginx_case(corpora[http_size], args, load)]))

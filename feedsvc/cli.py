@@ -7,7 +7,8 @@ changed since the service last saw them are read), so what it reports is exactly
 rejected when serving. ``build`` exports what the service would serve, with
 the service's own ledger, so ids and dates match the live feeds. ``backup``
 copies the ledger while the service runs; ``restore`` puts a back-up in
-place and refuses while anything has the ledger open.
+place and refuses while anything has the ledger open. ``migrate`` copies a
+whole store between SQLite and PostgreSQL (either way), verified.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sqlite3
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .config import LOOPBACK_HOSTS, Settings, load_settings, require_host_policy
@@ -50,7 +52,18 @@ def _check(args: argparse.Namespace) -> int:
         # judges it, and only files the store lacks are read; the ledger itself
         # is never written.
         real = ledger_path(settings)
-        if real.is_file():
+        url = settings.database_url
+        if url is not None and url.dialect == "postgresql":
+            from .errors import LedgerError
+            from .migrate import MigrationError, migrate
+
+            try:  # the shared store, copied into the scratch file (leases are not copied)
+                migrate(url, f"sqlite:///{scratch}")
+            except (LedgerError, MigrationError) as exc:
+                print(f"feedsvc: {exc}; checking without it", file=sys.stderr)
+                scratch.unlink(missing_ok=True)
+            settings = replace(settings, database_url=None, ledger_path=scratch)
+        elif real.is_file():
             from .errors import LedgerError
             from .ledger import backup
 
@@ -115,6 +128,30 @@ def _restore(args: argparse.Namespace) -> int:
     copy = restore(Path(args.file), target)
     print(f"restored {target} from {args.file}: {copy.articles} articles, "
           f"{copy.versions} feed versions, schema {copy.schema}; verified row for row")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .migrate import MigrationError, migrate
+    from .sql import DatabaseURL
+
+    try:
+        source, target = DatabaseURL.parse(args.source), DatabaseURL.parse(args.target)
+    except ValueError as exc:
+        print(f"feedsvc: {exc}", file=sys.stderr)
+        return 2
+    progress = Progress("migrate")
+    try:
+        report = migrate(source, target, progress=progress)
+    except MigrationError as exc:
+        progress.close()
+        print(f"feedsvc: {exc}", file=sys.stderr)
+        return 1
+    progress.close()
+    rows = ", ".join(f"{n} {t}" for t, n in sorted(report.counts.items()))
+    extra = f"; components {', '.join(report.components)}" if report.components else ""
+    print(f"migrated {source.redacted} to {target.redacted}: {rows}{extra}; "
+          f"verified (counts and digest {report.digest[:16]})")
     return 0
 
 
@@ -267,6 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(refused while a service has it open)")
     restore.add_argument("file", help="a back-up made by `feedsvc backup`")
     restore.set_defaults(run=_restore)
+    migrate = sub.add_parser("migrate", help="copy the store (ids, slugs, dates, parsed "
+                             "articles) from SOURCE_URL to TARGET_URL, verified")
+    migrate.add_argument("source", metavar="SOURCE_URL", help="sqlite:////path or "
+                         "postgresql://user:password@host/dbname")
+    migrate.add_argument("target", metavar="TARGET_URL", help="as SOURCE_URL; refused if it "
+                         "holds another site")
+    migrate.set_defaults(run=_migrate)
     hub = sub.add_parser("hub", help="the built-in WebSub hub (FEEDSVC_HUB=builtin)")
     hub_sub = hub.add_subparsers(dest="hub_command", required=True)
     hub_list = hub_sub.add_parser("list", help="show subscriptions: topic, callback host, "

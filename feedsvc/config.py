@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .sql import DatabaseURL
 
 ENV_PREFIX = "FEEDSVC_"
 
@@ -118,6 +119,15 @@ def _to_host_list(name: str, value: Any, base: Path) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def _to_database_url(name: str, value: Any, base: Path) -> DatabaseURL:
+    if isinstance(value, DatabaseURL):
+        return value
+    try:
+        return DatabaseURL.parse(str(value))
+    except ValueError as exc:
+        raise ConfigError(_env_name(name), str(exc)) from None
+
+
 def _to_hub_mode(name: str, value: Any, base: Path) -> str:
     text = _to_text(name, value, base).lower()
     if text not in ("off", "builtin"):
@@ -175,6 +185,9 @@ class Settings:
     articles_dir: Path = field(default_factory=lambda: Path.cwd() / "articles")
     base_url: str | None = None
     ledger_path: Path | None = None  # default: <instance folder>/ledger.sqlite3
+    #: Where the store lives: sqlite:////abs/path (ledger_path is its shorthand) or a
+    #: postgresql:// URL, for several hosts. None: the SQLite file at ledger_path.
+    database_url: DatabaseURL | None = None
     feed_size: int = 50
     topics_file: Path | None = None
     site_title: str = "feedsvc"
@@ -229,6 +242,7 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "articles_dir": _to_path,
     "base_url": _to_url,
     "ledger_path": _to_path,
+    "database_url": _to_database_url,
     "feed_size": _to_int(1, 1000),
     "topics_file": _to_path,
     "site_title": _to_text,
@@ -321,6 +335,7 @@ def load_settings(
         values[name] = _CONVERTERS[name](name, value, base)
     defaults = Settings(articles_dir=cwd / "articles")
     settings = replace(defaults, **values)
+    settings = _one_database(settings)
     if settings.websub_hubs and not settings.base_url:
         raise ConfigError(
             "FEEDSVC_WEBSUB_HUBS",
@@ -343,6 +358,22 @@ def load_settings(
             f"FEEDSVC_HUB_LEASE_MIN_SECONDS ({settings.hub_lease_min_seconds}) and "
             f"FEEDSVC_HUB_LEASE_MAX_SECONDS ({settings.hub_lease_max_seconds})",
         )
+    return settings
+
+
+def _one_database(settings: Settings) -> Settings:
+    """FEEDSVC_LEDGER_PATH is the SQLite URL's shorthand: given both, they must agree."""
+    url, path = settings.database_url, settings.ledger_path
+    if url is None:
+        return settings
+    if url.dialect == "sqlite":
+        if path is not None and Path(path) != url.path:
+            raise ConfigError("FEEDSVC_DATABASE_URL", f"{url.redacted} and FEEDSVC_LEDGER_PATH "
+                              f"{path} name two different files: set one of them")
+        return replace(settings, ledger_path=url.path)
+    if path is not None:
+        raise ConfigError("FEEDSVC_DATABASE_URL", f"{url.redacted} is PostgreSQL, but "
+                          f"FEEDSVC_LEDGER_PATH {path} names a SQLite file: set one of them")
     return settings
 
 

@@ -38,16 +38,18 @@ import time
 from collections.abc import Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+from feedsvc import stamping
 from feedsvc.errors import LedgerError
 from feedsvc.model import Stamp
 from feedsvc.schema import STORE_TABLES
-from feedsvc.text import slugify
+from feedsvc.sql import sqlite_tx
+from feedsvc.stamping import MIN_PLAUSIBLE_MTIME, VERSIONS_KEPT
 
-__all__ = ["SCHEMA_VERSION", "Ledger", "LedgerCopy", "Sighting", "backup", "restore"]
+__all__ = ["MIN_PLAUSIBLE_MTIME", "SCHEMA_VERSION", "VERSIONS_KEPT", "Ledger", "LedgerCopy",
+           "Sighting", "backup", "restore"]
 
 log = logging.getLogger("feedsvc")
 
@@ -57,19 +59,11 @@ log = logging.getLogger("feedsvc")
 #: 3: the article store's tables (feedsvc.schema: files, versions, changes, leases).
 SCHEMA_VERSION = 3
 
-#: Versions of each feed document kept (the current one and a few before it,
-#: so that a worker a reload behind still finds its own).
-VERSIONS_KEPT = 8
-
 #: Seconds between checkpoints of the WAL into the main file, after writes.
 CHECKPOINT_INTERVAL = 60.0
 
 #: How long a writer waits for another process's transaction, in milliseconds.
 BUSY_TIMEOUT_MS = 10_000
-
-#: mtimes before this (1980-01-02 UTC) are not evidence of a writing date:
-#: reproducible builds, Nix and ZIP tools stamp files with 0, 1 or 1980-01-01.
-MIN_PLAUSIBLE_MTIME = 315_619_200
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS meta (
@@ -131,19 +125,8 @@ class Sighting:
     renamed_from: str | None = None
 
 
-def _utc(seconds: int) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def _stamp(row: tuple[str, str, int, int | None, str]) -> Stamp:
-    id_, slug, first_seen, changed, content_hash = row
-    return Stamp(
-        id=id_,
-        slug=slug,
-        first_seen=_utc(first_seen),
-        changed=None if changed is None else _utc(changed),
-        content_hash=content_hash,
-    )
+_utc = stamping.utc
+_stamp = stamping.stamp_of
 
 
 def _reason(exc: sqlite3.Error) -> str:
@@ -475,31 +458,13 @@ class Ledger:
             try:
                 # Mostly every version is known already (another worker wrote
                 # it, or a restart): read without taking the write lock.
-                known = {doc: _newest_version(conn, doc) for doc in versions}
+                known = {doc: stamping.newest_version(sqlite_tx(conn), doc)
+                         for doc in versions}
                 if all(k is not None and k[0] == versions[d][0] for d, k in known.items()):
                     return {doc: k[1] for doc, k in known.items() if k is not None}
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    wrote = False
-                    for doc, (digest, floor) in versions.items():
-                        newest = _newest_version(conn, doc)
-                        if newest is not None and newest[0] == digest:
-                            result[doc] = newest[1]
-                            continue
-                        moment = max(int(now), int(floor), newest[1] + 1 if newest else 0)
-                        conn.execute(
-                            "INSERT INTO feed_versions (doc, digest, moment) VALUES (?, ?, ?) "
-                            "ON CONFLICT (doc, digest) DO UPDATE SET moment = excluded.moment",
-                            (doc, digest, moment),
-                        )
-                        conn.execute(
-                            "DELETE FROM feed_versions WHERE doc = ? AND digest NOT IN "
-                            "(SELECT digest FROM feed_versions WHERE doc = ? "
-                            "ORDER BY moment DESC LIMIT ?)",
-                            (doc, doc, VERSIONS_KEPT),
-                        )
-                        result[doc] = moment
-                        wrote = True
+                    result, wrote = stamping.store_moments(sqlite_tx(conn), versions, now)
                     conn.execute("COMMIT" if wrote else "ROLLBACK")
                 except BaseException:
                     _rollback(conn)
@@ -586,60 +551,9 @@ class Ledger:
         seen_now: set[str],
         now: float,
     ) -> Stamp:
-        row = _row(conn, s.path)
-        if row is not None:
-            if row[4] != s.content_hash:
-                # Dates never go backwards, even if this worker's clock is behind.
-                changed = max(int(now), row[2], row[3] or 0)
-                conn.execute(
-                    "UPDATE articles SET hash = ?, changed = ? WHERE path = ? AND hash <> ?",
-                    (s.content_hash, changed, s.path, s.content_hash),
-                )
-                row = _row(conn, s.path)
-                assert row is not None
-            return _stamp(row)
-
-        # The publisher matched this file to one gone in the same scan: moved,
-        # perhaps edited. It keeps id, slug and first_seen; the date moves only
-        # if the text changed.
-        if s.renamed_from and s.renamed_from not in present and s.renamed_from not in seen_now:
-            old = _row(conn, s.renamed_from)
-            if old is not None:
-                conn.execute(
-                    "UPDATE articles SET path = ? WHERE path = ?", (s.path, s.renamed_from)
-                )
-                if old[4] != s.content_hash:
-                    changed = max(int(now), old[2], old[3] or 0)
-                    conn.execute(
-                        "UPDATE articles SET hash = ?, changed = ? WHERE path = ?",
-                        (s.content_hash, changed, s.path),
-                    )
-                row = _row(conn, s.path)
-                assert row is not None
-                return _stamp(row)
-
-        # A gone file with the same content is this file, moved: the newest wins.
-        for (old_path,) in conn.execute(
-            "SELECT path FROM articles WHERE hash = ? "
-            "ORDER BY COALESCE(changed, first_seen) DESC, path",
-            (s.content_hash,),
-        ).fetchall():
-            if old_path not in present and old_path not in seen_now:
-                conn.execute("UPDATE articles SET path = ? WHERE path = ?", (s.path, old_path))
-                row = _row(conn, s.path)
-                assert row is not None
-                return _stamp(row)
-
-        mtime_is_evidence = math.isfinite(s.mtime) and MIN_PLAUSIBLE_MTIME <= s.mtime < now
-        first_seen = int(s.mtime) if mtime_is_evidence else int(now)
-        slug = _unique_slug(conn, slugify(s.slug_hint) or "article")
-        id_ = _new_id(conn, s.id_hint, self.id_authority, first_seen, slug)
-        conn.execute(
-            "INSERT INTO articles (path, id, slug, first_seen, changed, hash) "
-            "VALUES (?, ?, ?, ?, NULL, ?)",
-            (s.path, id_, slug, first_seen, s.content_hash),
-        )
-        return Stamp(id_, slug, _utc(first_seen), None, s.content_hash)
+        """The shared policy (feedsvc.stamping), inside this BEGIN IMMEDIATE transaction."""
+        return stamping.record_one(sqlite_tx(conn), s, present, seen_now, now,
+                                   self.id_authority)
 
     def stamps(self) -> dict[str, Stamp]:
         """Everything recorded, by path, including rows of files since deleted."""
@@ -704,60 +618,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-
-
-def _newest_version(conn: sqlite3.Connection, doc: str) -> tuple[str, int] | None:
-    return conn.execute(
-        "SELECT digest, moment FROM feed_versions WHERE doc = ? ORDER BY moment DESC LIMIT 1",
-        (doc,),
-    ).fetchone()
-
-
-def _row(conn: sqlite3.Connection, path: str) -> tuple[str, str, int, int | None, str] | None:
-    return conn.execute(f"SELECT {_ROW} FROM articles WHERE path = ?", (path,)).fetchone()
-
-
-def _unique_slug(conn: sqlite3.Connection, base: str) -> str:
-    """``base``, or ``base-2``, ``base-3`` ... whichever is first free, in one query.
-
-    Slugs are ``[a-z0-9-]`` (slugify), so they hold no GLOB metacharacters.
-    """
-    taken = {
-        row[0]
-        for row in conn.execute(
-            "SELECT slug FROM articles WHERE slug = ? OR slug GLOB ?", (base, base + "-[0-9]*")
-        )
-    }
-    if base not in taken:
-        return base
-    n = 2
-    while f"{base}-{n}" in taken:
-        n += 1
-    return f"{base}-{n}"
-
-
-def _id_taken(conn: sqlite3.Connection, id_: str) -> bool:
-    return conn.execute("SELECT 1 FROM articles WHERE id = ?", (id_,)).fetchone() is not None
-
-
-def _new_id(
-    conn: sqlite3.Connection, hint: str | None, authority: str, first_seen: int, slug: str
-) -> str:
-    """The front-matter id if free, else an RFC 4151 tag URI from the unique slug.
-
-    The tag can only be taken by another file's front-matter id; then
-    ``/2``, ``/3`` ... is appended (no slug contains ``/``, so these are free
-    of any tag minted later).
-    """
-    hint = (hint or "").strip()
-    if hint and not _id_taken(conn, hint):
-        return hint
-    day = _utc(first_seen).strftime("%Y-%m-%d")
-    base = f"tag:{authority},{day}:/articles/{slug}"
-    id_, n = base, 2
-    while _id_taken(conn, id_):
-        id_, n = f"{base}/{n}", n + 1
-    return id_
 
 
 # -- back-up and restore: SQLite plumbing, no ledger policy ---------------------------

@@ -241,10 +241,12 @@ def readiness(publisher: Publisher) -> tuple[bool, dict[str, object]]:
     reasons: list[str] = []
     if not publisher.loaded:
         reasons.append("articles not loaded yet")
-    problem = ledger_problem(publisher.ledger.path)
+    store = publisher.store
+    problem = (ledger_problem(publisher.ledger.path) if publisher.ledger is not None
+               else store.problem())  # type: ignore[attr-defined]
     if problem:
         reasons.append(problem)
-    body["ledger"] = "error" if problem else "ok"
+    body["ledger"] = body["store"] = "error" if problem else "ok"
     body["status"] = "not ready" if reasons else "ready"
     if reasons:
         body["reasons"] = reasons

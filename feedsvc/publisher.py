@@ -30,7 +30,8 @@ from .preview import render_preview
 from .render import FragmentCache, render_feed, render_opml
 from .rendercache import RenderCache, RenderKey
 from .source import list_articles
-from .store import SqliteStore
+from .sql import DatabaseURL
+from .store import open_store
 from .surrogate import OPML as OPML_KEY
 from .surrogate import feed_key, listing_keys
 from .sync import FolderSync, LeaseLost
@@ -188,7 +189,7 @@ class Publisher:
     def __init__(
         self,
         settings: Settings,
-        ledger_path: Path,
+        ledger_path: Path | DatabaseURL,
         *,
         clock: Callable[[], float] = time.time,
         settle_seconds: float = 1.0,
@@ -204,8 +205,8 @@ class Publisher:
             raise ConfigError(
                 "FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder that exists"
             )
-        self.store = SqliteStore(ledger_path, id_authority(settings.base_url))
-        self.ledger = self.store.ledger
+        self.store = open_store(ledger_path, id_authority(settings.base_url))
+        self.ledger = getattr(self.store, "ledger", None)  # the SQLite backend's
         self.clock = clock
         self.writer = writer
         #: Seconds the writer lease lasts without renewal: another process takes over
@@ -406,7 +407,7 @@ class Publisher:
         moments = {k: v for k, v in self._moments.items()
                    if k == PAGES or collection.feed_version(_ref_of(k)) is not None}
         try:
-            stored = self.ledger.moments(versions, now)
+            stored = self.store.moments(versions, now)
         except LedgerError as exc:
             log.error("%s; Last-Modified comes from this worker's clock until it recovers", exc)
             stored = {k: max(int(now), floor) for k, (_, floor) in versions.items()}
@@ -421,7 +422,7 @@ class Publisher:
     def gone(self, slug: str) -> bool:
         """Whether an article with this slug was published once and its file is gone."""
         try:
-            path = self.ledger.path_of_slug(slug)
+            path = self.store.path_of_slug(slug)
         except LedgerError:
             return False
         return path is not None and not self.view.present(path)

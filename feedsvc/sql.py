@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 __all__ = [
+    "REGISTRY",
     "ComponentSchema",
     "Lease",
     "DatabaseURL",
@@ -41,6 +42,8 @@ __all__ = [
     "SqlDatabase",
     "Tx",
     "open_database",
+    "postgres_tx",
+    "sqlite_tx",
 ]
 
 Dialect = Literal["sqlite", "postgresql"]
@@ -145,6 +148,10 @@ class SqlDatabase(Protocol):
 
 Step = str | Callable[[Tx], None]
 
+#: Every ComponentSchema made, by component: ``feedsvc migrate`` creates each one the
+#: source lists in the target, then copies their tables.
+REGISTRY: dict[str, ComponentSchema] = {}
+
 
 @dataclass(frozen=True, slots=True)
 class ComponentSchema:
@@ -152,6 +159,9 @@ class ComponentSchema:
 
     component: str
     steps: tuple[Step, ...]
+
+    def __post_init__(self) -> None:
+        REGISTRY[self.component] = self
 
     @property
     def version(self) -> int:
@@ -267,6 +277,11 @@ class _SqliteTx:
         return self._conn.execute(sql, tuple(params)).fetchall()
 
 
+def sqlite_tx(conn: sqlite3.Connection) -> Tx:
+    """A :class:`Tx` over a connection whose transaction the caller opened (BEGIN IMMEDIATE)."""
+    return _SqliteTx(conn)
+
+
 class SqliteDatabase:
     """The embedded backend: one connection per process, opened after any fork.
 
@@ -349,6 +364,11 @@ class _PostgresTx:
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(_pg_sql(sql), tuple(params)).fetchall()
+
+
+def postgres_tx(conn: Any) -> Tx:
+    """A :class:`Tx` over a psycopg connection whose transaction the caller opened."""
+    return _PostgresTx(conn)
 
 
 class PostgresDatabase:

@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from . import _sqlite
 from .errors import LedgerError
 from .ledger import _GONE, SCHEMA_VERSION, Ledger, Sighting, _reason, _stamp
 from .model import Article, Author, FrontMatter, Stamp, TopicRef
+from .sql import DatabaseURL
 
 __all__ = [
     "PARSER_VERSION",
@@ -47,6 +48,7 @@ __all__ = [
     "StoredArticle",
     "decode_article",
     "encode_article",
+    "open_store",
 ]
 
 #: Bump when parse_article's output for the same bytes changes: stored
@@ -123,7 +125,7 @@ class Snapshot:
 
 
 class Store(Protocol):
-    """What the core needs of a persistent store (SQLite here; PostgreSQL next)."""
+    """What the core needs of a persistent store (SQLite here; PostgreSQL in feedsvc.pgstore)."""
 
     def stamp(
         self, sightings: Iterable[Sighting], present: Collection[str], now: float
@@ -173,6 +175,18 @@ class Store(Protocol):
 
     def release(self) -> None:
         """Give the writer lease up (at exit), so another process takes over at once."""
+        ...
+
+    def moments(self, versions: Mapping[str, tuple[str, int]], now: float) -> dict[str, int]:
+        """When each feed document's version first existed; see Ledger.moments."""
+        ...
+
+    def path_of_slug(self, slug: str) -> str | None:
+        """The file an article with this slug was last seen at (for 410 Gone)."""
+        ...
+
+    def checkpoint_if_due(self, interval: float | None = None) -> bool:
+        """Housekeeping the reload thread runs (SQLite's WAL checkpoint)."""
         ...
 
     def before_fork(self) -> None:
@@ -373,6 +387,15 @@ class SqliteStore:
     def stamps_of(self, paths: Iterable[str]) -> dict[str, Stamp]:
         return self.ledger.stamps_of(paths)
 
+    def moments(self, versions: Mapping[str, tuple[str, int]], now: float) -> dict[str, int]:
+        return self.ledger.moments(versions, now)
+
+    def path_of_slug(self, slug: str) -> str | None:
+        return self.ledger.path_of_slug(slug)
+
+    def checkpoint_if_due(self, interval: float | None = None) -> bool:
+        return self.ledger.checkpoint_if_due(interval)
+
     # -- the writer -------------------------------------------------------------------
 
     def files(self) -> dict[str, FileRecord]:
@@ -567,6 +590,18 @@ class SqliteStore:
             with self._locks[side]:
                 db.drop()
         self.ledger.close()
+
+
+def open_store(where: Path | DatabaseURL, id_authority: str) -> Store:
+    """The store a database URL (or a SQLite file's path) names: SQLite or PostgreSQL."""
+    if isinstance(where, DatabaseURL):
+        if where.dialect == "postgresql":
+            from .pgstore import PostgresStore
+
+            return PostgresStore(where, id_authority)
+        assert where.path is not None
+        where = where.path
+    return SqliteStore(Path(where), id_authority)
 
 
 def _record(row: tuple) -> FileRecord:

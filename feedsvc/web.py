@@ -79,7 +79,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     # a 400 before any view; the fast path falls through to Flask for these.
     app.config["TRUSTED_HOSTS"] = list(settings.trusted_hosts) or None
     ledger_path = settings.ledger_path or Path(app.instance_path) / "ledger.sqlite3"
-    publisher = Publisher(settings, ledger_path)
+    publisher = Publisher(settings, settings.database_url if settings.database_url is not None
+                          and settings.database_url.dialect == "postgresql" else ledger_path)
     preload = os.environ.get(PRELOAD_ENV) == "1"
     # A preloading master only loads the store (its workers sync the folder), so
     # that forking a worker, and so a SIGHUP, costs milliseconds.
@@ -275,7 +276,7 @@ class Reloader:
                     report = self.publisher.refresh()
                     self._watch()
                     # So that the ledger's main file alone stays a usable copy.
-                    self.publisher.ledger.checkpoint_if_due()
+                    self.publisher.store.checkpoint_if_due()
                 else:
                     report = self.publisher.follow()
             except Exception:  # never let the reloader die: log and try again
@@ -606,6 +607,7 @@ def healthz() -> Response:
         "rejected": len(publisher.rejections),
         "articles_dir": "missing" if publisher.folder_missing else "ok",
         "ledger": "error" if publisher.last_error else "ok",
+        "store": "error" if publisher.last_error else "ok",
         "worker": os.getpid(),
         "store_seq": publisher.view.state.seq,  # the store change this process has applied
         "loaded": publisher.loaded,  # False until the first complete collection is in
