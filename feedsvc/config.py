@@ -91,6 +91,42 @@ def _to_language(name: str, value: Any, base: Path) -> str:
     return text
 
 
+def _to_bool(name: str, value: Any, base: Path) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(_env_name(name), f"expected true or false, got {value!r}")
+
+
+def _to_networks(name: str, value: Any, base: Path) -> tuple[str, ...]:
+    """A comma-separated list of CIDRs (``10.0.0.0/8, ::1``), normalised."""
+    import ipaddress
+
+    items = value if isinstance(value, list) else str(value).split(",")
+    networks = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ConfigError(_env_name(name), f"expected CIDRs such as 10.0.0.0/8 or "
+                              f"2001:db8::/32, got {text!r}") from None
+    return tuple(networks)
+
+
+def _to_file(name: str, value: Any, base: Path) -> Path:
+    path = _to_path(name, value, base)
+    if not path.is_file():
+        raise ConfigError(_env_name(name), f"no such file: {path}")
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting with its default; relative paths are resolved at load time."""
@@ -110,6 +146,11 @@ class Settings:
     max_limit: int = 1000
     websub_hubs: tuple[str, ...] = ()
     trusted_proxies: int = 0
+    count_subscribers: bool = True
+    audience_window: int = 7  # days
+    audience_flush_interval: float = 5.0
+    stats_allow: tuple[str, ...] = ()  # CIDRs besides localhost allowed to see /stats
+    robots_extra: Path | None = None
 
 
 _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
@@ -128,6 +169,11 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "max_limit": _to_int(1, 100_000),
     "websub_hubs": _to_url_list,
     "trusted_proxies": _to_int(0, 10),
+    "count_subscribers": _to_bool,
+    "audience_window": _to_int(1, 90),
+    "audience_flush_interval": _to_float(0.05, 3600.0),
+    "stats_allow": _to_networks,
+    "robots_extra": _to_file,
 }
 assert set(_CONVERTERS) == {f.name for f in fields(Settings)}
 
@@ -185,7 +231,8 @@ def load_settings(
     for name, (value, base) in raw.items():
         if value is None:
             continue
-        if isinstance(value, str) and not value.strip() and name in ("base_url", "websub_hubs"):
+        if isinstance(value, str) and not value.strip() and name in ("base_url", "websub_hubs",
+                                                                       "stats_allow"):
             continue  # an empty variable means "not set", as shells and compose files use it
         values[name] = _CONVERTERS[name](name, value, base)
     defaults = Settings(articles_dir=cwd / "articles")

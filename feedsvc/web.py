@@ -17,16 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request
-from werkzeug.exceptions import BadRequest, Gone, HTTPException, NotFound
+from markupsafe import Markup
+from werkzeug.exceptions import BadRequest, Forbidden, Gone, HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import urls
+from . import sitemaps, urls
+from .audience import feed_key
+from .audiencestore import AudienceService, AudienceStore
 from .collection import SITE_FEED, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
 from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
 from .formats import formats
-from .http import SECURITY_HEADERS, negotiate
+from .http import SECURITY_HEADERS, negotiate, wants_preview
 from .preview import template_globals
 from .publisher import Publisher, Rendered
 from .websub import HubNotifier
@@ -69,6 +72,16 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     fast = FeedFastPath(app.wsgi_app, publisher, settings, on_request=reloader.ensure_running)
     app.extensions["feedsvc.fastpath"] = fast
     app.wsgi_app = fast  # type: ignore[method-assign]
+    if settings.count_subscribers:
+        audience = AudienceService(
+            AudienceStore(_audience_database(ledger_path), settings.audience_window),
+            settings.audience_flush_interval)
+        app.extensions["feedsvc.audience"] = audience
+        fast.feed_observers.append(_count_subscriber(audience))
+        audience.ensure_running()
+    app.extensions["feedsvc.robots_extra"] = (
+        settings.robots_extra.read_text(encoding="utf-8", errors="replace")
+        if settings.robots_extra else "")
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n,
@@ -89,6 +102,26 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     from .observability import init_app as init_observability
     init_observability(app)
     return app
+
+
+def _audience_database(ledger_path: Path):  # noqa: ANN202
+    """Where the counts live: the store's database (the ledger's file, embedded)."""
+    from .sql import open_database
+
+    return open_database(f"sqlite:///{Path(ledger_path).resolve()}")
+
+
+def _count_subscriber(audience: AudienceService):  # noqa: ANN202
+    """A feed observer: one in-memory count per feed fetch (never a browser's preview)."""
+
+    def observe(ref: FeedRef, environ: dict[str, Any]) -> None:
+        if wants_preview(environ):
+            return
+        audience.ensure_running()
+        audience.counter.observe(feed_key(ref), environ.get("HTTP_USER_AGENT", ""),
+                                 environ.get("REMOTE_ADDR", ""))
+
+    return observe
 
 
 def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
@@ -154,6 +187,9 @@ def shutdown(app: Flask) -> None:
     reloader = app.extensions.get("feedsvc.reloader")
     if reloader is not None:
         reloader.stop()
+    audience = app.extensions.get("feedsvc.audience")
+    if audience is not None:
+        audience.stop()  # the last flush: a clean exit loses no counts
     publisher = app.extensions.get("feedsvc")
     if publisher is not None:
         try:
@@ -231,6 +267,8 @@ def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Respon
         raise NotFound(description="no such archive" if archive is not None
                        else f"no such {ref.kind}")
     status, headers, body = answer
+    for observer in current_app.extensions["feedsvc.fastpath"].feed_observers:
+        observer(ref, request.environ)
     return Response(body, status=status, headers=headers)
 
 
@@ -346,4 +384,147 @@ def healthz() -> Response:
         body["error"] = publisher.last_error
     response = current_app.json.response(body)
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# -- sitemaps and robots.txt ---------------------------------------------------------
+
+XML_TYPE = "application/xml; charset=utf-8"
+
+
+def _document(key: tuple, version: str, make: Any, content_type: str) -> Response:
+    """A whole-site document, rendered once per collection version and base URL and
+    served like every page: ETag, 304, gzip, Cache-Control (feedsvc.http.negotiate)."""
+    publisher = _publisher()
+    collection = publisher.collection
+    base = _base_url()
+
+    def build() -> tuple[bytes, str, Any]:
+        from .documents import EPOCH
+        updated = publisher.last_modified(None, collection.updated or EPOCH)
+        return make(collection, base), content_type, updated
+
+    rendered = publisher.cached((*key, base), version, build,
+                                current_app.config["FEEDSVC"].cache_max_age)
+    return _respond(rendered)
+
+
+def _article_plans(collection: Any, base: str) -> list[tuple[int, int]]:
+    """How the articles split into sitemaps, worked out once per collection version."""
+    memo: dict[tuple[str, str], list[tuple[int, int]]] = current_app.extensions.setdefault(
+        "feedsvc.sitemap_plans", {})
+    key = (collection.version, base)
+    plans = memo.get(key)
+    if plans is None:
+        plans = sitemaps.plan_article_sitemaps(sitemaps.oldest_first(collection), base)
+        memo.clear()  # only the newest version is asked for
+        memo[key] = plans
+    return plans
+
+
+@bp.get(urls.PAGE_RULES["robots"])
+def robots() -> Response:
+    extra = current_app.extensions["feedsvc.robots_extra"]
+    return _document(("robots",), "robots", lambda _c, base: sitemaps.render_robots(base, extra),
+                     "text/plain; charset=utf-8")
+
+
+@bp.get(urls.PAGE_RULES["sitemap_index"])
+def sitemap_index() -> Response:
+    def make(collection: Any, base: str) -> bytes:
+        plans = _article_plans(collection, base)
+        return sitemaps.render_index(sitemaps.index_items(collection, base, plans))
+
+    return _document(("sitemap-index",), _publisher().version, make, XML_TYPE)
+
+
+@bp.get(urls.PAGE_RULES["pages_sitemap"])
+def pages_sitemap() -> Response:
+    return _document(("sitemap-pages",), _publisher().version, sitemaps.render_pages, XML_TYPE)
+
+
+@bp.get(urls.PAGE_RULES["articles_sitemap"])
+def articles_sitemap(number: int) -> Response:
+    collection = _publisher().collection
+    plans = _article_plans(collection, _base_url())
+    if number > len(plans):
+        raise NotFound(description="no such sitemap")
+    start, stop = plans[number - 1]
+
+    def make(collection: Any, base: str) -> bytes:
+        return sitemaps.render_articles(sitemaps.oldest_first(collection)[start:stop], base)
+
+    return _document(("sitemap-articles", number), collection.version, make, XML_TYPE)
+
+
+@bp.get(urls.PAGE_RULES["news_sitemap"])
+def news_sitemap() -> Response:
+    from datetime import UTC, datetime
+
+    publisher = _publisher()
+    entries = sitemaps.news_entries(publisher.collection, datetime.now(UTC))
+    # The articles of the last two days change with the clock too, not only with the
+    # collection: the version says which articles are in it.
+    version = publisher.version + "|" + ",".join(e.slug for e in entries)
+    return _document(("sitemap-news",), version,
+                     lambda _c, base: sitemaps.render_news(entries, publisher.site, base),
+                     XML_TYPE)
+
+
+# -- /stats: who reads it (operators only) ------------------------------------------
+
+_LOCAL_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
+def client_allowed(address: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``address`` is localhost or in one of the ``allowed`` CIDRs.
+
+    ``address`` is REMOTE_ADDR: the proxy's forwarded client only when
+    FEEDSVC_TRUSTED_PROXIES trusts it (ProxyFix), so a client cannot claim
+    to be local by sending X-Forwarded-For.
+    """
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(net) for net in (*_LOCAL_NETWORKS, *allowed))
+
+
+def stats_rows(audience: AudienceService) -> tuple[list[tuple[str, Any]], list[tuple[str, int]]]:
+    """Feeds by subscribers (most first), and aggregators by subscribers over all feeds."""
+    counts = audience.current()
+    feeds = sorted(counts.items(), key=lambda item: (-item[1].total, item[0]))
+    totals: dict[str, int] = {}
+    for c in counts.values():
+        for name, number in c.aggregators.items():
+            totals[name] = totals.get(name, 0) + number
+    return feeds, sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+
+
+@bp.get(urls.PAGE_RULES["stats"])
+def stats() -> Response:
+    settings: Settings = current_app.config["FEEDSVC"]
+    if not client_allowed(request.remote_addr or "", settings.stats_allow):
+        raise Forbidden(description="/stats is for operators: localhost, or the networks "
+                        "in FEEDSVC_STATS_ALLOW")
+    audience: AudienceService | None = current_app.extensions.get("feedsvc.audience")
+    if audience is None:
+        raise NotFound(description="subscriber counting is off (FEEDSVC_COUNT_SUBSCRIBERS)")
+    from .chart import subscribers_chart
+
+    publisher = _publisher()
+    feeds, aggregators = stats_rows(audience)
+    history = audience.history()
+    html = render_template(
+        "stats.html", site=publisher.site, collection=publisher.collection,
+        base_url=_base_url(), feed_ref=SITE_FEED, feeds=feeds, aggregators=aggregators,
+        chart=Markup(subscribers_chart(history)), days=len(history),
+        window=settings.audience_window)
+    response = Response(html, content_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
+    response.headers.extend(SECURITY_HEADERS)
     return response
