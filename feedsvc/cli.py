@@ -1,5 +1,5 @@
 """The ``feedsvc`` command: ``serve`` the folder, ``check`` it, ``build`` a static copy,
-``backup`` and ``restore`` the ledger.
+``backup`` and ``restore`` the ledger, show subscriber ``stats``.
 
 ``check`` uses the same reading and parsing as the service (the publisher
 with a throw-away copy of the service's ledger), so what it reports is exactly what would be
@@ -15,12 +15,16 @@ import argparse
 import logging
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Settings, load_settings
 from .errors import ConfigError, FeedsvcError
 from .progress import Progress, busy
+
+if TYPE_CHECKING:
+    from .audience import FeedCounts
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -129,6 +133,42 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def stats_table(counts: Mapping[str, FeedCounts]) -> str:
+    """Feeds by subscribers (most first), each with its aggregators broken out below it."""
+    rows = sorted(counts.items(), key=lambda item: (-item[1].total, item[0]))
+    width = max([len("FEED")] + [len(key) for key, _ in rows]
+                + [len(name) + 2 for _, c in rows for name in c.aggregators])
+    lines = [f"{'FEED':<{width}}  {'TOTAL':>8}  {'AGGREGATOR':>10}  {'READER':>8}  {'HUB':>6}"]
+    for key, c in rows:
+        lines.append(f"{key:<{width}}  {c.total:>8}  {c.aggregator:>10}  {c.readers:>8}  "
+                     f"{c.hub:>6}")
+        for name, number in sorted(c.aggregators.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"{'  ' + name:<{width}}  {'':>8}  {number:>10}")
+    if not rows:
+        lines.append("(no subscribers counted yet)")
+    return "\n".join(lines)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import time
+
+    from .audiencestore import AudienceStore
+    from .sql import open_database
+
+    settings = load_settings({})
+    path = ledger_path(settings)
+    if not path.is_file():
+        print(f"feedsvc: no ledger at {path}: nothing has been counted there", file=sys.stderr)
+        return 2
+    db = open_database(f"sqlite:///{path.resolve()}")
+    try:
+        counts = AudienceStore(db, settings.audience_window).current(time.time())
+    finally:
+        db.close()
+    print(stats_table(counts))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
@@ -196,6 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(refused while a service has it open)")
     restore.add_argument("file", help="a back-up made by `feedsvc backup`")
     restore.set_defaults(run=_restore)
+    stats = sub.add_parser("stats", help="subscribers per feed, from the store: aggregators "
+                           "broken out, readers and hub subscriptions (what /stats shows)")
+    stats.set_defaults(run=_stats)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -108,8 +108,10 @@ class FeedDoc:
         return PurePosixPath(relative + ".html" if self.preview else relative)
 
 
-def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
-    """Every document the site has: feeds, pages (with OPML), static assets (URL paths)."""
+def site_paths(app: Flask, base_url: str | None = None,
+               ) -> tuple[list[FeedDoc], list[str], list[str]]:
+    """Every document the site has: feeds, pages (with OPML, robots.txt and the
+    sitemaps), static assets (URL paths)."""
     publisher: Publisher = app.extensions["feedsvc"]
     collection = publisher.collection
     size = app.config["FEEDSVC"].feed_size
@@ -125,6 +127,13 @@ def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
     pages += [urls.topic(slug) for slug in collection.topics]
     pages += [urls.author(slug) for slug in collection.authors]
     pages += [urls.article(entry.slug) for entry in collection.entries]
+    # robots.txt and the sitemaps, as the routes serve them (the news sitemap as of now).
+    from .sitemaps import oldest_first, plan_article_sitemaps
+
+    base = base_url or app.config["FEEDSVC"].base_url or ""
+    plans = plan_article_sitemaps(oldest_first(collection), base.rstrip("/"))
+    pages += [urls.ROBOTS, urls.SITEMAP_INDEX, urls.PAGES_SITEMAP, urls.NEWS_SITEMAP]
+    pages += [urls.articles_sitemap(number) for number in range(1, len(plans) + 1)]
     assets: list[str] = []
     static = Path(app.static_folder) if app.static_folder else None
     if static is not None and static.is_dir():
@@ -177,7 +186,7 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     fragments = publisher.fragments
     fragments.max_entries = max(fragments.max_entries, 2 * len(publisher.collection.entries) + 64)
     version = publisher.version
-    feeds, pages, assets = site_paths(app)
+    feeds, pages, assets = site_paths(app, base)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
     staging = _make_staging(outdir)
     files = written = 0

@@ -34,7 +34,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
+from .audiencestore import AudienceService
 from .publisher import Publisher, ReloadReport
 
 #: How long /readyz waits for the ledger's write lock before calling it busy.
@@ -84,6 +86,9 @@ class Metrics:
         self.rejected = Gauge(
             "feedsvc_articles_rejected", "Article files not published because of an error",
             registry=reg, multiprocess_mode="livemostrecent")
+        #: Collectors that read shared state at scrape time (subscriber counts):
+        #: registered here and, in multiprocess mode, in each scrape's registry.
+        self.collectors: list[object] = []
         self._lock = threading.Lock()
         self._renders_seen = 0
         self._render_seconds_seen = 0.0
@@ -117,13 +122,55 @@ class Metrics:
         self.requests.labels(route, str(status)).inc()
         self.sync_renders()
 
+    def add_collector(self, collector: object) -> None:
+        self.collectors.append(collector)
+        if not self.multiprocess:
+            self.registry.register(collector)  # type: ignore[arg-type]
+
     def exposition(self) -> bytes:
         self.sync_renders()
         if not self.multiprocess:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)
+        for collector in self.collectors:
+            registry.register(collector)  # type: ignore[arg-type]
         return generate_latest(registry)
+
+
+class SubscriberCollector:
+    """``feedsvc_feed_subscribers{feed, source}`` and the aggregators broken out.
+
+    Read from the store at each scrape, so every worker (and every host)
+    reports the same numbers, whichever answers; never summed across
+    workers as the multiprocess counters are.
+    """
+
+    def __init__(self, audience: AudienceService) -> None:
+        self.audience = audience
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return self._families()
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily("feedsvc_feed_subscribers", "Subscribers of each feed "
+                              "(site, topic/<slug>, author/<slug>; all formats) over the "
+                              "counting window, by source: aggregator, reader or hub",
+                              labels=["feed", "source"]),
+            GaugeMetricFamily("feedsvc_feed_aggregator_subscribers", "Subscribers each "
+                              "aggregator reports for each feed (summed over its feed-ids)",
+                              labels=["feed", "aggregator"]),
+        ]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        by_source, by_aggregator = self._families()
+        for feed, counts in sorted(self.audience.current().items()):
+            for source, number in counts.by_source().items():
+                by_source.add_metric([feed, source], number)
+            for name, number in sorted(counts.aggregators.items()):
+                by_aggregator.add_metric([feed, name], number)
+        return [by_source, by_aggregator]
 
 
 def route_label(endpoint: str | None) -> str:
@@ -194,6 +241,9 @@ def init_app(app: Flask) -> Metrics:
     metrics = Metrics(publisher)
     app.extensions["feedsvc.metrics"] = metrics
     publisher.report_observers.append(metrics.observe_reload)
+    audience = app.extensions.get("feedsvc.audience")
+    if audience is not None:
+        metrics.add_collector(SubscriberCollector(audience))
     fast = app.extensions.get("feedsvc.fastpath")
     if fast is not None:  # feed requests answered before Flask is entered
         fast.observers.append(metrics.count)

@@ -389,7 +389,8 @@ def healthz() -> Response:
 
 # -- sitemaps and robots.txt ---------------------------------------------------------
 
-XML_TYPE = "application/xml; charset=utf-8"
+#: As static hosts send .xml (nginx mime.types), so the live and exported sitemaps agree.
+XML_TYPE = "text/xml; charset=utf-8"
 
 
 def _document(key: tuple, version: str, make: Any, content_type: str) -> Response:
