@@ -54,10 +54,13 @@ def oldest_first(collection: Collection) -> list[Entry]:
     return list(reversed(collection.entries))
 
 
-def plan_article_sitemaps(entries: Sequence[Entry], base_url: str, max_urls: int = MAX_URLS,
-                          max_bytes: int = MAX_BYTES) -> list[tuple[int, int]]:
+def plan_article_sitemaps(entries: Sequence[Entry], base_url: str, max_urls: int | None = None,
+                          max_bytes: int | None = None) -> list[tuple[int, int]]:
     """Split the articles into sitemaps: ``(start, stop)`` slices of ``entries``,
-    each at most ``max_urls`` URLs and ``max_bytes`` bytes as rendered."""
+    each at most ``max_urls`` URLs and ``max_bytes`` bytes as rendered
+    (default: the protocol's limits, :data:`MAX_URLS` and :data:`MAX_BYTES`)."""
+    max_urls = MAX_URLS if max_urls is None else max_urls
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     budget = max_bytes - len(_URLSET_OPEN) - len(_URLSET_CLOSE)
     plans: list[tuple[int, int]] = []
     start, size = 0, 0
@@ -135,9 +138,18 @@ def news_entries(collection: Collection, now: datetime) -> list[Entry]:
     return found
 
 
+def news_language(tag: str) -> str:
+    """FEEDSVC_LANGUAGE as Google News takes it: the ISO 639 code alone (``pt-BR`` ->
+    ``pt``), but ``zh-cn`` or ``zh-tw`` for Chinese (traditional script: ``zh-tw``)."""
+    parts = tag.lower().split("-")
+    if parts[0] == "zh":
+        return "zh-tw" if {"tw", "hk", "mo", "hant"} & set(parts[1:]) else "zh-cn"
+    return parts[0]
+
+
 def render_news(entries: Sequence[Entry], site: Site, base_url: str) -> bytes:
     """The Google News sitemap of ``entries``: publication, date and title each."""
-    name, language = escape(site.title), escape(site.language.lower())
+    name, language = escape(site.title), escape(news_language(site.language))
     parts = [_HEAD, f'<urlset xmlns="{SITEMAP_NS}" xmlns:news="{NEWS_NS}">\n'.encode()]
     for entry in entries:
         parts.append(
