@@ -42,8 +42,9 @@ def subscribers_chart(history: list[tuple[int, dict[str, int]]], width: int = 90
     slot = plot_w / max(len(history), 1)
     bar = max(slot * 0.8, 1.0)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        # As wide as the page's column, its height following from the viewBox.
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="100%" '
+        f'viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="Subscribers per day over the last {len(history)} days">',
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" '
         f'stroke="#cccccc"/>',
