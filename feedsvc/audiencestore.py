@@ -190,6 +190,12 @@ class AudienceStore:
                 for day in range(first, today + 1)]
 
 
+#: Distinct (feed, client) keys one worker holds between two flushes; a flood
+#: of made-up User-Agents or addresses beyond it is dropped (and logged), so
+#: neither memory nor the store grows with an attacker's imagination.
+MAX_PENDING = 50_000
+
+
 class AudienceCounter:
     """One worker's counts since the last flush, in memory: the request path's only cost.
 
@@ -197,28 +203,46 @@ class AudienceCounter:
     lock; :meth:`drain` hands everything over and starts afresh.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 max_pending: int = MAX_PENDING) -> None:
         self._clock = clock
+        self._max = max_pending
         self._lock = threading.Lock()
         self._reports: dict[tuple[str, str, str], tuple[int, float]] = {}
         self._polls: dict[tuple[str, str, str, int], int] = {}
+        #: Fetches not counted since the last flush because the bound was reached.
+        self.dropped = 0
 
     def observe(self, feed: str, user_agent: str, address: str) -> None:
         """One fetch of ``feed`` (a :func:`~feedsvc.audience.feed_key`)."""
         kind = classify(user_agent)
         now = self._clock()
         if isinstance(kind, AggregatorHit):
+            report = (feed, kind.aggregator, kind.feed_id)
             with self._lock:
-                self._reports[(feed, kind.aggregator, kind.feed_id)] = (kind.subscribers, now)
+                if report in self._reports or len(self._reports) < self._max:
+                    self._reports[report] = (kind.subscribers, now)
+                else:
+                    self.dropped += 1
             return
         key = (feed, address, kind, int(now // DAY))
         with self._lock:
-            self._polls[key] = self._polls.get(key, 0) + 1
+            number = self._polls.get(key)
+            if number is not None:
+                self._polls[key] = number + 1
+            elif len(self._polls) < self._max:
+                self._polls[key] = 1
+            else:
+                self.dropped += 1
 
     def drain(self) -> tuple[list[AggregatorReport], list[Polls]]:
         with self._lock:
             reports, self._reports = self._reports, {}
             polls, self._polls = self._polls, {}
+            dropped, self.dropped = self.dropped, 0
+        if dropped:
+            log.warning("%d feed fetches not counted: more than %d distinct clients "
+                        "between two flushes", dropped, self._max)
         return (
             [AggregatorReport(f, a, i, n, t) for (f, a, i), (n, t) in reports.items()],
             [Polls(f, addr, fam, day, n) for (f, addr, fam, day), n in polls.items()],

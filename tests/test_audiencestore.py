@@ -158,3 +158,17 @@ def test_the_schema_is_its_own_component(db_url: str) -> None:
         assert tx.one("SELECT version FROM component_schemas WHERE component = ?",
                       ("audience",)) == (SCHEMA.version,)
     db.close()
+
+
+def test_a_flood_of_made_up_clients_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    from feedsvc.audiencestore import AudienceCounter
+
+    counter = AudienceCounter(lambda: NOW, max_pending=10)
+    for n in range(25):
+        counter.observe("site", "newsboat", f"10.0.0.{n}")
+    counter.observe("site", "newsboat", "10.0.0.3")  # one already held still counts
+    reports, polls = counter.drain()
+    assert len(polls) == 10 and sum(p.polls for p in polls) == 11
+    assert "15 feed fetches not counted" in caplog.text
+    counter.observe("site", "newsboat", "10.0.0.99")  # afresh after the flush
+    assert len(counter.drain()[1]) == 1
