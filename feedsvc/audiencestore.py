@@ -37,7 +37,7 @@ from .audience import (
     reader_hash,
     readers_in_window,
 )
-from .sql import ComponentSchema, Lease, SqlDatabase, Tx
+from .sql import ComponentSchema, Lease, SqlDatabase, Tx, open_database
 
 log = logging.getLogger("feedsvc.audience")
 
@@ -62,6 +62,13 @@ def _create_tables(tx: Tx) -> None:
 
 
 SCHEMA = ComponentSchema("audience", (_create_tables,))
+
+def audience_database(settings: object, ledger_path: os.PathLike[str] | str) -> SqlDatabase:
+    """The store's database, where the counts live: the PostgreSQL of
+    ``FEEDSVC_DATABASE_URL`` when the settings have one, else the ledger's SQLite file."""
+    url = getattr(settings, "database_url", None)
+    return open_database(url or f"sqlite:///{os.path.abspath(ledger_path)}")
+
 
 #: How many days of daily totals are kept for the chart.
 HISTORY_DAYS = 90

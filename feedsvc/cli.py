@@ -152,15 +152,14 @@ def stats_table(counts: Mapping[str, FeedCounts]) -> str:
 def _stats(args: argparse.Namespace) -> int:
     import time
 
-    from .audiencestore import AudienceStore
-    from .sql import open_database
+    from .audiencestore import AudienceStore, audience_database
 
     settings = load_settings({})
     path = ledger_path(settings)
-    if not path.is_file():
+    if not getattr(settings, "database_url", None) and not path.is_file():
         print(f"feedsvc: no ledger at {path}: nothing has been counted there", file=sys.stderr)
         return 2
-    db = open_database(f"sqlite:///{path.resolve()}")
+    db = audience_database(settings, path)
     try:
         counts = AudienceStore(db, settings.audience_window).current(time.time())
     finally:

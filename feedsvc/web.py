@@ -23,7 +23,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import sitemaps, urls
 from .audience import feed_key
-from .audiencestore import AudienceService, AudienceStore
+from .audiencestore import AudienceService, AudienceStore, audience_database
 from .collection import SITE_FEED, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
@@ -74,7 +74,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app.wsgi_app = fast  # type: ignore[method-assign]
     if settings.count_subscribers:
         audience = AudienceService(
-            AudienceStore(_audience_database(ledger_path), settings.audience_window),
+            AudienceStore(audience_database(settings, ledger_path), settings.audience_window),
             settings.audience_flush_interval)
         app.extensions["feedsvc.audience"] = audience
         fast.feed_observers.append(_count_subscriber(audience))
@@ -102,13 +102,6 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     from .observability import init_app as init_observability
     init_observability(app)
     return app
-
-
-def _audience_database(ledger_path: Path):  # noqa: ANN202
-    """Where the counts live: the store's database (the ledger's file, embedded)."""
-    from .sql import open_database
-
-    return open_database(f"sqlite:///{Path(ledger_path).resolve()}")
 
 
 def _count_subscriber(audience: AudienceService):  # noqa: ANN202

@@ -201,3 +201,15 @@ def test_the_chart_shows_the_history(make_app, articles_dir: Path, tmp_path: Pat
         assert days[iso(today - d)] == str(100 + d + (4 if d == 3 else 0))
     assert days[iso(today - 20)] == "0"
     assert "<script" not in page
+
+
+def test_feedsvc_stats_says_when_there_is_nothing(tmp_path: Path, make_app, articles_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "none.sqlite3"))
+    assert cli.main(["stats"]) == 2
+    assert "no ledger at" in capsys.readouterr().err
+    make_app(articles_dir)  # a ledger, with nothing counted yet
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "ledger.sqlite3"))
+    assert cli.main(["stats"]) == 0
+    assert "(no subscribers counted yet)" in capsys.readouterr().out
