@@ -150,7 +150,7 @@ class AudienceStore:
         counts = self.current(now)
         today = day_of(now)
         rows = [(feed, today, source, number) for feed, c in counts.items()
-                for source, number in c.by_source().items()]
+                for source, number in c.by_source().items() if number]
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM audience_aggregators WHERE seen < ?",
                        (now - self.window_days * DAY,))
@@ -268,6 +268,8 @@ class AudienceCounter:
 
 
 HubSource = Callable[[], Mapping[str, int]]
+#: Flushes between two upkeeps (the first flush does one).
+UPKEEP_EVERY = 12
 
 
 class AudienceService:
@@ -328,12 +330,17 @@ class AudienceService:
             log.exception("the last flush of subscriber counts failed")
 
     def _run(self) -> None:
+        flushes = 0
         while not self._stop.wait(self.flush_interval):
             try:
                 self.flush()
-                self.upkeep()
+                # The upkeep touches every counted feed's history row: once every
+                # UPKEEP_EVERY flushes (a minute by default) is plenty for daily totals.
+                if flushes % UPKEEP_EVERY == 0:
+                    self.upkeep()
             except Exception:  # never let the flusher die: log, keep the counts, try again
                 log.exception("flushing subscriber counts failed")
+            flushes += 1
 
     def flush(self) -> None:
         """Write this worker's counts since the last flush to the store."""
@@ -350,7 +357,8 @@ class AudienceService:
             holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
             self._lease = Lease(self.store.db, self.LEASE, holder)
         now = self.clock()
-        if not self._lease.acquire(max(30.0, 6 * self.flush_interval), now):
+        # Held across three upkeeps: one process keeps it while it lives.
+        if not self._lease.acquire(3 * UPKEEP_EVERY * self.flush_interval, now):
             return False
         self.store.maintain(now, self.hub_counts())
         return True

@@ -102,6 +102,13 @@ def test_every_view_agrees_on_every_feeds_counts(tmp_path: Path, browser) -> Non
         served = _wait_for(server.port, expected)
         assert served == expected
 
+        # Today's bar appears with the next upkeep (every 12 flushes: 2.4 s here).
+        today_total = sum(expected.values())
+        deadline = time.monotonic() + 20
+        while f'data-total="{today_total}"' not in fetch(server.port, "/stats").body.decode():
+            assert time.monotonic() < deadline, "the upkeep did not write today's totals"
+            time.sleep(0.2)
+
         # feedsvc stats, as an operator runs it on the host.
         clean = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
         out = subprocess.run([sys.executable, "-m", "feedsvc.cli", "stats"], cwd=ROOT,
@@ -136,7 +143,6 @@ def test_every_view_agrees_on_every_feeds_counts(tmp_path: Path, browser) -> Non
         for ago, number in SEEDED.items():
             date = datetime.fromtimestamp((today - ago) * DAY, UTC).strftime("%Y-%m-%d")
             assert days[date] == number, date
-        today_total = sum(expected.values())
         assert days[datetime.fromtimestamp(today * DAY, UTC).strftime("%Y-%m-%d")] == today_total
         heights = browser.execute_script(
             "return Array.from(document.querySelectorAll('svg.chart rect.bar'))"
