@@ -448,7 +448,7 @@ def articles_sitemap(number: int) -> Response:
     def make(collection: Any, base: str) -> bytes:
         return sitemaps.render_articles(sitemaps.oldest_first(collection)[start:stop], base)
 
-    return _document(("sitemap-articles", number), collection.version, make, XML_TYPE)
+    return _document(("sitemap-articles", str(number)), collection.version, make, XML_TYPE)
 
 
 @bp.get(urls.PAGE_RULES["news_sitemap"])

@@ -16,7 +16,7 @@ from tests.test_audience import AGGREGATOR_AGENTS
 
 FEEDLY = AGGREGATOR_AGENTS[0][0]
 FEED_URLS = ["/feed.atom", "/feed.rss", "/feed.json", "/archive/1/feed.atom",
-             "/feed.atom?limit=3"]
+             "/feed.atom?limit=2"]
 
 
 @pytest.fixture
