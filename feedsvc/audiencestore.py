@@ -294,6 +294,7 @@ class AudienceService:
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._lease: Lease | None = None
 
     def set_hub_source(self, source: HubSource | None) -> None:
@@ -319,15 +320,23 @@ class AudienceService:
             self.counter = AudienceCounter(self.clock)  # a forked parent's counts are not ours
             self._lease = None
             self._stop = threading.Event()
-            threading.Thread(target=self._run, name="feedsvc-audience", daemon=True).start()
+            self._thread = threading.Thread(target=self._run, name="feedsvc-audience",
+                                            daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
-        """Stop the flusher after a last flush (a clean shutdown loses no counts)."""
+        """Stop the flusher, flush a last time (a clean shutdown loses no counts) and
+        close the connection, before the ledger closes (web.shutdown's order)."""
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.ident is not None and self._pid == os.getpid():
+            thread.join(timeout=10)  # not mid-transaction while the process winds down
         try:
             self.flush()
         except Exception:
             log.exception("the last flush of subscriber counts failed")
+        finally:
+            self.store.db.close()
 
     def _run(self) -> None:
         flushes = 0

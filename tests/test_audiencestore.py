@@ -172,3 +172,36 @@ def test_a_flood_of_made_up_clients_is_bounded(caplog: pytest.LogCaptureFixture)
     assert "15 feed fetches not counted" in caplog.text
     counter.observe("site", "newsboat", "10.0.0.99")  # afresh after the flush
     assert len(counter.drain()[1]) == 1
+
+
+def test_closing_the_ledger_keeps_the_counts_connections_locks(make_app, articles_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """The ledger's flock descriptor is on the same file as SQLite's POSIX locks, and
+    closing any descriptor of a file drops every POSIX lock the process holds on it. A
+    connection that lost its shared lock lets another process believe it is the last one
+    and delete the WAL under it (seen as "disk I/O error", then a malformed file). So the
+    ledger must never close that descriptor while other connections may be open."""
+    import subprocess
+    import sys
+
+    app = make_app(articles_dir)
+    ledger = tmp_path / "ledger.sqlite3"
+    db = open_database(f"sqlite:///{ledger}")
+    AudienceStore(db)
+    # Can another process take a write lock on SQLite's shared-lock bytes of the main file?
+    probe = ("import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\ntry:\n"
+             " fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 510, 0x40000002); print('free')\n"
+             "except OSError:\n print('held')")
+
+    def shared_lock() -> str:
+        return subprocess.run([sys.executable, "-c", probe, str(ledger)], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO audience_hub (feed, subscribers) VALUES ('site', 1)")
+    assert shared_lock() == "held"
+    app.extensions["feedsvc"].close()  # the ledger lets its flock descriptor go
+    with db.transaction() as tx:
+        tx.one("SELECT COUNT(*) FROM audience_hub")
+        assert shared_lock() == "held"
+    db.close()
