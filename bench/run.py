@@ -603,6 +603,210 @@ def in_process(articles: Path, n: int, rounds: int) -> list[Row]:
             publisher.close()
 
 
+# -- case h: the store (restart, first import, memory, reload gap, edit) -------------------
+
+
+def pss(pid: int) -> int:
+    """Proportional set size of one process in bytes: shared pages count once overall."""
+    text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    match = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+    return int(match.group(1)) * 1024 if match else 0
+
+
+@contextlib.contextmanager
+def shipped_gunicorn(app: str, workers: int, env: dict[str, str]) -> Iterator[Server]:
+    """``gunicorn -c deploy/gunicorn.conf.py app``: the shipped settings (gthread, preload)."""
+    port = free_port()
+    env = {**env, "FEEDSVC_BIND": f"127.0.0.1:{port}", "FEEDSVC_WORKERS": str(workers),
+           "FEEDSVC_LOG_LEVEL": "warning", "FEEDSVC_ACCESS_LOG": "/dev/null"}
+    if app.startswith("wsgi:"):
+        env["FEEDSVC_BASE_URL"] = f"http://127.0.0.1:{port}"
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"),
+           "--chdir", str(ROOT if app.startswith("wsgi:") else BENCH), app]
+    with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    server = Server(proc, port, started, Path(log.name))
+    try:
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        text = server.log.read_text(errors="replace")
+        server.log.unlink()
+        if "Traceback" in text:
+            print(f"gunicorn {app} logged an error:\n{text[-3000:]}", file=sys.stderr)
+
+
+def first_feed(server: Server) -> float:
+    """Seconds from exec to the first complete 200 of /feed.atom (503s while importing)."""
+    while True:
+        reply = get(server, "/feed.atom", {"Accept-Encoding": "gzip"})
+        if reply.status == 200:
+            return time.perf_counter() - server.started
+        if reply.status != 503:
+            raise RuntimeError(f"/feed.atom: status {reply.status}")
+        time.sleep(0.01)
+
+
+def healths(server: Server, count: int = 40) -> dict[int, dict]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        replies = list(pool.map(lambda _: get(server, "/healthz"), range(count)))
+    return {body["worker"]: body for r in replies if r.status == 200
+            for body in [json.loads(r.body)]}
+
+
+def store_cases(articles: Path, n: int, rounds: int) -> list[Row]:
+    """h. The store under the shipped gunicorn settings (5 workers, preload_app)."""
+    targeted = n in (10_000, 100_000)
+    workers = 5
+    restart = Row(f"h. restart, filled store, {workers} workers, {n:,} articles", "s", [], [],
+                  "<= 4x" if targeted else "(info)", (lambda r: r <= 4) if targeted else None)
+    first = Row(f"h. first import, {workers} workers, {n:,} articles", "s", [], [],
+                "<= 10x" if targeted else "(info)", (lambda r: r <= 10) if targeted else None)
+    memory = Row(f"h. summed worker PSS, {workers} workers, {n:,} articles", "MB", [], [],
+                 "<= 1.5x" if targeted else "(info)",
+                 (lambda r: r <= 1.5) if targeted else None)
+    gap = Row(f"h. longest gap during SIGHUP under polling, {n:,} articles", "s", [], [],
+              "<= 0.5 s, 0 failed" if targeted else "(info)",
+              (lambda r: r <= 0.5) if targeted else None, absolute=True)
+    edit_row = Row(f"h. one edit among {n:,}: file closed to new ETags in every worker", "ms",
+                   [], [], "<= 50 ms" if targeted else "(info)",
+                   (lambda r: r <= 0.05) if targeted else None, absolute=True)
+    files = walk(articles, lambda e: 1)
+    disk = walk(articles, stat_size)
+    walk(articles, read_bytes)
+    hellos, imports, restarts = [], [], []
+    for k in range(rounds):
+        cat = timed(lambda: walk(articles, read_bytes))
+        with shipped_gunicorn("hello:app", workers, dict(os.environ)) as hello:
+            reply = get(hello, "/")
+            hello_boot = time.perf_counter() - hello.started
+            if reply.status != 200:
+                raise RuntimeError("hello world did not answer")
+        hellos.append(hello_boot)
+        with tempfile.TemporaryDirectory() as tmp:
+            env = feedsvc_env(articles, Path(tmp) / "ledger.sqlite3", 0)
+            with shipped_gunicorn("wsgi:app", workers, env) as server:
+                imported = first_feed(server)
+                health = healths(server)
+                if any(h["published"] != files or h["rejected"] for h in health.values()):
+                    raise RuntimeError(f"first import published {health}")
+            imports.append(imported)
+            first.baseline.append(cat)
+            first.result.append(imported - hello_boot)
+            with shipped_gunicorn("wsgi:app", workers, env) as server:
+                restarted = first_feed(server)
+                restarts.append(restarted)
+                restart.baseline.append(cat)
+                restart.result.append(restarted - hello_boot)
+                time.sleep(1.0)  # every worker up, the writer's first rescan done
+                pids = server.workers()
+                for path in ("/feed.atom", "/feed.rss", "/feed.json", "/", "/topics/"):
+                    for _ in range(workers * 2):
+                        get(server, path, {"Accept-Encoding": "gzip"})
+                memory.baseline.append(disk)
+                memory.result.append(sum(pss(pid) for pid in pids))
+                if k == 0:
+                    gap.result.append(reload_gap(server, gap))
+                    gap.baseline.append(0.0)
+                    ledger = Path(tmp) / "ledger.sqlite3"
+                    edit_row.result.extend(edit_over_http(server, articles, ledger, workers, 5))
+                    edit_row.baseline.extend([0.0] * (len(edit_row.result)))
+    first.notes.append(f"gunicorn to first feed {spread(imports, 's')}, hello world boot "
+                       f"{spread(hellos, 's')} (same settings); baseline: scandir + read()")
+    restart.notes.append(f"gunicorn to first feed {spread(restarts, 's')}; files read 0")
+    memory.notes.append(f"baseline: corpus bytes on disk ({files:,} files); PSS from "
+                        "/proc/<pid>/smaps_rollup after serving 5 documents")
+    return [restart, first, memory, gap, edit_row]
+
+
+def reload_gap(server: Server, row: Row) -> float:
+    """The longest time with no 200 on /feed.atom while the master gets two SIGHUPs."""
+    import signal
+    import threading
+
+    done: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                status = get(server, "/feed.atom", wait=10).status
+            except OSError:
+                status = 0
+            done.append((time.perf_counter(), status))
+
+    threads = [threading.Thread(target=poll) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    for _ in range(2):
+        os.kill(server.proc.pid, signal.SIGHUP)
+        time.sleep(3.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    oks = sorted(t for t, s in done if s == 200)
+    failed = sum(1 for _, s in done if s != 200)
+    longest = max(b - a for a, b in zip(oks, oks[1:], strict=False))
+    row.notes.append(f"{len(done)} requests, {failed} failed (not 200), 4 polling clients, "
+                     "2 SIGHUPs 3 s apart")
+    if failed:
+        row.meets = lambda r: False
+    return longest
+
+
+def edit_over_http(server: Server, articles: Path, ledger: Path, workers: int,
+                   rounds: int) -> list[float]:
+    """Seconds from closing an edited file to every worker applying it, with new ETags.
+
+    The edited file is the one first seen last (so on the first page of the site
+    feed); each round prepends a different sentence to its body.
+    """
+    import sqlite3
+
+    with sqlite3.connect(ledger) as conn:
+        (rel,) = conn.execute("SELECT path FROM articles ORDER BY first_seen DESC LIMIT 1"
+                              ).fetchone()
+    path = articles / rel
+    original, stat = path.read_bytes(), path.stat()
+    urls = ["/feed.atom", "/feed.rss", "/feed.json"]
+    results = []
+    try:
+        for k in range(rounds):
+            before = {u: get(server, u).headers.get("ETag") for u in urls}
+            seq = max(h["store_seq"] for h in healths(server).values())
+            headline, _, rest = original.partition(b"\n\n")
+            header, _, body = rest.partition(b"\n\n")
+            sentence = f"Editors revised this story ({k + 1}). ".encode()
+            with open(path, "wb") as handle:
+                handle.write(b"\n\n".join([headline, header, sentence + body]))
+            closed = time.perf_counter()
+            while True:
+                health = healths(server, 3 * workers)
+                if len(health) == workers and all(h["store_seq"] > seq for h in health.values()):
+                    break
+                if time.perf_counter() - closed > 10:
+                    raise RuntimeError("the edit did not reach every worker in 10 s")
+            after = {u: get(server, u).headers.get("ETag") for u in urls}
+            results.append(time.perf_counter() - closed)
+            if any(after[u] == before[u] for u in urls):
+                raise RuntimeError("a feed kept its ETag after the edit")
+            time.sleep(0.3)
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return results
+
+
 # -- case g: nginx and static builds (the deploy issue's files) --------------------------
 
 NGINX_MAIN = """daemon off;
@@ -770,13 +974,20 @@ def markdown_corpus(articles: Path, n: int) -> Path:
     return out
 
 
-def build_case(articles: Path, n: int, rounds: int) -> Row:
-    """g. `feedsvc build` of every feed, archive and page vs Pelican, per article."""
+def build_case(articles: Path, n: int, rounds: int) -> list[Row]:
+    """g. `feedsvc build` of every feed, archive and page vs Pelican, per article; then
+    into that build again: with nothing changed (vs a stat of the output tree) and
+    after one edit (absolute)."""
     content = markdown_corpus(articles, n)
     command = pelican()
     row = Row(f"g. `feedsvc build` of {n:,} articles vs Pelican", "ms/article", [], [],
               ">= 10x faster", lambda r: r >= 10, speedup=True)
+    again = Row(f"g. `feedsvc build` again, nothing changed, {n:,} articles", "s", [], [],
+                "<= 2x, 0 files touched", lambda r: r <= 2)
+    edited = Row(f"g. `feedsvc build` again after one edit, {n:,} articles", "s", [], [],
+                 "<= 1 s", lambda r: r <= 1.0, absolute=True)
     counts = ""
+    touched: list[str] = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "conf.py").write_text(PELICAN_CONF)
@@ -784,18 +995,39 @@ def build_case(articles: Path, n: int, rounds: int) -> Row:
             subprocess.run([str(command), str(content), "-o", f"{tmp}/pelican", "-s",
                             f"{tmp}/conf.py", "-q"], check=True, stdout=subprocess.DEVNULL)
             slow = time.perf_counter() - started
-            env = feedsvc_env(articles, Path(tmp) / "ledger.sqlite3", 0)
+            mine = Path(tmp) / "articles"  # a copy: the edit below must not touch the corpus
+            shutil.copytree(articles, mine)
+            env = feedsvc_env(mine, Path(tmp) / "ledger.sqlite3", 0)
             env["FEEDSVC_BASE_URL"] = BASE_URL
-            started = time.perf_counter()
-            subprocess.run(FEEDSVC_BUILD + [f"{tmp}/feedsvc"], check=True, env=env, cwd=ROOT,
-                           capture_output=True)
-            fast = time.perf_counter() - started
-            ours = [p for p in Path(tmp, "feedsvc").rglob("*") if p.is_file()]
+            out = Path(tmp, "feedsvc")
+
+            def build(out: Path = out, env: dict[str, str] = env) -> float:
+                started = time.perf_counter()
+                subprocess.run(FEEDSVC_BUILD + [str(out)], check=True, env=env, cwd=ROOT,
+                               capture_output=True)
+                return time.perf_counter() - started
+
+            fast = build()
+            ours = [p for p in out.rglob("*") if p.is_file()]
             feeds = sum(p.suffix in (".atom", ".rss", ".json") for p in ours)
             theirs = [p for p in Path(tmp, "pelican").rglob("*") if p.is_file()]
             pelican_feeds = sum(p.suffix == ".xml" for p in theirs)
             counts = (f"feedsvc wrote {feeds:,} feed documents, {len(ours):,} files with .gz; "
                       f"Pelican {pelican_feeds:,} feeds, {len(theirs):,} files")
+            stat_tree = min(timed(lambda out=out: walk(out, stat_size)) for _ in range(3))
+            again.baseline.append(stat_tree)
+            again.result.append(build())
+            manifest = json.loads((out / ".feedsvc-build.json").read_text())
+            touched.append(f"no change: {len(manifest['changed'])} written, "
+                           f"{len(manifest['removed'])} removed")
+            victim = next(p for p in sorted(mine.rglob("*.txt"))
+                          if not p.read_bytes().startswith(b"---"))
+            victim.write_bytes(victim.read_bytes() + b"\nOne more sentence, edited.\n")
+            edited.baseline.append(0.0)
+            edited.result.append(build())
+            manifest = json.loads((out / ".feedsvc-build.json").read_text())
+            touched.append(f"one edit: {len(manifest['changed'])} written, "
+                           f"{len(manifest['removed'])} removed")
         row.baseline.append(slow / n)
         row.result.append(fast / n)
     row.notes.append(
@@ -803,7 +1035,11 @@ def build_case(articles: Path, n: int, rounds: int) -> Row:
         "category, author and tag feeds in Atom and RSS); feedsvc: `feedsvc build`, empty "
         f"ledger, every feed, archive and page; {counts}"
     )
-    return row
+    again.notes.append("baseline: one scandir + stat walk of the output tree; the whole "
+                       f"`feedsvc build` command (start-up included); {touched[0]}")
+    edited.notes.append("the whole `feedsvc build` command (start-up included), one article "
+                        f"edited; {touched[-1]}")
+    return [row, again, edited]
 
 
 def metadata_version(venv: Path, package: str) -> str:
@@ -833,6 +1069,7 @@ def main() -> None:
                         "10000 if among --sizes, else the smallest)")
     parser.add_argument("--skip", default="",
                         help="cases to skip: a (a and b), c (c and d), e (e and f), g, "
+                        "h (the store: restart, first import, PSS, SIGHUP gap, edit), "
                         "i (subscriber counting)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -863,6 +1100,8 @@ def main() -> None:
             steps.append((f"c/d {n}", lambda n=n: cold_start(corpora[n], n, args.rounds)))
         if "e" not in args.skip:
             steps.append((f"e/f {n}", lambda n=n: in_process(corpora[n], n, inproc_rounds)))
+        if "h" not in args.skip:
+            steps.append((f"h {n}", lambda n=n: store_cases(corpora[n], n, args.rounds)))
     if "g" not in args.skip:
         if NGINX_SITE.exists() and shutil.which("nginx"):
             steps.append(("g nginx", lambda: [nginx_case(corpora[http_size], args, load)]))
@@ -873,8 +1112,8 @@ def main() -> None:
         has_build = subprocess.run(FEEDSVC_BUILD + ["--help"], capture_output=True, cwd=ROOT)
         if has_build.returncode == 0:
             build_rounds = 1 if build_size >= 10_000 else args.rounds
-            steps.append(("g build", lambda: [build_case(corpora[build_size], build_size,
-                                                          build_rounds)]))
+            steps.append(("g build", lambda: build_case(corpora[build_size], build_size,
+                                                         build_rounds)))
         else:
             steps.append(("g build", lambda: [not_available(
                 "g. `feedsvc build` vs Pelican, per article", ">= 10x faster",

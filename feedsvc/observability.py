@@ -89,6 +89,10 @@ class Metrics:
         #: Collectors that read shared state at scrape time (subscriber counts):
         #: registered here and, in multiprocess mode, in each scrape's registry.
         self.collectors: list[object] = []
+        self.purges = Counter(
+            "feedsvc_purges", "Cache purges (keys or URLs) by purger and outcome: sent, "
+            "retried (will be tried again), failed (given up)", ["purger", "outcome"],
+            registry=reg)
         self._lock = threading.Lock()
         self._renders_seen = 0
         self._render_seconds_seen = 0.0
@@ -105,6 +109,10 @@ class Metrics:
         self.files_read.inc(report.read)
         self.published.set(report.published)
         self.rejected.set(report.rejected)
+
+    def count_purge(self, purger: str, outcome: str, count: int) -> None:
+        """A :attr:`PurgeService.observers` callback."""
+        self.purges.labels(purger, outcome).inc(count)
 
     def sync_renders(self) -> None:
         """Carry the publisher's render totals, which only grow, into the counters."""
@@ -244,6 +252,9 @@ def init_app(app: Flask) -> Metrics:
     audience = app.extensions.get("feedsvc.audience")
     if audience is not None:
         metrics.add_collector(SubscriberCollector(audience))
+    purging = app.extensions.get("feedsvc.purge")
+    if purging is not None:
+        purging.observers.append(metrics.count_purge)
     fast = app.extensions.get("feedsvc.fastpath")
     if fast is not None:  # feed requests answered before Flask is entered
         fast.observers.append(metrics.count)

@@ -14,35 +14,33 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import documents
-from .collection import SITE_FEED, Collection, FeedRef, changed_feeds, make_entry
+from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
 from .formats import content_types, get_format
-from .identity import find_duplicates, match_renames
-from .ledger import Ledger, Sighting
-from .model import Article, Entry, FeedDocument, Site, Stamp
-from .parser import parse_article
+from .model import Article, Entry, FeedDocument, Site
 from .preview import render_preview
 from .render import FragmentCache, render_feed, render_opml
-from .source import FileSignature, list_articles, read_article, settled
-from .text import slugify
+from .rendercache import RenderCache, RenderKey
+from .source import list_articles
+from .store import SqliteStore
+from .surrogate import OPML as OPML_KEY
+from .surrogate import feed_key, listing_keys
+from .sync import FolderSync, LeaseLost
 from .topics import TopicCatalog, load_topic_catalog
+from .view import StoreView
 
 log = logging.getLogger("feedsvc")
 
 #: The content type of a feed's HTML preview.
 PREVIEW_TYPE = "text/html; charset=utf-8"
-
-#: Sightings recorded in one ledger transaction.
-LEDGER_BATCH = 500
 
 
 class Rendered:
@@ -54,27 +52,39 @@ class Rendered:
     worker and every instance produces the same bytes and so the same ETag.
     """
 
-    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "_gzip", "_lock")
+    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "keys", "_gzip",
+                 "_lock", "on_compress")
 
     def __init__(
-        self, body: bytes, content_type: str, last_modified: datetime, max_age: int
+        self, body: bytes, content_type: str, last_modified: datetime, max_age: int,
+        keys: tuple[str, ...] = (),
     ) -> None:
         self.body = body
+        #: The surrogate keys of what it shows (feedsvc.surrogate), its own key first.
+        self.keys = keys
         self.content_type = content_type
         self.etag = hashlib.sha256(body).hexdigest()[:32]
         self.last_modified = last_modified
         self.max_age = max_age
         self._gzip: tuple[bytes, str] | None = None
         self._lock = threading.Lock()
+        #: Called as ``on_compress(self, size)`` once the gzip form is made, so a
+        #: cache can count it. Given ``self`` rather than closing over it: a
+        #: cycle would keep an evicted document alive until a full collection.
+        self.on_compress: Callable[[Rendered, int], None] | None = None
 
     def _compressed(self) -> tuple[bytes, str]:
         packed = self._gzip
         if packed is None:
+            made = False
             with self._lock:
                 packed = self._gzip
                 if packed is None:
                     data = gzip.compress(self.body, compresslevel=6, mtime=0)
                     packed = self._gzip = (data, hashlib.sha256(data).hexdigest()[:32] + "-gz")
+                    made = True
+            if made and self.on_compress is not None:
+                self.on_compress(self, len(packed[0]))
         return packed
 
     @property
@@ -99,28 +109,8 @@ class ReloadReport:
     error: str | None = None
     #: Of ``seconds``, the time spent listing the folder: how changes are detected.
     list_seconds: float = 0.0
-
-
-@dataclass(slots=True)
-class _State:
-    """Everything a rescan produces; replaced whole, never edited in place."""
-
-    files: dict[str, FileSignature] = field(default_factory=dict)
-    articles: dict[str, Article] = field(default_factory=dict)
-    parse_errors: dict[str, ArticleError] = field(default_factory=dict)
-    listing_errors: dict[str, ArticleError] = field(default_factory=dict)
-    stamps: dict[str, Stamp] = field(default_factory=dict)
-    collection: Collection = field(default_factory=lambda: Collection(()))
-    next_due: float | None = None
-    entries: dict[str, Entry] = field(default_factory=dict)  # published ones, by path
-    #: Files not published because a first file has the same content: path -> first path.
-    duplicates: dict[str, str] = field(default_factory=dict)
-    #: When each feed document's current version first existed (the ledger's
-    #: :meth:`~feedsvc.ledger.Ledger.moments`), by :func:`version_key`.
-    moments: dict[str, datetime] = field(default_factory=dict)
-    #: Paths of the publishable (not draft) articles by content hash: duplicates are
-    #: looked for only among the hashes a rescan touched.
-    by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Files parsed (read files whose bytes were new); at most ``read``.
+    parsed: int = 0
 
 
 #: The version key of every HTML page and the OPML list: they show the whole site.
@@ -132,40 +122,6 @@ def version_key(ref: FeedRef | None) -> str:
     return PAGES if ref is None else f"feed:{ref.kind}:{ref.slug}"
 
 
-def _sightings(
-    touched: Iterable[str],
-    articles: dict[str, Article],
-    files: dict[str, FileSignature],
-    stamps: dict[str, Stamp],
-    duplicates: dict[str, str] | None = None,
-    renames: dict[str, str] | None = None,
-) -> list[Sighting]:
-    """What the ledger must hear of: touched articles that are new or whose text changed.
-
-    Drafts are left out, so an article's first publication is when its draft
-    flag goes, not when the draft was first saved; so are duplicates, which
-    are never published. ``renames`` (new path -> gone path) tell the ledger
-    which gone row a new file is.
-    """
-    duplicates = duplicates or {}
-    renames = renames or {}
-    return [
-        Sighting(
-            path=path,
-            content_hash=article.content_hash,
-            mtime=files[path].mtime_ns / 1e9,
-            slug_hint=article.front_matter.slug or slugify(article.title) or "article",
-            id_hint=article.front_matter.id,
-            renamed_from=renames.get(path),
-        )
-        for path in sorted(touched)
-        if (article := articles.get(path)) is not None
-        and not article.front_matter.draft
-        and path not in duplicates
-        and (path not in stamps or stamps[path].content_hash != article.content_hash)
-    ]
-
-
 def _floor(entries: Iterable[Entry]) -> int:
     """The newest ``updated`` among ``entries``, in whole unix seconds (rounded up)."""
     newest = max((e.updated.timestamp() for e in entries), default=0.0)
@@ -175,11 +131,42 @@ def _floor(entries: Iterable[Entry]) -> int:
 def _ref_of(key: str) -> FeedRef:
     _, kind, slug = key.split(":", 2)
     return FeedRef(kind, slug)
+#: The share of ``cache_bytes`` kept for entry fragments; the rest is documents.
+FRAGMENT_SHARE = 0.25
 
 
-def _cost(rendered: Rendered) -> int:
-    """Bytes a cached representation holds, counting its gzip form (about a fifth)."""
-    return len(rendered.body) + len(rendered.body) // 5
+def allowed_limits(feed_size: int, max_limit: int) -> tuple[int, ...]:
+    """The ``?limit`` values documents are made for: 1, 2, 5, ... below the feed size, then decades.
+
+    Every distinct limit is a document of its own (up to ``max_limit``
+    entries); a client cycling through ?limit=1..1000 over 20 feeds took a
+    worker to 630 MB. Below the feed size documents are small, so a 1-2-5
+    series; above it powers of ten. Over 20 feeds of 10,000 articles these
+    and the subscription documents take 167 MiB, within the documents' 192
+    MiB share of the default bound; a 1-2-5 series all the way took 207 MiB,
+    so a flood kept evicting and re-rendering them.
+    """
+    steps = {feed_size, max_limit}
+    step = 1
+    while step < max_limit:
+        steps.update(n for n in (step, 2 * step, 5 * step) if n < feed_size)
+        steps.add(step)
+        step *= 10
+    return tuple(sorted(n for n in steps if n <= max_limit))
+
+
+def canonical_limit(requested: int, feed_size: int, max_limit: int) -> int | None:
+    """The allowed limit serving ``?limit=requested``: the nearest, on a log scale.
+
+    Ratios, not differences: 30 is nearer 50 than 10 (1.7x against 3x), 300
+    nearer 100 than 1000; a tie goes to the larger. Anything above
+    ``max_limit`` is ``max_limit``. None means the subscription document
+    itself (the limit is the feed size).
+    """
+    requested = min(max(requested, 1), max_limit)
+    chosen = min(allowed_limits(feed_size, max_limit),
+                 key=lambda n: (max(n / requested, requested / n), -n))
+    return None if chosen == feed_size else chosen
 
 
 def id_authority(base_url: str | None) -> str:
@@ -191,7 +178,12 @@ def id_authority(base_url: str | None) -> str:
 
 
 class Publisher:
-    """Owns the articles folder, the ledger and the render cache of one app."""
+    """The feed service the web layer calls: the store, its writer, this process's view,
+    and the render cache, wired together.
+
+    ``writer=False`` makes a process that only follows the store (never lists
+    the folder), as a second host's replica would.
+    """
 
     def __init__(
         self,
@@ -200,7 +192,8 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.time,
         settle_seconds: float = 1.0,
-        max_cache_bytes: int = 256 * 1024 * 1024,
+        max_cache_bytes: int | None = None,
+        writer: bool = True,
     ) -> None:
         self.settings = settings
         self.site = Site(
@@ -211,42 +204,72 @@ class Publisher:
             raise ConfigError(
                 "FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder that exists"
             )
-        self.ledger = Ledger(ledger_path, id_authority(settings.base_url))
+        self.store = SqliteStore(ledger_path, id_authority(settings.base_url))
+        self.ledger = self.store.ledger
         self.clock = clock
-        self.settle_seconds = settle_seconds
-        self._state = _State()
+        self.writer = writer
+        #: Seconds the writer lease lasts without renewal: another process takes over
+        #: after it (at once if the holder is a dead process of this host).
+        self.lease_seconds = max(3 * settings.reload_interval, 10.0)
+        self.sync = FolderSync(self.store, settings.articles_dir, settings.max_article_bytes,
+                               settle_seconds=settle_seconds,
+                               renew=lambda: self.store.acquire(self.lease_seconds))
+        self.view = StoreView(self.store, self.catalog)
+        self.is_writer = False
         self._lock = threading.Lock()
         # Least recently used first; bounded so that a crawler walking every
-        # archive of every feed cannot grow a worker without limit.
-        self._cache: OrderedDict[tuple, tuple[str, Rendered]] = OrderedDict()
-        self._cache_bytes = 0
-        self._cache_lock = threading.Lock()
-        self.max_cache_bytes = max_cache_bytes
-        self._keys_by_ref: dict[FeedRef, set[tuple]] = {}  # to prune only changed feeds
-        self.fragments = FragmentCache()
+        # archive of every feed cannot grow a worker without limit. The bound
+        # (settings.cache_bytes) is on what is really held: every document's
+        # body, gzip form and overhead here, and the entry fragments, which
+        # get their own share of it.
+        total = settings.cache_bytes if max_cache_bytes is None else max_cache_bytes
+        self.cache = RenderCache(total - int(total * FRAGMENT_SHARE))
+        self.fragments = FragmentCache(max_bytes=int(total * FRAGMENT_SHARE))
         self.renders = 0  # documents rendered since start: tests and metrics count it
         self.render_seconds = 0.0  # time spent rendering them
         self.folder_missing = False
-        self.last_error: str | None = None
+        self._errors: dict[str, str] = {}  # "sync" / "follow" -> the failure now
+        #: When each feed document's current version first existed (the ledger's
+        #: :meth:`~feedsvc.ledger.Ledger.moments`), by :func:`version_key`.
+        self._moments: dict[str, datetime] = {}
         self.loaded = False
         #: Called as ``listener(changed_feeds)`` after each swap of the collection
         #: (not on the first load), e.g. to ping WebSub hubs.
         self.listeners: list[Callable[[list[FeedRef]], None]] = []
+        #: Called as ``listener(old, new)`` with the collections of each change this
+        #: process applies (not the first load), e.g. to purge caches (feedsvc.purge).
+        self.change_listeners: list[Callable[[Collection, Collection], None]] = []
         #: Called with every :class:`ReloadReport`, e.g. for metrics.
         self.report_observers: list[Callable[[ReloadReport], None]] = []
 
-    # -- reading the folder -------------------------------------------------
+    @property
+    def settle_seconds(self) -> float:
+        """How long a file must be left alone before it is read (without inotify's word)."""
+        return self.sync.settle_seconds
 
-    def refresh(self, progress: Callable[[int, int, str], None] | None = None) -> ReloadReport:
-        """Rescan the folder and swap in a new collection if anything changed.
+    @settle_seconds.setter
+    def settle_seconds(self, value: float) -> None:
+        self.sync.settle_seconds = value
+
+    # -- reading the folder (writer) and following the store (everyone) ----------
+
+    def refresh(
+        self,
+        progress: Callable[[int, int, str], None] | None = None,
+        *,
+        sync: bool = True,
+        paths: set[str] | None = None,
+    ) -> ReloadReport:
+        """Sync the folder into the store (if this process is the writer), then follow it.
 
         Only files whose signature (size, mtime, inode) changed are read; a
-        file caught mid-write (modified within ``settle_seconds``) waits for
-        the next rescan, except on the first load; a file that turns bad keeps
-        its last good version published and is reported.
+        file caught mid-write waits for the next rescan, except on the first
+        load or when ``paths`` (from inotify: closed after writing, or renamed
+        into place) name it; a file that turns bad keeps its last good
+        version published and is reported. ``sync=False`` only follows.
         """
         with self._lock:
-            report = self._refresh(progress)
+            report = self._refresh(progress, sync, paths)
         for observer in self.report_observers:
             try:
                 observer(report)
@@ -254,171 +277,115 @@ class Publisher:
                 log.exception("reload observer failed")
         return report
 
-    def _refresh(self, progress: Callable[[int, int, str], None] | None) -> ReloadReport:
+    def follow(self) -> ReloadReport:
+        """Apply the store's changes to this process's view; reads no file."""
+        return self.refresh(sync=False)
+
+    def _refresh(
+        self,
+        progress: Callable[[int, int, str], None] | None,
+        sync: bool,
+        paths: set[str] | None,
+    ) -> ReloadReport:
         started = time.perf_counter()
         now = self.clock()
-        old = self._state
         first = not self.loaded
-        root = self.settings.articles_dir
-        try:
-            listing = list_articles(root)
-            listed_at = time.perf_counter()
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-            if first:
-                reason = exc.strerror or str(exc)
-                raise ConfigError(
-                    "FEEDSVC_ARTICLES_DIR", f"{root} cannot be read: {reason}"
-                ) from None
-            if not self.folder_missing:
-                log.error("articles folder %s is missing; serving the last good feeds", root)
-            self.folder_missing = True
-            return self._report(old, 0, 0, False, started, "articles folder missing")
-        if self.folder_missing:
-            log.info("articles folder %s is back", root)
-        self.folder_missing = False
-
-        # Only what differs from the last scan is looked at: new, changed and
-        # gone files. A rescan with nothing changed costs the listing and this.
-        current = listing.files
-        candidates = [p for p, sig in current.items() if old.files.get(p) != sig]
-        gone = old.files.keys() - current.keys()
-        listing_errors = {e.path: e for e in listing.errors}
-        due = old.next_due is not None and now >= old.next_due
-        if not (first or candidates or gone or due):
-            if listing_errors != old.listing_errors:
-                self._log_rejections(old.listing_errors, listing_errors)
-                self._state = replace(old, listing_errors=listing_errors)
-            report = self._report(self._state, len(current), 0, False, started, None)
-            return replace(report, list_seconds=listed_at - started)
-
-        files, articles = dict(old.files), dict(old.articles)
-        parse_errors, stamps = dict(old.parse_errors), dict(old.stamps)
-        for path in gone:
-            for table in (files, articles, parse_errors, stamps):
-                table.pop(path, None)
-        touched = set(gone)
-        read = 0
-        quiet_ns = int(self.settle_seconds * 1e9)
-        for path in candidates:
-            sig = current[path]
-            if not first and not settled(sig, int(now * 1e9), quiet_ns):
-                continue  # caught mid-write: the old version (if any) stays until it settles
-            read += 1
-            if progress is not None:
-                progress(read, len(candidates), path)
-            files[path] = sig
-            touched.add(path)
+        listed = read = parsed = 0
+        list_seconds = 0.0
+        if sync and self.writer:
             try:
-                articles[path] = parse_article(
-                    read_article(root, path, self.settings.max_article_bytes), path
-                )
-                parse_errors.pop(path, None)
-            except ArticleError as exc:
-                parse_errors[path] = exc  # the last good version, if any, stays published
-
-        # Which file is which (feedsvc.identity): a gone article that came
-        # back under another name, perhaps edited, and copies of one text.
-        gone_published = {p: old.articles[p] for p in gone if p in old.stamps
-                          and p in old.articles}
-        appeared = {p: a for p in touched - gone if p not in old.files and p not in stamps
-                    and (a := articles.get(p)) is not None and not a.front_matter.draft}
-        renames = match_renames(gone_published, appeared) if gone_published and appeared else {}
-        for new_path, old_path in sorted(renames.items()):
-            log.info("%s is %s renamed: it keeps its id, slug and date", new_path, old_path)
-        by_hash, duplicates = self._duplicates(old, articles, stamps, touched)
-        for path in sorted(duplicates.keys() - old.duplicates.keys()):
-            log.warning("duplicate %s: duplicate of %s; not published", path, duplicates[path])
-        # A file that stops or starts being a duplicate is published or withdrawn.
-        touched |= (duplicates.keys() ^ old.duplicates.keys()) & articles.keys()
-
-        sightings = _sightings(touched, articles, files, stamps, duplicates, renames)
-        if sightings:
-            try:
-                stamps.update(self._record(sightings, set(current), now))
+                self.is_writer = self.store.acquire(self.lease_seconds)
             except LedgerError as exc:
                 if first:
                     raise
-                if self.last_error != str(exc):
-                    log.error("%s; serving the last good feeds until it recovers", exc)
-                self.last_error = str(exc)
-                return self._report(old, len(current), read, False, started, str(exc))
-        self.last_error = None
-
-        changed = first or due or any(
-            articles.get(p) is not old.articles.get(p) or stamps.get(p) is not old.stamps.get(p)
-            for p in touched
-        )
-        collection, next_due, entries = old.collection, old.next_due, old.entries
-        if changed:
-            collection, next_due, entries = self._build_collection(
-                articles, stamps, old, now, None if first or due else touched, duplicates
-            )
-        self._log_rejections(old.parse_errors, parse_errors)
-        self._log_rejections(old.listing_errors, listing_errors)
-        moved = changed_feeds(old.collection, collection) if collection is not old.collection \
-            else []
-        moments = self._moments(old, collection, moved, now) if moved or first else old.moments
-        self._state = _State(
-            files, articles, parse_errors, listing_errors, stamps, collection, next_due, entries,
-            duplicates, moments, by_hash,
-        )
-        if changed and collection is not old.collection:
-            self._announce(moved, tell_listeners=not first)
-        self.loaded = True
-        report = self._report(self._state, len(current), read, changed, started, None)
-        return replace(report, list_seconds=listed_at - started)
-
-    def _record(
-        self, sightings: list[Sighting], present: set[str], now: float
-    ) -> dict[str, Stamp]:
-        """Stamp sightings in the ledger, in batches.
-
-        Several workers starting on one empty ledger take its write lock in
-        turn, so no transaction may hold it for long (one 10,000-article
-        transaction made another worker time out).
-        """
-        stamps: dict[str, Stamp] = {}
-        for start in range(0, len(sightings), LEDGER_BATCH):
-            stamps.update(self.ledger.record(sightings[start : start + LEDGER_BATCH], present, now))
-        return stamps
-
-    def _duplicates(
-        self, old: _State, articles: dict[str, Article], stamps: dict[str, Stamp],
-        touched: set[str],
-    ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
-        """The hash index and the duplicates after this scan, looking only at touched hashes.
-
-        One edit among 100,000 articles costs a dict copy, not a pass over
-        every article.
-        """
-        by_hash = dict(old.by_hash)
-        affected: set[str] = set()
-        for path in touched:
-            for article, add in ((old.articles.get(path), False), (articles.get(path), True)):
-                if article is None or article.front_matter.draft:
-                    continue
-                h = article.content_hash
-                group = by_hash.get(h, ())
-                group = (*group, path) if add and path not in group else tuple(
-                    p for p in group if p != path or add)
-                if group:
-                    by_hash[h] = group
-                else:
-                    by_hash.pop(h, None)
-                affected.add(h)
-        candidates = [p for h in affected for p in by_hash.get(h, ())]
+                return self._failed(exc, started, "sync")
+            if not self.is_writer:
+                self.sync.forget()  # another process writes: our records may go stale
+        if sync and self.is_writer:
+            root = self.settings.articles_dir
+            try:
+                listing = list_articles(root) if paths is None else None
+                list_seconds = time.perf_counter() - started
+            except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+                if first:
+                    reason = exc.strerror or str(exc)
+                    raise ConfigError(
+                        "FEEDSVC_ARTICLES_DIR", f"{root} cannot be read: {reason}"
+                    ) from None
+                if not self.folder_missing:
+                    log.error("articles folder %s is missing; serving the last good feeds", root)
+                self.folder_missing = True
+                return self._report(0, 0, False, started, "articles folder missing")
+            if self.folder_missing:
+                log.info("articles folder %s is back", root)
+            self.folder_missing = False
+            try:
+                done = (self.sync.run(now, listing=listing, progress=progress) if paths is None
+                        else self.sync.run_paths(paths, now))
+            except LedgerError as exc:
+                self.sync.forget()  # what was written is unknown: ask the store next time
+                if first:
+                    raise
+                return self._failed(exc, started, "sync")
+            except LeaseLost:
+                self.sync.forget()
+                self.is_writer = False
+                log.warning("writer lease lost mid-sync; another process writes now")
+                done = None
+            if done is not None:
+                listed, read, parsed = done.listed, done.read, done.parsed
+                self._errors.pop("sync", None)
+        old = self.view.state
         try:
-            found = find_duplicates(articles, stamps, candidates, self.ledger.stamps_of)
-        except LedgerError as exc:  # reported below, where recording fails the same way
-            log.error("%s; duplicates judged by this scan alone", exc)
-            found = find_duplicates(articles, stamps, candidates)
-        duplicates = {p: first for p, first in old.duplicates.items()
-                      if p not in touched and articles[p].content_hash not in affected}
-        duplicates.update(found)
-        return by_hash, duplicates
+            changed = self.view.poll(now)
+        except LedgerError as exc:
+            if first and self.is_writer:
+                raise
+            return self._failed(exc, started, "follow")
+        self._errors.pop("follow", None)
+        new = self.view.state
+        self._log_rejections(old.parse_errors, new.parse_errors)
+        self._log_rejections(old.listing_errors, new.listing_errors)
+        for path in sorted(new.duplicates.keys() - old.duplicates.keys()):
+            log.warning("duplicate %s: duplicate of %s; not published", path,
+                        new.duplicates[path])
+        if self.view.loaded and (changed or (first and changed is not None)):
+            self._moments = self._moments_of(old.collection, new.collection, changed or [], now)
+        if changed:
+            self._forget_fragments(old.entries, new.entries)
+            self._announce(changed, tell_listeners=not first)
+            if not first:
+                self._tell_change(old.collection, new.collection)
+        self.loaded = self.view.loaded
+        return self._report(listed, read, changed is not None and (bool(changed) or first),
+                            started, None, list_seconds, parsed)
 
-    def _moments(
-        self, old: _State, collection: Collection, moved: list[FeedRef], now: float
+    def _forget_fragments(self, before: dict[str, Entry], after: dict[str, Entry]) -> None:
+        """Drop the rendered fragments of entry versions no longer published.
+
+        Left to the LRU bound, the fragments of every superseded version stayed
+        until the cache was full: about +1 MB per 2,000-file change, for as
+        many changes as it took to fill it.
+        """
+        gone = {e.version for path, e in before.items() if after.get(path) is not e and e.version}
+        if gone:
+            self.fragments.forget(gone - {e.version for e in after.values()})
+
+    def _failed(self, exc: LedgerError, started: float, kind: str) -> ReloadReport:
+        """Log a store failure once (not at every poll until it recovers), keep serving."""
+        if self.last_error != str(exc):
+            log.error("%s; serving the last good feeds until it recovers", exc)
+        self._errors[kind] = str(exc)
+        return self._report(0, 0, False, started, str(exc))
+
+    @property
+    def last_error(self) -> str | None:
+        """The store's failure now (writing the folder's changes, or following), if any."""
+        return self._errors.get("sync") or self._errors.get("follow")
+
+    def _moments_of(
+        self, old_collection: Collection, collection: Collection, moved: list[FeedRef],
+        now: float,
     ) -> dict[str, datetime]:
         """The moments of every document whose version changed, from the ledger.
 
@@ -434,9 +401,9 @@ class Publisher:
             digest, items = collection.feed_version(ref), collection.feed_entries(ref)
             if digest is not None and items:
                 versions[version_key(ref)] = (digest, _floor(items))
-        if collection.version != old.collection.version or not old.moments:
+        if collection.version != old_collection.version or not self._moments:
             versions[PAGES] = (collection.version, _floor(collection.entries))
-        moments = {k: v for k, v in old.moments.items()
+        moments = {k: v for k, v in self._moments.items()
                    if k == PAGES or collection.feed_version(_ref_of(k)) is not None}
         try:
             stored = self.ledger.moments(versions, now)
@@ -448,7 +415,7 @@ class Publisher:
 
     def last_modified(self, ref: FeedRef | None, updated: datetime) -> datetime:
         """``Last-Modified`` of a feed's documents (None: of the pages) that show ``updated``."""
-        moment = self._state.moments.get(version_key(ref))
+        moment = self._moments.get(version_key(ref))
         return updated if moment is None else max(updated, moment)
 
     def gone(self, slug: str) -> bool:
@@ -457,7 +424,14 @@ class Publisher:
             path = self.ledger.path_of_slug(slug)
         except LedgerError:
             return False
-        return path is not None and path not in self._state.files
+        return path is not None and not self.view.present(path)
+
+    def _tell_change(self, old: Collection, new: Collection) -> None:
+        for listener in self.change_listeners:
+            try:
+                listener(old, new)
+            except Exception:  # a listener must never break a reload
+                log.exception("change listener failed")
 
     def _announce(self, changed: list[FeedRef], *, tell_listeners: bool) -> None:
         """Drop the changed feeds' rendered documents and tell the listeners."""
@@ -470,50 +444,6 @@ class Publisher:
             except Exception:  # a listener must never break a reload
                 log.exception("collection listener failed")
 
-    def _build_collection(
-        self,
-        articles: dict[str, Article],
-        stamps: dict[str, Stamp],
-        old: _State,
-        now: float,
-        touched: set[str] | None,
-        duplicates: dict[str, str] | None = None,
-    ) -> tuple[Collection, float | None, dict[str, Entry]]:
-        """A new collection, rebuilding only the entries of ``touched`` paths.
-
-        ``touched=None`` looks at every article (first load, or a scheduled
-        article fell due). Reusing unchanged Entry objects keeps rebuilding
-        cheap after one edit among thousands, and keeps their rendered
-        fragments cached (:class:`~feedsvc.render.FragmentCache`).
-        """
-        if touched is None:
-            entries: dict[str, Entry] = {}
-            next_due: float | None = None
-            paths: Iterable[str] = articles
-        else:
-            entries, next_due, paths = dict(old.entries), old.next_due, touched
-        for path in paths:
-            entries.pop(path, None)
-            article, stamp = articles.get(path), stamps.get(path)
-            if article is None or stamp is None or article.front_matter.draft:
-                continue
-            if duplicates and path in duplicates:
-                continue
-            entry = old.entries.get(path)
-            if entry is None or entry.article is not article or old.stamps.get(path) is not stamp:
-                entry = make_entry(article, stamp, self.catalog)
-            due = entry.published.timestamp()
-            if due > now:  # scheduled: published when its time comes, without a restart
-                next_due = due if next_due is None else min(next_due, due)
-                continue
-            entries[path] = entry
-        scope = old.entries.keys() | entries.keys() if touched is None else touched
-        removed = [e for p in scope if (e := old.entries.get(p)) and entries.get(p) is not e]
-        added = [e for p in scope if (e := entries.get(p)) and old.entries.get(p) is not e]
-        if len(removed) + len(added) <= max(64, len(entries) // 10):
-            return old.collection.evolve(removed, added), next_due, entries
-        return Collection(entries.values()), next_due, entries
-
     def _log_rejections(
         self, before: dict[str, ArticleError], after: dict[str, ArticleError]
     ) -> None:
@@ -523,8 +453,10 @@ class Publisher:
                 log.warning("rejected %s", error)
 
     def _report(
-        self, state: _State, listed: int, read: int, changed: bool, started: float, err: str | None
+        self, listed: int, read: int, changed: bool, started: float, err: str | None,
+        list_seconds: float = 0.0, parsed: int = 0,
     ) -> ReloadReport:
+        state = self.view.state
         return ReloadReport(
             listed=listed,
             read=read,
@@ -533,45 +465,73 @@ class Publisher:
             changed=changed,
             seconds=time.perf_counter() - started,
             error=err,
+            list_seconds=list_seconds,
+            parsed=parsed,
         )
+
+    def warm(self) -> int:
+        """Render the site feed in every format (and gzip) now; returns documents rendered.
+
+        A gunicorn master calls it before forking, so that new workers (after
+        a SIGHUP, say) start with the documents most polled already rendered
+        and their first requests cost no more than the old workers' did.
+        Needs FEEDSVC_BASE_URL: without it each request's host makes the URLs.
+        """
+        base = self.settings.base_url
+        if base is None or not self.loaded:
+            return 0
+        done = 0
+        for fmt in content_types():
+            rendered = self.feed(SITE_FEED, fmt, base)
+            if rendered is not None:
+                rendered.gzip_body  # noqa: B018 - made once, kept with the document
+                done += 1
+        return done
+
+    def before_fork(self) -> None:
+        """Close the store's connections: a master about to fork must not hand them on."""
+        self.store.before_fork()
 
     # -- what the web layer reads --------------------------------------------
 
     @property
     def collection(self) -> Collection:
-        return self._state.collection
+        return self.view.state.collection
 
     @property
     def rejections(self) -> dict[str, ArticleError]:
         """Every file not published (or published in an older version), and why."""
-        return {**self._state.parse_errors, **self._state.listing_errors}
+        state = self.view.state
+        return {**state.parse_errors, **state.listing_errors}
 
     @property
     def articles(self) -> dict[str, Article]:
         """Every file read successfully (drafts and scheduled ones too), by path."""
-        return dict(self._state.articles)
+        return dict(self.view.state.articles)
 
     @property
     def warnings(self) -> dict[str, tuple[str, ...]]:
-        return {p: a.warnings for p, a in self._state.articles.items() if a.warnings}
+        return {p: a.warnings for p, a in self.view.state.articles.items() if a.warnings}
 
     @property
     def duplicates(self) -> dict[str, str]:
         """Files not published because they repeat a first file's content: path -> first."""
-        return dict(self._state.duplicates)
+        return dict(self.view.state.duplicates)
 
     @property
     def next_due(self) -> float | None:
-        return self._state.next_due
+        return self.view.state.next_due
+
 
     # -- rendering, once per version ------------------------------------------
 
     def cached(
         self,
-        key: tuple,
+        key: RenderKey,
         version: str,
         build: Callable[[], tuple[bytes, str, datetime]],
         max_age: int,
+        keys: tuple[str, ...] = (),
     ) -> Rendered:
         """The cached representation for ``key`` at ``version``, built if missing.
 
@@ -579,44 +539,34 @@ class Publisher:
         bytes, so the duplicate work is harmless and no lock is held while
         rendering.
         """
-        with self._cache_lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] == version:
-                self._cache.move_to_end(key)
-                return hit[1]
+        hit = self.cache.get(key, version)
+        if hit is not None:
+            return hit
         started = time.perf_counter()
         body, content_type, last_modified = build()
-        rendered = Rendered(body, content_type, last_modified, max_age)
+        rendered = Rendered(body, content_type, last_modified, max_age, keys)
         self.renders += 1
         self.render_seconds += time.perf_counter() - started
-        with self._cache_lock:
-            self._forget(key)
-            self._cache[key] = (version, rendered)
-            self._cache_bytes += _cost(rendered)
-            while self._cache_bytes > self.max_cache_bytes and len(self._cache) > 1:
-                self._forget(next(iter(self._cache)))
-        if len(key) > 1 and isinstance(key[1], FeedRef):
-            self._keys_by_ref.setdefault(key[1], set()).add(key)
+        self.cache.put(key, version, rendered)
         return rendered
 
-    def _forget(self, key: tuple) -> None:
-        """Drop one cached representation (the cache lock is held)."""
-        old = self._cache.pop(key, None)
-        if old is not None:
-            self._cache_bytes -= _cost(old[1])
+    @property
+    def max_cache_bytes(self) -> int:
+        """The documents' share of the bound (the fragments have the rest)."""
+        return self.cache.max_bytes
+
+    @property
+    def cache_bytes(self) -> int:
+        """What the documents and fragments held now are counted at."""
+        return self.cache.bytes + self.fragments.bytes
 
     def clear_cache(self) -> None:
         """Forget every rendered document (the next request renders again)."""
-        with self._cache_lock:
-            self._cache.clear()
-            self._cache_bytes = 0
+        self.cache.clear()
 
     def _prune_cache(self, refs: Iterable[FeedRef]) -> None:
         """Drop the rendered documents of feeds that changed or went away."""
-        with self._cache_lock:
-            for ref in refs:
-                for key in self._keys_by_ref.pop(ref, ()):
-                    self._forget(key)
+        self.cache.prune(refs)
 
     def feed(
         self,
@@ -632,8 +582,11 @@ class Publisher:
 
         With ``preview``, the document's HTML preview at that format's URL
         (feedsvc.preview) instead of the feed: cached alike, per feed version.
+        ``limit`` is served as :func:`canonical_limit` rounds it (the web
+        layer redirects other values there), so its documents are bounded;
+        limits past the feed's length share one document.
         """
-        collection = self._state.collection
+        collection = self.view.state.collection
         version = collection.feed_version(ref)
         record = get_format(fmt)
         if version is None or record is None:
@@ -647,30 +600,36 @@ class Publisher:
             )
             max_age = self.settings.archive_max_age if complete else self.settings.cache_max_age
         else:
-            if limit is not None and limit == size:
-                limit = None
+            if limit is not None:  # one of a few documents, whatever the query said
+                limit = canonical_limit(limit, size, self.settings.max_limit)
+            if limit is not None:  # and limits past the feed's length are one document
+                limit = min(limit, max(1, len(collection.feed_entries(ref) or ())))
             doc = documents.subscription_document(ref, collection, self.site, size, hubs, limit)
             max_age = self.settings.cache_max_age
         if doc is None:
             return None
         return self.cached(
-            ("feed", ref, fmt, archive, limit, base_url, *(("preview",) if preview else ())),
+            RenderKey.feed(ref, fmt, base_url, archive=archive, limit=limit, preview=preview),
             version,
             lambda: self._render(doc, fmt, base_url, ref, preview),
             max_age,
+            listing_keys((feed_key(ref),), doc.entries),
         )
 
     def _render(self, doc: FeedDocument, fmt: str, base_url: str, ref: FeedRef,
                 preview: bool = False) -> tuple[bytes, str, datetime]:
         updated = self.last_modified(ref, doc.updated)
-        if preview:
-            return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, updated
-        body = render_feed(doc, fmt, self.site, base_url, self.fragments)
+        # The entries' content comes from the store: one query for the document,
+        # not one per entry (a 1,000-entry ?limit document made 1,000).
+        with self.store.prefetched(e.article for e in doc.entries):
+            if preview:
+                return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, updated
+            body = render_feed(doc, fmt, self.site, base_url, self.fragments)
         return body, content_types()[fmt], updated
 
     def opml(self, base_url: str) -> Rendered:
         """An OPML 2.0 list of every feed, for importing into a reader."""
-        collection = self._state.collection
+        collection = self.view.state.collection
         updated = self.last_modified(None, collection.updated or documents.EPOCH)
 
         def build() -> tuple[bytes, str, datetime]:
@@ -688,17 +647,21 @@ class Publisher:
             return body, "text/x-opml; charset=utf-8", updated
 
         return self.cached(
-            ("opml", base_url),
+            RenderKey.opml(base_url),
             collection.version,
             build,
             self.settings.cache_max_age,
+            (OPML_KEY,),
         )
 
     @property
     def version(self) -> str:
         """A digest of the whole collection, for pages that show all of it."""
-        return self._state.collection.version
+        return self.view.state.collection.version
 
     def close(self) -> None:
-        self.ledger.close()
+        """Give the writer lease up (another process takes over at once) and close the store."""
+        if self.is_writer:
+            self.store.release()
+        self.store.close()
 

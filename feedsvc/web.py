@@ -11,28 +11,42 @@ import atexit
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Response, current_app, render_template, request
+from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
 from markupsafe import Markup
-from werkzeug.exceptions import BadRequest, Forbidden, Gone, HTTPException, NotFound
+from werkzeug.exceptions import (
+    BadRequest,
+    Forbidden,
+    Gone,
+    HTTPException,
+    NotFound,
+    SecurityError,
+)
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import sitemaps, urls
+from . import sitemaps, urls, watch
 from .audience import feed_key
 from .audiencestore import AudienceService, AudienceStore, audience_database
-from .collection import SITE_FEED, FeedRef
+from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
-from .fastpath import CONVERTERS, FeedFastPath, answer_feed, request_base_url
+from .fastpath import CONVERTERS, FeedFastPath, answer_feed, host_is_trusted, request_base_url
 from .formats import formats
-from .http import SECURITY_HEADERS, negotiate, wants_preview
+from .http import SECURITY_HEADERS, CachePolicy, negotiate, wants_preview
 from .preview import template_globals
-from .publisher import Publisher, Rendered
+from .publisher import Publisher, ReloadReport, Rendered, canonical_limit
+from .rendercache import RenderKey
+from .surrogate import page_keys, touched
+from .watch import FolderWatcher
 from .websub import HubNotifier
+
+if TYPE_CHECKING:
+    from .purge import PurgeService
 
 log = logging.getLogger("feedsvc")
 
@@ -40,6 +54,11 @@ bp = Blueprint("feeds", __name__)
 
 #: Pages, previews and errors: no script may run, nothing may be sniffed (feedsvc.http).
 PAGE_SECURITY_HEADERS = dict(SECURITY_HEADERS)
+#: How often a process looks at the store's change counter, in seconds.
+FOLLOW_INTERVAL = 0.02
+#: Set (by deploy/gunicorn.conf.py) when the gunicorn master loads the app
+#: before forking its workers (``preload_app``).
+PRELOAD_ENV = "FEEDSVC_PRELOAD"
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None,
@@ -54,11 +73,22 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     app = Flask("feedsvc", instance_path=str(instance_path) if instance_path else None,
                 instance_relative_config=True)
     app.config["FEEDSVC"] = settings
+    # Flask's own check, and _check_host for what it misses (IPv6) and for
+    # a 400 before any view; the fast path falls through to Flask for these.
+    app.config["TRUSTED_HOSTS"] = list(settings.trusted_hosts) or None
     ledger_path = settings.ledger_path or Path(app.instance_path) / "ledger.sqlite3"
     publisher = Publisher(settings, ledger_path)
-    report = publisher.refresh()
-    log.info("loaded %d articles (%d rejected) from %s in %.3f s", report.published,
-             report.rejected, settings.articles_dir, report.seconds)
+    preload = os.environ.get(PRELOAD_ENV) == "1"
+    # A preloading master only loads the store (its workers sync the folder), so
+    # that forking a worker, and so a SIGHUP, costs milliseconds.
+    report = publisher.refresh(sync=not preload)
+    if publisher.loaded:
+        log.info("loaded %d articles (%d rejected) from %s in %.3f s (%d files read)",
+                 report.published, report.rejected, settings.articles_dir, report.seconds,
+                 report.read)
+    else:
+        log.info("the store is not complete yet (first import running elsewhere): "
+                 "feeds and pages answer 503 until it is")
     if settings.base_url is None:
         log.warning("FEEDSVC_BASE_URL is not set: links and new ids are made from each "
                     "request's host; set it for links that do not depend on the client")
@@ -67,7 +97,11 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         notifier = HubNotifier(settings.websub_hubs)
         publisher.listeners.append(_ping_hubs(notifier, settings))
         app.extensions["feedsvc.websub"] = notifier
-    reloader = Reloader(publisher, settings.reload_interval)
+    if settings.purge:
+        # A preloading master serves nothing: its workers start purging in post_fork.
+        app.extensions["feedsvc.purge"] = _start_purging(publisher, settings, ledger_path,
+                                                         start=not preload)
+    reloader = Reloader(publisher, settings.reload_interval, inotify=settings.inotify)
     app.extensions["feedsvc.reloader"] = reloader
     fast = FeedFastPath(app.wsgi_app, publisher, settings, on_request=reloader.ensure_running)
     app.extensions["feedsvc.fastpath"] = fast
@@ -78,25 +112,38 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
             settings.audience_flush_interval)
         app.extensions["feedsvc.audience"] = audience
         fast.feed_observers.append(_count_subscriber(audience))
-        audience.ensure_running()
+        if preload:  # no connection or thread across the fork: post_fork starts it
+            audience.store.db.close()
+        else:
+            audience.ensure_running()
     app.extensions["feedsvc.robots_extra"] = (
         settings.robots_extra.read_text(encoding="utf-8", errors="replace")
         if settings.robots_extra else "")
     if settings.trusted_proxies:
+        # Only what the shipped nginx sets (and clears when a client sends it).
+        # Never X-Forwarded-Prefix: nginx does not key its cache on it, so a
+        # forged one poisoned the cached links of every later reader.
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n,
-                                x_prefix=n)  # type: ignore[method-assign]
+                                x_prefix=0)  # type: ignore[method-assign]
     app.url_map.converters.update(CONVERTERS)
     app.jinja_env.globals.update(template_globals())
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _plain_error)
     app.register_error_handler(Exception, _internal_error)
+    app.before_request(_check_host)
     app.before_request(_ensure_reloader)
+    app.before_request(_until_ready)
     # Start rescanning now, not at the first request: an idle service must
-    # still notice changes (and ping WebSub hubs). The app is created in each
-    # gunicorn worker (no --preload), and the request hook restarts the
-    # thread in a process forked from one that had it.
-    reloader.ensure_running()
+    # still notice changes (and ping WebSub hubs). A preloading gunicorn
+    # master starts no thread and holds no connection across the fork: each
+    # worker starts its own in post_fork (deploy/gunicorn.conf.py), and the
+    # request hook restarts it in any process forked from one that had it.
+    if preload:
+        publisher.warm()
+        publisher.before_fork()
+    else:
+        reloader.ensure_running(until_loaded=True)
     atexit.register(_shutdown_at_exit, weakref.ref(app))
     # extensions: optional parts register themselves here, one line each.
     from .observability import init_app as init_observability
@@ -128,47 +175,134 @@ def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
     return listener
 
 
-class Reloader:
-    """Rescans the folder every ``interval`` seconds in a daemon thread.
+def _start_purging(publisher: Publisher, settings: Settings, ledger_path: Path, *,
+                   start: bool = True) -> PurgeService:
+    """Purge the caches FEEDSVC_PURGE names of every change, through the store's queue."""
+    from .purge import PurgeService, make_purgers
+    from .sql import open_database
 
-    Started on the first request of each process, not at import, so it runs
-    in every gunicorn worker even when the app was created before the fork.
+    service = PurgeService(
+        open_database(f"sqlite:///{Path(ledger_path).resolve()}"),
+        make_purgers(settings.purge, settings.base_url, settings.purge_secret),
+        version=lambda: publisher.version,
+        # Workers rescan on their own: wait that long at most for a slow one.
+        max_wait=2 * settings.reload_interval + 5.0)
+
+    def listener(old: Collection, new: Collection) -> None:
+        # Compared in the purge thread: the reload only hands the two collections over.
+        service.announce(lambda: touched(old, new, publisher.site, settings.feed_size),
+                         new.version)
+
+    publisher.change_listeners.append(listener)
+    if start:
+        service.ensure_running()
+    return service
+
+
+class Reloader:
+    """Keeps one process's view current: follows the store, and syncs the folder if writer.
+
+    A daemon thread follows the store's change counter every
+    ``follow_interval`` (a cheap query), so an edit another process stored
+    reaches this one within milliseconds; every ``interval`` it also tries
+    the writer lease and, holding it, rescans the folder (the fallback and
+    safety net). The writer also watches the folder with inotify, which
+    hands it each complete file at once. Started per process, not at import,
+    so that it runs in every gunicorn worker even when the app was created
+    before the fork (``preload_app``).
     """
 
-    def __init__(self, publisher: Publisher, interval: float) -> None:
+    def __init__(self, publisher: Publisher, interval: float, *, inotify: bool = True,
+                 follow_interval: float = FOLLOW_INTERVAL) -> None:
         self.publisher = publisher
         self.interval = interval
+        self.follow_interval = min(follow_interval, interval) if interval > 0 else 0
+        self.inotify = inotify
+        self.watcher: FolderWatcher | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
-    def ensure_running(self) -> None:
-        if self.interval <= 0 or self._pid == os.getpid():
+    def ensure_running(self, *, until_loaded: bool = False) -> None:
+        """Start the thread in this process if it has none.
+
+        With live reload off (interval 0) only ``until_loaded`` starts one, which
+        ends once the first complete collection is in (a worker forked before it,
+        or one following another process's first import).
+        """
+        if self._pid == os.getpid():
+            return
+        if self.interval <= 0 and (self.publisher.loaded or not until_loaded):
             return
         with self._lock:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()
             self._stop = threading.Event()
+            self.watcher = None  # a forked child has no watcher thread of its own
             threading.Thread(target=self._run, name="feedsvc-reload", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.watcher is not None:
+            self.watcher.stop()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        next_sync = 0.0  # at once: a worker forked from the master may be the writer
+        until_loaded = self.interval <= 0
+        interval = self.interval if not until_loaded else 1.0
+        follow = self.follow_interval if not until_loaded else FOLLOW_INTERVAL
+        while not self._stop.is_set():
+            if until_loaded and self.publisher.loaded:
+                return
+            now = time.monotonic()
             try:
-                report = self.publisher.refresh()
+                if now >= next_sync:
+                    next_sync = now + interval
+                    report = self.publisher.refresh()
+                    self._watch()
+                    # So that the ledger's main file alone stays a usable copy.
+                    self.publisher.ledger.checkpoint_if_due()
+                else:
+                    report = self.publisher.follow()
             except Exception:  # never let the reloader die: log and try again
                 log.exception("reload failed")
+                self._stop.wait(follow)
                 continue
-            if report.changed:
-                log.info("reloaded: %d published, %d rejected, %d files read in %.3f s",
-                         report.published, report.rejected, report.read, report.seconds)
-            try:  # so that the ledger's main file alone stays a usable copy
-                self.publisher.ledger.checkpoint_if_due()
-            except Exception:
-                log.exception("ledger checkpoint failed")
+            _log_reload(report)
+            self._stop.wait(max(0.0, min(follow, next_sync - time.monotonic())))
+
+    def _watch(self) -> None:
+        """Watch the folder while this process is the writer; stop when it is not."""
+        publisher = self.publisher
+        if (publisher.is_writer and self.watcher is None and self.inotify and self.interval > 0
+                and watch.available()):
+            try:
+                self.watcher = FolderWatcher(
+                    publisher.settings.articles_dir,
+                    on_paths=lambda paths: _log_reload(publisher.refresh(paths=paths)),
+                    on_overflow=self._overflow,
+                ).start()
+            except OSError as exc:
+                log.warning("inotify unavailable (%s); rescanning every %s s", exc, self.interval)
+                self.inotify = False
+                return
+            publisher.sync.writing = self.watcher.writing
+        elif not publisher.is_writer and self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+            publisher.sync.writing = set()
+
+    def _overflow(self) -> None:
+        if self.watcher is not None:
+            self.watcher.writing.clear()
+        _log_reload(self.publisher.refresh())
+
+
+def _log_reload(report: ReloadReport) -> None:
+    if report.changed:
+        log.info("reloaded: %d published, %d rejected, %d files read in %.3f s",
+                 report.published, report.rejected, report.read, report.seconds)
 
 
 def shutdown(app: Flask) -> None:
@@ -183,6 +317,9 @@ def shutdown(app: Flask) -> None:
     audience = app.extensions.get("feedsvc.audience")
     if audience is not None:
         audience.stop()  # the last flush: a clean exit loses no counts
+    purging = app.extensions.get("feedsvc.purge")
+    if purging is not None:
+        purging.stop()
     publisher = app.extensions.get("feedsvc")
     if publisher is not None:
         try:
@@ -197,8 +334,42 @@ def _shutdown_at_exit(ref: weakref.ref[Flask]) -> None:
         shutdown(app)
 
 
+def _check_host() -> None:
+    """A 400 for a host FEEDSVC_TRUSTED_HOSTS does not name, before anything renders."""
+    settings: Settings = current_app.config["FEEDSVC"]
+    if not host_is_trusted(request.environ, settings.trusted_hosts):
+        raise SecurityError(f"Host {request.environ.get('HTTP_HOST', '')!r} is not trusted.")
+
+
 def _ensure_reloader() -> None:
     current_app.extensions["feedsvc.reloader"].ensure_running()
+    purging = current_app.extensions.get("feedsvc.purge")
+    if purging is not None:
+        purging.ensure_running()
+
+
+#: Endpoints that answer before the first complete collection is loaded.
+_ALWAYS = frozenset({"feeds.healthz", "readyz", "metrics", "static"})
+
+
+def _until_ready() -> Response | None:
+    """503 with Retry-After for feeds and pages until the first complete collection is in.
+
+    A feed with only some of the articles would tell readers the others
+    were deleted; a 503 tells them to come back.
+    """
+    if _publisher().loaded or request.endpoint in _ALWAYS:
+        return None
+    response = Response("503 Service Unavailable: the articles are being imported; retry soon\n",
+                        status=503, headers={"Retry-After": str(RETRY_AFTER),
+                                             "Cache-Control": "no-store"},
+                        content_type="text/plain; charset=utf-8")
+    response.headers.extend(SECURITY_HEADERS)
+    return response
+
+
+#: Seconds a client is asked to wait during the first import.
+RETRY_AFTER = 5
 
 
 def _publisher() -> Publisher:
@@ -254,6 +425,15 @@ def _limit() -> int | None:
 def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Response:
     """A feed URL through Flask (a query string, or not cached): as the fast path answers."""
     limit = _limit() if archive is None else None
+    if limit is not None:
+        settings: Settings = current_app.config["FEEDSVC"]
+        served = canonical_limit(limit, settings.feed_size, settings.max_limit)
+        if (served or settings.feed_size) != limit:
+            # Only a few limits have documents (memory stays bounded): send the
+            # client to the nearest one.
+            response = redirect(f"{request.path}?limit={served or settings.feed_size}", 301)
+            response.headers["Cache-Control"] = f"public, max-age={settings.archive_max_age}"
+            return response
     answer = answer_feed(request.environ, _publisher(), current_app.config["FEEDSVC"],
                          _base_url(), ref, fmt, archive, limit)
     if answer is None:
@@ -266,7 +446,8 @@ def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Respon
 
 
 def _respond(rendered: Rendered) -> Response:
-    status, headers, body = negotiate(request.environ, rendered)
+    status, headers, body = negotiate(request.environ, rendered,
+                                      policy=CachePolicy.of(current_app.config["FEEDSVC"]))
     return Response(body, status=status, headers=headers)
 
 
@@ -295,6 +476,7 @@ def opml() -> Response:
 
 def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
           **context: Any) -> Response:
+    """A page, cached per collection version; ``key`` is (endpoint, slug...)."""
     publisher = _publisher()
     collection = publisher.collection
     base = _base_url()
@@ -306,8 +488,10 @@ def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
         updated = publisher.last_modified(None, collection.updated or EPOCH)
         return html.encode("utf-8"), "text/html; charset=utf-8", updated
 
-    rendered: Rendered = publisher.cached(("page", *key, base), collection.version, build,
-                                          current_app.config["FEEDSVC"].cache_max_age)
+    keys = page_keys(key[0], collection, *key[1:])
+    rendered: Rendered = publisher.cached(RenderKey.of_page(key, base), collection.version,
+                                          build, current_app.config["FEEDSVC"].cache_max_age,
+                                          keys)
     return _respond(rendered)  # HTML: negotiate adds the security headers
 
 
@@ -372,6 +556,9 @@ def healthz() -> Response:
         "articles_dir": "missing" if publisher.folder_missing else "ok",
         "ledger": "error" if publisher.last_error else "ok",
         "worker": os.getpid(),
+        "store_seq": publisher.view.state.seq,  # the store change this process has applied
+        "loaded": publisher.loaded,  # False until the first complete collection is in
+        "writer": publisher.is_writer,
     }
     if publisher.last_error:
         body["error"] = publisher.last_error
@@ -398,7 +585,7 @@ def _document(key: tuple, version: str, make: Any, content_type: str) -> Respons
         updated = publisher.last_modified(None, collection.updated or EPOCH)
         return make(collection, base), content_type, updated
 
-    rendered = publisher.cached((*key, base), version, build,
+    rendered = publisher.cached(RenderKey.of_page(key, base), version, build,
                                 current_app.config["FEEDSVC"].cache_max_age)
     return _respond(rendered)
 

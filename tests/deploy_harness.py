@@ -75,12 +75,29 @@ def site_from(name: str, replacements: dict[str, str]) -> str:
     return text
 
 
+def nginx_modules() -> str:
+    """The ``load_module`` lines of Debian's enabled modules (the cache-purge module
+    among them), as its nginx.conf includes them; relative module paths are made
+    absolute from nginx's own prefix, since our ``-p`` is a test folder."""
+    enabled = Path("/etc/nginx/modules-enabled")
+    if NGINX is None or not enabled.is_dir():
+        return ""
+    output = subprocess.run([NGINX, "-V"], capture_output=True, text=True, check=True).stderr
+    match = re.search(r"--prefix=(\S+)", output)
+    prefix = Path(match.group(1) if match else "/usr/share/nginx")
+    lines = []
+    for conf in sorted(enabled.glob("*.conf")):
+        for module in re.findall(r"^\s*load_module\s+(\S+?);", conf.read_text(), re.M):
+            lines.append(f"load_module {prefix / module};\n")
+    return "".join(lines)
+
+
 class Nginx:
     """nginx in the foreground (``daemon off``) with everything in one folder."""
 
-    def __init__(self, folder: Path, site: str) -> None:
+    def __init__(self, folder: Path, site: str, port: int | None = None) -> None:
         self.folder = folder
-        self.port = free_port()
+        self.port = port or free_port()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "site.conf").write_text(site.replace("@PORT@", str(self.port)),
                                           encoding="utf-8")
@@ -89,7 +106,7 @@ class Nginx:
         user = "user root;\n" if os.geteuid() == 0 else ""
         temp = "\n".join(f"    {kind}_temp_path {folder / kind};"
                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        (folder / "nginx.conf").write_text(f"""{user}daemon off;
+        (folder / "nginx.conf").write_text(f"""{nginx_modules()}{user}daemon off;
 worker_processes 1;
 pid {folder / "nginx.pid"};
 error_log {folder / "error.log"} info;
@@ -165,20 +182,30 @@ def fetch(port: int, path: str, headers: dict[str, str] | None = None,
 class Gunicorn:
     """``gunicorn -c deploy/gunicorn.conf.py wsgi:app``, as the systemd unit runs it."""
 
-    def __init__(self, folder: Path, env: dict[str, str], workers: int = 2) -> None:
+    def __init__(self, folder: Path, env: dict[str, str], workers: int = 2,
+                 port: int | None = None) -> None:
         self.folder = folder
-        self.port = free_port()
+        self.port = port or free_port()
         self.workers = workers
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith("FEEDSVC_") and k != "PROMETHEUS_MULTIPROC_DIR"}
         clean.update(FEEDSVC_BIND=f"127.0.0.1:{self.port}", FEEDSVC_WORKERS=str(workers),
                      PROMETHEUS_MULTIPROC_DIR=str(folder / "metrics"))
+        # What an operator of a service reached as 127.0.0.1 sets (wsgi.py
+        # refuses to start with neither this nor FEEDSVC_BASE_URL); a test
+        # passing its own value, even "", wins.
+        clean["FEEDSVC_TRUSTED_HOSTS"] = "127.0.0.1,localhost"
         clean.update(env)
         self.log_path = folder / "gunicorn.log"
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT, env=clean, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_for_workers()
+
+    def wait_for_workers(self) -> None:
+        """Until every worker has answered; a gunicorn that exits instead raises."""
+        workers = self.workers
         deadline = time.monotonic() + 60
         seen: set[int] = set()
         while len(seen) < workers:
@@ -191,10 +218,15 @@ class Gunicorn:
                 time.sleep(0.1)
 
     def worker_pids(self, count: int = 16) -> set[int]:
-        """Pids of the workers that answered ``count`` concurrent /healthz requests."""
+        """Pids of the workers that answered ``count`` concurrent /healthz requests, loaded.
+
+        A worker answers /healthz before the first import is in (feeds answer
+        503 until then): only one that has loaded the articles counts.
+        """
         with ThreadPoolExecutor(max_workers=8) as pool:
             replies = list(pool.map(lambda _: fetch(self.port, "/healthz"), range(count)))
-        return {json.loads(r.body)["worker"] for r in replies if r.status == 200}
+        return {body["worker"] for r in replies if r.status == 200
+                for body in [json.loads(r.body)] if body.get("loaded", True)}
 
     def output(self) -> str:
         self.log.flush()
@@ -210,3 +242,68 @@ class Gunicorn:
                 self.proc.wait()
         self.log.close()
         return self.log_path.read_text(errors="replace")
+
+
+VARNISHD = shutil.which("varnishd") or ("/usr/sbin/varnishd"
+                                        if os.access("/usr/sbin/varnishd", os.X_OK) else None)
+VARNISH_MISSING = ("varnish is not installed here (.ci/run installs Debian's: "
+                   "apt-get install varnish varnish-modules)")
+
+
+class Varnish:
+    """varnishd in the foreground on loopback with a VCL file, its state in one folder.
+
+    ``-j none``: no privilege separation, so that as root (CI) the folder
+    private to root stays usable; as any other user varnishd runs as that user.
+    """
+
+    def __init__(self, folder: Path, vcl: str, port: int | None = None) -> None:
+        assert VARNISHD is not None, VARNISH_MISSING
+        self.folder = folder
+        self.port = port or free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "feedsvc.vcl").write_text(vcl, encoding="utf-8")
+        self.log = (folder / "varnishd.out").open("wb")
+        self.proc = subprocess.Popen(
+            [VARNISHD, "-F", "-j", "none", "-a", f"127.0.0.1:{self.port}",
+             "-T", "none", "-f", str(folder / "feedsvc.vcl"), "-n", str(folder / "state"),
+             "-s", "malloc,64m", "-p", "vcc_allow_inline_c=off"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"varnishd exited with {self.proc.returncode}:\n"
+                                   + self.output())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("varnishd did not start listening:\n"
+                                       + self.output()) from None
+                time.sleep(0.05)
+
+    def output(self) -> str:
+        self.log.flush()
+        return (self.folder / "varnishd.out").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def vcl_from(replacements: dict[str, str]) -> str:
+    """The shipped deploy/varnish/feedsvc.vcl with its marked values replaced."""
+    text = (ROOT / "deploy" / "varnish" / "feedsvc.vcl").read_text(encoding="utf-8")
+    for old, new in replacements.items():
+        count = text.count(old)
+        assert count == 1, f"feedsvc.vcl: expected {old!r} exactly once, found it {count} times"
+        text = text.replace(old, new)
+    return text

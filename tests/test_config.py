@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from feedsvc.cli import _is_loopback, main
 from feedsvc.collection import FeedRef
-from feedsvc.config import load_settings
+from feedsvc.config import load_settings, require_host_policy
 from feedsvc.errors import ConfigError
 from tests.conftest import ROOT, write_article
 from tests.feedcheck import check_atom
@@ -78,6 +80,49 @@ def test_gunicorn_refuses_to_start_on_an_invalid_setting(tmp_path: Path) -> None
          "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "FEEDSVC_FEED_SIZE: expected a whole number, got 'lots'" in result.stderr
+
+
+def test_gunicorn_refuses_to_start_without_base_url_or_trusted_hosts(tmp_path: Path) -> None:
+    """Issue #15 part 2: links from any Host a client sends is no way to serve the public."""
+    shutil.copytree(ROOT / "articles", tmp_path / "articles")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update(FEEDSVC_ARTICLES_DIR=str(tmp_path / "articles"),
+               FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db"), FEEDSVC_TRUSTED_HOSTS=" ")
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind", "127.0.0.1:0",
+         "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "FEEDSVC_TRUSTED_HOSTS: set FEEDSVC_BASE_URL" in result.stderr, result.stderr
+    assert not (tmp_path / "l.db").exists()  # refused before reading or recording anything
+
+
+def test_host_policy_and_trusted_hosts_values(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="FEEDSVC_BASE_URL .* FEEDSVC_TRUSTED_HOSTS"):
+        require_host_policy(load_settings(environ={}, cwd=tmp_path))
+    require_host_policy(load_settings(environ={"FEEDSVC_BASE_URL": "https://a.example"}))
+    settings = load_settings(environ={"FEEDSVC_TRUSTED_HOSTS": "News.Example.org, .example.net,"
+                                                               " [::1],127.0.0.1"})
+    require_host_policy(settings)
+    assert settings.trusted_hosts == ("news.example.org", ".example.net", "[::1]", "127.0.0.1")
+    toml = tmp_path / "f.toml"
+    toml.write_text('trusted_hosts = ["a.example", "b.example"]\n')
+    assert load_settings(environ={"FEEDSVC_CONFIG": str(toml)}).trusted_hosts == (
+        "a.example", "b.example")
+    for bad in ("https://a.example", "a.example:443", "a.example/feed", "*.example", "a b"):
+        with pytest.raises(ConfigError, match="FEEDSVC_TRUSTED_HOSTS: expected host names"):
+            load_settings(environ={"FEEDSVC_TRUSTED_HOSTS": bad})
+
+
+def test_serve_defaults_to_loopback_hosts_only_on_loopback(tmp_path: Path,
+                                                           monkeypatch, capsys) -> None:
+    """``feedsvc serve`` on 0.0.0.0 with neither setting stops before starting gunicorn."""
+    for name in [n for n in os.environ if n.startswith("FEEDSVC_")]:
+        monkeypatch.delenv(name)
+    (tmp_path / "articles").mkdir()
+    assert main(["serve", str(tmp_path / "articles"), "--host", "0.0.0.0"]) == 2
+    assert "FEEDSVC_TRUSTED_HOSTS: set FEEDSVC_BASE_URL" in capsys.readouterr().err
+    assert _is_loopback("127.0.0.1") and _is_loopback("::1") and _is_loopback("localhost")
+    assert not _is_loopback("0.0.0.0") and not _is_loopback("192.0.2.1")
 
 
 def test_missing_base_url_warns_once_and_uses_the_request_host(make_app, articles_dir,

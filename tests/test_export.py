@@ -21,7 +21,7 @@ from lxml import etree, html
 
 from feedsvc.cli import main
 from feedsvc.errors import FeedsvcError
-from feedsvc.export import MARKER, build_site
+from feedsvc.export import MANIFEST, MARKER, build_site
 from feedsvc.progress import Progress
 from feedsvc.web import create_app
 from tests.conftest import BASE_URL, BUNDLED, write_article
@@ -153,6 +153,7 @@ def test_every_page_opml_and_asset_is_exported(export: Export) -> None:
     expected |= {_file(export.out, p + ".html") for p in export.feeds}  # the previews
     expected |= {p.with_name(p.name + ".gz") for p in expected}
     expected.add(export.out / MARKER)
+    expected.add(export.out / MANIFEST)
     assert {p for p in export.out.rglob("*") if p.is_file()} == expected
 
 
@@ -324,7 +325,8 @@ def test_build_command_matches_the_live_app(tmp_path: Path, articles_dir: Path,
     assert not (out / "articles" / "a-short-lived-story").exists()
     assert (out / MARKER).is_file() and (out / "feed.atom").is_file()
     assert not list(tmp_path.glob(".public.*")), "nothing staged beside OUTDIR"
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [MARKER]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MARKER,
+                                                                                 MANIFEST]
 
 
 def test_build_refuses_a_folder_that_is_not_a_build(tmp_path: Path, articles_dir: Path,
@@ -422,7 +424,7 @@ def test_build_into_a_mount_point_replaces_the_previous_build(
     assert second["feed.atom"] != first["feed.atom"]
     assert b"A Story Built Onto A Mount" in second["feed.atom"]
     assert not [p for p in tmpfs.iterdir() if p.name.startswith(".feedsvc-")
-                and p.name != MARKER], "no hidden staging or old folder left behind"
+                and p.name not in (MARKER, MANIFEST)], "no hidden staging or old folder left"
     assert not list(tmp_path.glob(".mnt*")), "nothing staged beside the mount"
 
 
@@ -467,7 +469,8 @@ def test_a_file_size_limit_keeps_the_previous_build(tmp_path: Path, articles_dir
     assert "Traceback" not in done.stderr
     assert "previous build is unchanged" in lines[-1]
     assert _tree(out) == before
-    assert [p.name for p in out.iterdir() if p.name.startswith(".feedsvc-")] == [MARKER]
+    assert sorted(p.name for p in out.iterdir()
+                  if p.name.startswith(".feedsvc-")) == [MARKER, MANIFEST]
 
 
 def test_a_build_that_fails_midway_leaves_no_trace(tmp_path: Path, articles_dir: Path,
@@ -480,7 +483,8 @@ def test_a_build_that_fails_midway_leaves_no_trace(tmp_path: Path, articles_dir:
     build_site(app, out)
     before = _tree(out)
     write_article(articles_dir, "moved.txt", "A Story That Never Lands")
-    app.extensions["feedsvc"].refresh()
+    app.extensions["feedsvc"].settle_seconds = 0
+    assert app.extensions["feedsvc"].refresh().changed
     real_rename = Path.rename
     calls = {"n": 0}
 
@@ -496,7 +500,8 @@ def test_a_build_that_fails_midway_leaves_no_trace(tmp_path: Path, articles_dir:
     monkeypatch.setattr(export_module.Path, "rename", real_rename)
     assert calls["n"] >= 5
     assert _tree(out) == before
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MARKER]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MARKER,
+                                                                                 MANIFEST]
 
 
 def test_a_folder_the_builder_may_not_write_keeps_the_previous_build(
@@ -524,7 +529,7 @@ def test_a_folder_the_builder_may_not_write_keeps_the_previous_build(
 
 def test_a_full_disk_keeps_the_previous_build(tmpfs: Path, tmp_path: Path, articles_dir: Path,
                                               monkeypatch, capsys) -> None:
-    """A real ENOSPC: the mount has room for one build and a half, not for two."""
+    """A real ENOSPC: the mount has a little room, less than the files the change rewrites."""
     import os
 
     monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "ledger.sqlite3"))
@@ -532,7 +537,7 @@ def test_a_full_disk_keeps_the_previous_build(tmpfs: Path, tmp_path: Path, artic
     before = _tree(tmpfs)
     fs = os.statvfs(tmpfs)
     used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
-    subprocess.run(["mount", "-o", f"remount,size={used * 3 // 2}", str(tmpfs)], check=True)
+    subprocess.run(["mount", "-o", f"remount,size={used + 32768}", str(tmpfs)], check=True)
     capsys.readouterr()
     write_article(articles_dir, "no-room.txt", "A Story With No Room Left")
     assert main(_build_argv(tmpfs, articles_dir)) == 2
@@ -541,4 +546,5 @@ def test_a_full_disk_keeps_the_previous_build(tmpfs: Path, tmp_path: Path, artic
     assert len(said) == 1 and "No space left on device" in said[0], err
     assert "previous build is unchanged" in said[0] and "Traceback" not in err
     assert _tree(tmpfs) == before
-    assert [p.name for p in tmpfs.iterdir() if p.name.startswith(".feedsvc-")] == [MARKER]
+    assert sorted(p.name for p in tmpfs.iterdir()
+                  if p.name.startswith(".feedsvc-")) == [MARKER, MANIFEST]

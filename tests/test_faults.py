@@ -531,7 +531,8 @@ def test_articles_folder_missing_at_start(make_app, tmp_path: Path) -> None:
 def test_gunicorn_exits_when_the_articles_folder_is_missing(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-folder"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
-    env.update(FEEDSVC_ARTICLES_DIR=str(missing), FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db"))
+    env.update(FEEDSVC_ARTICLES_DIR=str(missing), FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db"),
+               FEEDSVC_BASE_URL="https://news.example.org")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -28,6 +28,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from feedsvc.collection import SITE_FEED
 from tests.conftest import BUNDLED, ROOT, write_article
 from tests.feedcheck import CHECKS, plain_text
 
@@ -285,7 +286,7 @@ BAD_DATES = ["garbage", "\x00", "Mon, 99 Foo 2020 99:99:99 GMT", "-1", "0",
              "Thu, 01 Jan 1970 00:00:00 GMT, Fri, 02 Jan 1970 00:00:00 GMT"]
 
 
-@pytest.mark.parametrize("path", ["/feed.atom", "/topics/nato/feed.rss", "/feed.json?limit=3",
+@pytest.mark.parametrize("path", ["/feed.atom", "/topics/nato/feed.rss", "/feed.json?limit=5",
                                   "/", "/feeds.opml"])
 def test_bad_if_modified_since_is_ignored(app: Flask, path: str) -> None:
     client = app.test_client()
@@ -297,6 +298,41 @@ def test_bad_if_modified_since_is_ignored(app: Flask, path: str) -> None:
             assert response.status_code == 200, (value, extra)
             if "Accept-Encoding" not in extra:
                 assert response.data == full.data
+
+
+@pytest.mark.parametrize("path", ["/feed.atom", "/topics/nato/feed.rss", "/feed.json?limit=5",
+                                  "/", "/feeds.opml"])
+def test_preconditions_follow_rfc_9110_order(app: Flask, path: str) -> None:
+    """13.2.2: If-Match first (a false one is a 412 whatever follows), lists of dates ignored."""
+    client = app.test_client()
+    full = client.get(path)
+    etag, modified = full.headers["ETag"], full.headers["Last-Modified"]
+    future = "Fri, 01 Jan 2100 00:00:00 GMT"
+
+    def status(**headers: str) -> int:
+        return client.get(path, headers={k.replace("_", "-"): v for k, v in headers.items()}
+                          ).status_code
+
+    # The two cases of issue #15 part 4.
+    assert status(If_Match='"nope"', If_None_Match='"other"') == 412
+    assert status(If_Match='"nope"', If_None_Match=etag) == 412
+    assert status(If_Match='"nope"', If_Modified_Since=future) == 412
+    two = f"{future}, {future}"
+    assert status(If_Modified_Since=two) == 200
+    assert status(If_Modified_Since=f"{modified}, {modified}") == 200
+    # What stays as it was.
+    assert status(If_Match=etag) == 200 and status(If_Match="*") == 200
+    assert status(If_Match=f'"nope", {etag}', If_None_Match=etag) == 304
+    assert status(If_Match=f"W/{etag}") == 412  # If-Match compares strongly
+    assert status(If_None_Match=f"W/{etag}") == 304  # If-None-Match weakly
+    assert status(If_None_Match='"other"', If_Modified_Since=future) == 200  # INM wins
+    assert status(If_Modified_Since=modified) == 304 and status(If_Modified_Since=future) == 304
+    assert status(If_Unmodified_Since="Thu, 01 Jan 1970 00:00:00 GMT") == 412
+    assert status(If_Unmodified_Since=future) == 200
+    assert status(If_Unmodified_Since=f"{future}, {future}") == 200  # ignored too
+    assert status(If_Match=etag, If_Unmodified_Since="Thu, 01 Jan 1970 00:00:00 GMT") == 200
+    failed = client.get(path, headers={"If-Match": '"nope"'})
+    assert failed.data == b"412 Precondition Failed\n"
 
 
 ABSURD_LIMITS = ["-1", "0", "-0", "1e3", "0x10", "+5", " 5", "5 ", "5.0", "١٢", "５",
@@ -350,6 +386,165 @@ def test_hostile_host_header_without_base_url(make_app, articles_dir: Path) -> N
             status, _, body = call(app, path, headers={"Host": host})
             assert status < 500, (host, path, status)
             assert b"<script>" not in body
+
+
+TRUSTED_PATHS = ["/feed.atom", "/topics/nato/feed.rss", "/archive/1/feed.json", "/",
+                 "/feed.rss?limit=2", "/feeds.opml", "/static/style.css", "/nope", "/healthz"]
+
+
+def test_untrusted_hosts_get_one_400_before_any_render(make_app, articles_dir: Path) -> None:
+    """FEEDSVC_TRUSTED_HOSTS: the fast path and Flask refuse alike, and nothing renders."""
+    app = make_app(articles_dir, base_url=None,
+                   trusted_hosts="news.example.org,.example.net,[::1]")
+    publisher = app.extensions["feedsvc"]
+    refused: set[bytes] = set()
+    for host in ("evil.example", "news.example.org.evil", "xnews.example.org", "example.com",
+                 "[::2]", "[::1x]", "[fe80::1]:80", "localhost", "news.example.org@evil",
+                 # werkzeug takes lower case only: case variants would be new links each
+                 "NEWS.example.org"):
+        for path in TRUSTED_PATHS:
+            status, headers, body = call(app, path, headers={"Host": host})
+            assert status == 400, (host, path, status)
+            assert headers["Content-Type"].startswith("text/plain")
+            refused.add(body.replace(repr(host).encode(), b"HOST"))
+    assert refused == {b"400 Bad Request: Host HOST is not trusted.\n"}, refused
+    assert publisher.renders == 0
+    for host in ("news.example.org", "news.example.org:8443", "example.net", "a.b.example.net",
+                 "[::1]", "[::1]:8000"):
+        status, _, body = call(app, "/feed.atom", headers={"Host": host})
+        assert status == 200, host
+        assert f"http://{host}/feed.atom".encode() in body, host
+    assert call(app, "/feed.rss?limit=2", headers={"Host": "news.example.org"})[0] == 200
+
+
+def test_random_hosts_render_nothing(make_app, articles_dir: Path) -> None:
+    """Issue #15 part 2: a new Host per request no longer means a new render."""
+    import random
+
+    app = make_app(articles_dir, base_url=None, trusted_hosts="news.example.org")
+    publisher = app.extensions["feedsvc"]
+    assert call(app, "/feed.atom", headers={"Host": "news.example.org"})[0] == 200
+    renders = publisher.renders
+    rng = random.Random(2)
+    for number in range(300):
+        host = f"{rng.getrandbits(48):x}.example:{rng.randrange(1, 65536)}"
+        path = ("/feed.atom", "/feed.json", "/", "/topics/nato/feed.rss?limit=3")[number % 4]
+        assert call(app, path, headers={"Host": host})[0] == 400
+    assert publisher.renders == renders
+    assert len(publisher.cache.items) == 1
+
+
+def test_limits_redirect_to_a_few_documents(make_app, articles_dir: Path) -> None:
+    """Issue #15 part 5: ?limit=1..N makes a handful of documents per feed, not N."""
+    from feedsvc.publisher import allowed_limits
+
+    app = make_app(articles_dir, feed_size=5, max_limit=100)
+    client = app.test_client()
+    publisher = app.extensions["feedsvc"]
+    total = len(publisher.collection.entries)
+    allowed = allowed_limits(5, 100)
+    assert allowed == (1, 2, 5, 10, 100)
+    assert allowed_limits(50, 1000) == (1, 2, 5, 10, 20, 50, 100, 1000)
+
+    def ratio(a: int, b: int) -> float:
+        return max(a / b, b / a)
+
+    for n in range(1, 130):
+        response = client.get(f"/feed.json?limit={n}")
+        if n in allowed or n > 100:  # above max_limit: clamped, as before
+            assert response.status_code == 200, n
+            served = min(n, 100)
+        else:
+            assert response.status_code == 301, n
+            location = response.headers["Location"]
+            assert location.startswith("/feed.json?limit="), location
+            served = int(location.rsplit("=", 1)[1])
+            assert served in allowed, n
+            assert all(ratio(a, n) >= ratio(served, n) for a in allowed), (n, served)
+            assert response.headers["Cache-Control"].startswith("public, max-age=")
+            response = client.get(location)
+        items = CHECKS["json"](response.data)["items"]
+        assert len(items) == min(served, total), n
+    keys = [k for k in publisher.cache.items if k[0] == "feed"]
+    # limit=5 is the subscription document itself; limits past the feed's length are one
+    assert len(keys) == 1 + len({min(a, total) for a in allowed if a != 5}) <= len(allowed), keys
+    assert publisher.feed(SITE_FEED, "json", "https://x.example", limit=37).body == (
+        publisher.feed(SITE_FEED, "json", "https://x.example", limit=50).body)
+
+
+def test_cache_bound_counts_everything_it_holds(make_app, articles_dir: Path) -> None:
+    """Bodies, gzip forms, fragments and index entries are counted, and kept under the bound."""
+    from feedsvc.publisher import FRAGMENT_SHARE
+    from feedsvc.rendercache import DOCUMENT_OVERHEAD
+
+    bound = 1024 * 1024
+    app = make_app(articles_dir, base_url=None, trusted_hosts=".example", cache_bytes=bound)
+    publisher = app.extensions["feedsvc"]
+    assert publisher.max_cache_bytes + publisher.fragments.max_bytes == bound
+    assert publisher.fragments.max_bytes == int(bound * FRAGMENT_SHARE)
+    paths = [f"{p}/feed.{f}" for p in ("", "/topics/nato", "/authors/sara-wazowski")
+             for f in ("atom", "rss", "json")] + ["/", "/feeds.opml"]
+    for number in range(60):  # many hosts: every one a new set of documents
+        for path in paths:
+            headers = {"Host": f"h{number}.example"}
+            if number % 2:
+                headers["Accept-Encoding"] = "gzip"
+            assert call(app, path, headers=headers)[0] == 200
+        held = sum(len(r.body) + (len(r._gzip[0]) if r._gzip else 0) + DOCUMENT_OVERHEAD
+                   for _, r in publisher.cache.items.values())
+        assert publisher.cache.bytes == held <= publisher.max_cache_bytes
+        fragments = publisher.fragments
+        assert fragments.bytes == sum(len(b) + fragments.OVERHEAD
+                                      for b in fragments._items.values()) <= fragments.max_bytes
+        indexed = {key for keys in publisher.cache.keys_by_ref.values() for key in keys}
+        assert indexed <= set(publisher.cache.items), "evicted keys left in the per-feed index"
+        assert publisher.cache_bytes <= bound
+    assert publisher.renders > len(publisher.cache.items)  # evictions happened
+
+
+def test_overhead_figures_cover_what_is_measured(make_app, articles_dir: Path) -> None:
+    """DOCUMENT_OVERHEAD and FragmentCache.OVERHEAD are at least what tracemalloc sees."""
+    import gc
+    import tracemalloc
+
+    from feedsvc.collection import FeedRef
+    from feedsvc.render import FragmentCache
+    from feedsvc.rendercache import DOCUMENT_OVERHEAD, RenderKey
+
+    app = make_app(articles_dir)
+    publisher = app.extensions["feedsvc"]
+    publisher.clear_cache()
+    entries = publisher.collection.entries
+    tracemalloc.start()
+    try:
+        # What a cache holds is what forgetting it frees.
+        for n in range(300):
+            ref = FeedRef("topic", f"topic-{n % 7}")
+            key = RenderKey.feed(ref, "atom", f"https://host-{n}.example.org", limit=n)
+            rendered = publisher.cached(key, f"{n:032x}", lambda n=n: (
+                b"x" * (2000 + n), "application/atom+xml", entries[0].updated), 60)
+            rendered.gzip_body  # noqa: B018 - the gzip form and its ETag
+        del rendered
+        held = sum(len(r.body) + len(r._gzip[0]) for _, r in publisher.cache.items.values())
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        publisher.clear_cache()
+        gc.collect()
+        per_document = (before - tracemalloc.get_traced_memory()[0] - held) / 300
+        fragments = FragmentCache()
+        for entry in entries:
+            for fmt in ("atom", "rss"):
+                fragments._fragment(entry, fmt, publisher.site, "https://news.example.org")
+        count, held = len(fragments), sum(len(b) for b in fragments._items.values())
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        del fragments
+        gc.collect()
+        per_fragment = (before - tracemalloc.get_traced_memory()[0] - held) / count
+    finally:
+        tracemalloc.stop()
+    assert 0 < per_document <= DOCUMENT_OVERHEAD, per_document
+    assert 0 < per_fragment <= FragmentCache.OVERHEAD, per_fragment
 
 
 # --- the WSGI entry point ------------------------------------------------------------------

@@ -236,7 +236,7 @@ def test_duplicates_kept_incrementally_equal_a_full_recount(publisher, articles_
         if path.exists():
             os.utime(path, (then, then))
         publisher.refresh()
-        state = publisher._state
+        state = publisher.view.state
         publishable = [p for p, a in state.articles.items() if not a.front_matter.draft]
         expected = find_duplicates(state.articles, state.stamps, publishable,
                                    publisher.ledger.stamps_of)

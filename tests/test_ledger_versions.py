@@ -62,8 +62,8 @@ def test_a_schema_1_ledger_is_migrated_in_place(tmp_path: Path) -> None:
                 s.changed and int(s.changed.timestamp())) for p, s in stamps.items()} == {
         r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     conn.close()
 
 
@@ -74,8 +74,8 @@ def test_a_ledger_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
-    with pytest.raises(LedgerError, match=r"newer feedsvc \(schema version 3; this one "
-                       r"understands up to 2\)"):
+    with pytest.raises(LedgerError, match=r"newer feedsvc \(schema version 4; this one "
+                       r"understands up to 3\)"):
         Ledger(db, AUTH)
 
 

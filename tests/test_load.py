@@ -17,12 +17,17 @@ MAX_REQUESTS requests. Asserted:
   at most RSS_GROWTH_MIB, and no worker was replaced.
 
 The totals (requests, 200s, 304s, errors, p50/p99 latency) are printed.
+
+Two more tests (issue #15 part 5): a ?limit flood over one gthread worker on
+10,000 generated articles, and ten 2,000-file changes in a row that must
+level off; see their docstrings.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -119,6 +124,7 @@ def fetch(port: int, url: str, headers: dict[str, str]) -> Result:
         return result
     result.status = int(match[1])
     fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+    result.headers = fields
     length = fields.get(b"Content-Length")
     if result.status == 200:
         if length is None or int(length) != len(body):
@@ -441,3 +447,220 @@ def _run(proc: subprocess.Popen, port: int, articles: Path, config: pytest.Confi
     assert violations == [], violations[:10]
     for pid, grown in growth.items():
         assert grown <= RSS_GROWTH_MIB, (pid, rss[pid])
+
+
+# --- a query-string flood over one gthread worker (issue #15 part 5) ------------------------------
+
+FLOOD_ARTICLES = 10_000
+FLOOD_FEEDS = 20
+FLOOD_URLS = 20_000  # ?limit=1..1000 over the 20 feeds, formats mixed
+FLOOD_CACHE_MIB = 256  # FEEDSVC_CACHE_BYTES: the documented default
+FLOOD_SECONDS = 60.0  # at most; the flood usually ends first
+FLOOD_THREADS = 4  # gunicorn's threads per worker
+READER_P99_MS = 50.0
+
+
+def test_limit_flood_keeps_the_worker_within_its_bound(tmp_path: Path, request) -> None:
+    """20,000 distinct ?limit URLs must neither outgrow the cache bound nor slow normal readers.
+
+    Measured before the fix: VmRSS 100 -> 630 MB (2.4x the 256 MB bound) and
+    readers' p50 from 1 ms to 180 ms. Asserted: the worker's RSS never grows
+    past its start-up RSS plus the bound plus 20 %, and the p99 of readers
+    polling the subscription feeds (cached) stays under 50 ms.
+    """
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import corpus
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from tests.deploy_harness import Gunicorn
+
+    articles = corpus.generate(FLOOD_ARTICLES, tmp_path / "articles")
+    server = Gunicorn(tmp_path, {
+        "FEEDSVC_ARTICLES_DIR": str(articles), "FEEDSVC_LEDGER_PATH": str(tmp_path / "l.db"),
+        "FEEDSVC_BASE_URL": "http://127.0.0.1", "FEEDSVC_RELOAD_INTERVAL": "0",
+        "FEEDSVC_CACHE_BYTES": str(FLOOD_CACHE_MIB * 1024 * 1024),
+        "FEEDSVC_ACCESS_LOG": "/dev/null"}, workers=1)
+    try:
+        (worker,) = worker_pids(server.proc.pid)
+        start_rss = rss_mib(worker)
+        opml = fetch(server.port, "/feeds.opml", {}).body
+        prefixes = [""] + sorted(set(re.findall(
+            rb'xmlUrl="[^"]*?(/(?:topics|authors)/[^/"]+)/feed\.atom"', opml)))[:FLOOD_FEEDS - 1]
+        prefixes = [p.decode() if isinstance(p, bytes) else p for p in prefixes]
+        assert len(prefixes) == FLOOD_FEEDS
+        formats = ("atom", "rss", "json")
+        readers_urls = [f"{p}/feed.{f}" for p in prefixes[:4] for f in formats]
+        flood = [f"{p}/feed.{formats[(n + i) % 3]}?limit={n}"
+                 for i, p in enumerate(prefixes) for n in range(1, FLOOD_URLS // FLOOD_FEEDS + 1)]
+        random.Random(5).shuffle(flood)
+        for url in readers_urls:  # the readers' feeds are cached before the flood starts
+            assert fetch(server.port, url, {}).status == 200
+
+        # The flood runs in a process of its own, so that its threads do not
+        # hold the readers' GIL here and inflate the latencies measured.
+        results = multiprocessing.get_context("fork").Queue()
+        flood_process = multiprocessing.get_context("fork").Process(
+            target=_flood, args=(server.port, flood, results), daemon=True)
+        stop = threading.Event()
+        lock = threading.Lock()
+        latencies: list[float] = []
+        errors: list[str] = []
+        rss: list[float] = []
+
+        def reader(seed: int) -> None:
+            rng = random.Random(seed)
+            while not stop.is_set():
+                result = fetch(server.port, rng.choice(readers_urls), {"Accept-Encoding": "gzip"})
+                with lock:
+                    if result.error or result.status != 200:
+                        errors.append(f"reader: {result.status} {result.error}")
+                    latencies.append(result.ended - result.started)
+                time.sleep(0.01)
+
+        readers = [threading.Thread(target=reader, args=(100 + n,), daemon=True)
+                   for n in range(2)]
+        started = time.perf_counter()
+        flood_process.start()
+        for thread in readers:
+            thread.start()
+        while flood_process.is_alive() and time.perf_counter() - started < FLOOD_SECONDS:
+            rss.append(rss_mib(worker))
+            time.sleep(0.25)
+        stop.set()
+        flood_process.join(timeout=5)
+        if flood_process.is_alive():
+            flood_process.terminate()
+            flood_process.join()
+        for thread in readers:
+            thread.join(timeout=120)
+        rss.append(rss_mib(worker))
+        elapsed = time.perf_counter() - started
+        statuses: Counter[int] = Counter()
+        while not results.empty():
+            counts, flood_errors = results.get()
+            statuses.update(counts)
+            errors += flood_errors
+    finally:
+        output = server.stop()
+
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    limit_mib = start_rss + FLOOD_CACHE_MIB * 1.2
+    _say(request.config, [
+        f"limit flood: {sum(statuses.values())} flood requests in {elapsed:.1f} s "
+        f"({dict(statuses)}), {len(latencies)} reader requests p50 {p50:.1f} ms "
+        f"p99 {p99:.1f} ms; worker RSS start {start_rss:.1f} MiB, max {max(rss):.1f} MiB "
+        f"(allowed {limit_mib:.1f}: start + {FLOOD_CACHE_MIB} MiB bound + 20 %), "
+        f"end {rss[-1]:.1f} MiB"])
+    assert "Traceback" not in output, output[-5000:]
+    assert errors == [], errors[:10]
+    assert sum(statuses.values()) >= len(flood) * 0.5, "the flood was too small to judge"
+    assert set(statuses) == {200}, statuses  # 301s were followed
+    assert max(rss) <= limit_mib, rss
+    assert p99 < READER_P99_MS, (p50, p99)
+
+
+
+# --- repeated mass changes level off (issue #15 part 5) -------------------------------------------
+
+MASS_ARTICLES = 4_000
+MASS_CHANGE = 2_000
+MASS_CYCLES = 10
+#: Over the last half of the cycles. Before the fix RSS grew by about 1.5 MiB
+#: a cycle here (7-8 MiB over these five), the fragments of superseded versions.
+MASS_LATE_GROWTH_MIB = 3.0
+
+
+def test_repeated_mass_changes_level_off(tmp_path: Path, request) -> None:
+    """Ten 2,000-file changes, feeds served after each: memory stops growing."""
+    import gc
+
+    from feedsvc.config import load_settings
+    from feedsvc.publisher import Publisher
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import corpus
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    articles = corpus.generate(MASS_ARTICLES, tmp_path / "articles")
+    settings = load_settings({"articles_dir": str(articles), "base_url": "https://n.example",
+                              "reload_interval": 0}, environ={})
+    publisher = Publisher(settings, tmp_path / "l.db", settle_seconds=0)
+    publisher.refresh()
+    files = sorted(articles.rglob("*.txt"))
+
+    def serve() -> None:
+        for ref in list(publisher.collection.feed_refs())[:40]:
+            for fmt in ("atom", "rss", "json"):
+                publisher.feed(ref, fmt, "https://n.example")
+
+    serve()
+    own = os.getpid()
+    sizes: list[float] = []
+    fragments: list[int] = []
+    for cycle in range(MASS_CYCLES):
+        start = (cycle % 2) * MASS_CHANGE
+        for path in files[start : start + MASS_CHANGE]:
+            text = path.read_text(encoding="utf-8").rstrip("\n")
+            path.write_text(f"{text}\n\nEdit number {cycle}.\n", encoding="utf-8")
+            mtime = path.stat().st_mtime_ns - 10**10  # settled
+            os.utime(path, ns=(mtime, mtime))
+        report = publisher.refresh()
+        assert report.read == MASS_CHANGE and report.changed
+        serve()
+        gc.collect()
+        sizes.append(rss_mib(own))
+        fragments.append(len(publisher.fragments))
+        live = {entry.version for entry in publisher.collection.entries}
+        stale = [key for key in publisher.fragments._items if key[0] not in live]
+        assert stale == [], f"cycle {cycle}: {len(stale)} fragments of superseded versions"
+    publisher.close()
+    half = MASS_CYCLES // 2
+    _say(request.config, [f"mass changes: RSS MiB per cycle {[round(s, 1) for s in sizes]}, "
+                          f"fragments {fragments}"])
+    assert sizes[-1] - sizes[half - 1] <= MASS_LATE_GROWTH_MIB, sizes
+
+
+def _flood(port: int, urls: list[str], results: multiprocessing.Queue) -> None:
+    """The flood's client, in its own process: FLOOD_THREADS connections, 301s followed.
+
+    Reports its status counts and errors every 1,000 requests, so a flood cut
+    short at FLOOD_SECONDS still counts.
+    """
+    queue = iter(urls)
+    lock = threading.Lock()
+    counts: Counter[int] = Counter()
+    errors: list[str] = []
+
+    def report() -> None:
+        results.put((dict(counts), list(errors)))
+        counts.clear()
+        errors.clear()
+
+    def flooder(seed: int) -> None:
+        rng = random.Random(seed)
+        while True:
+            with lock:
+                url = next(queue, None)
+            if url is None:
+                return
+            headers = {"Accept-Encoding": "gzip"} if rng.random() < 0.5 else {}
+            result = fetch(port, url, headers)
+            if result.status == 301 and not result.error:  # follow, as a reader would
+                result = fetch(port, result.headers[b"Location"].decode(), headers)
+            with lock:
+                counts[result.status] += 1
+                if result.error:
+                    errors.append(f"{url}: {result.error}")
+                if sum(counts.values()) >= 1000:
+                    report()
+
+    threads = [threading.Thread(target=flooder, args=(n,)) for n in range(FLOOD_THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report()

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
+import random
 import re
 import runpy
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import feedparser
 import pytest
 from lxml import etree
 
@@ -70,6 +75,7 @@ class Stack:
     nginx: Nginx
     gunicorn: Gunicorn
     articles: Path
+    cache: Path
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Reply:
         return fetch(self.nginx.port, path, {"Host": PUBLIC_HOST, **(headers or {})})
@@ -86,6 +92,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "FEEDSVC_ARTICLES_DIR": str(articles),
         "FEEDSVC_LEDGER_PATH": str(tmp / "ledger.sqlite3"),
         "FEEDSVC_TRUSTED_PROXIES": "1",
+        # The public name, and 127.0.0.1 for monitoring that asks gunicorn directly.
+        "FEEDSVC_TRUSTED_HOSTS": f"{PUBLIC_HOST},127.0.0.1",
         "FEEDSVC_CACHE_MAX_AGE": str(MAX_AGE),
         "FEEDSVC_RELOAD_INTERVAL": str(RELOAD),
     })
@@ -95,13 +103,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "proxy_cache_path /var/cache/nginx/feedsvc ": f"proxy_cache_path {tmp / 'cache'} ",
             "listen 80;": "listen 127.0.0.1:@PORT@;",
             "listen [::]:80;": "",
+            "listen 80 default_server;": "listen 127.0.0.1:@PORT@ default_server;",
+            "listen [::]:80 default_server;": "",
+            "server_name news.example.org;": f"server_name {PUBLIC_HOST};",
             "access_log /var/log/nginx/feedsvc.access.log;": f"access_log {tmp / 'site.log'};",
         })
         nginx = Nginx(tmp / "nginx", site)
     except BaseException:
         gunicorn.stop()
         raise
-    yield Stack(nginx, gunicorn, articles)
+    yield Stack(nginx, gunicorn, articles, tmp / "cache")
     nginx.stop()
     output = gunicorn.stop()
     print(output)  # shown by pytest when a test of this module fails
@@ -239,3 +250,130 @@ def test_a_change_reaches_clients_through_the_cache(stack: Stack) -> None:
     # Seen because the cached copy expired and nginx fetched the new one.
     assert statuses[-1] in ("EXPIRED", "MISS"), statuses
     assert any(title == e.title for e in check_atom(reply.body).entries)
+
+
+# -- forged forwarding and host headers ---------------------------------------------
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    """Send raw bytes, read until nginx closes: what came back (b"" for a 444)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _split(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def _links(body: bytes, fmt: str) -> list[str]:
+    """Every URL a reader follows in a feed: feed, entry and stylesheet links."""
+    if fmt == "json":
+        doc = json.loads(body)
+        return [doc["home_page_url"], doc["feed_url"]] + [i["url"] for i in doc["items"]]
+    parsed = feedparser.parse(body)
+    links = [link.href for link in parsed.feed.get("links", [])]
+    for entry in parsed.entries:
+        links += [link.href for link in entry.get("links", [])]
+    links += re.findall(rb'<\?xml-stylesheet [^>]*href="([^"]+)"', body)
+    return [link.decode() if isinstance(link, bytes) else link for link in links]
+
+
+def _assert_clean(stack: Stack, body: bytes, fmt: str) -> None:
+    links = _links(body, fmt)
+    assert len(links) > 2, body[:300]
+    for link in links:
+        parts = urlsplit(link)
+        assert (parts.scheme, parts.netloc) == ("http", f"{PUBLIC_HOST}:{stack.nginx.port}"), link
+        assert parts.path.startswith(("/articles/", "/authors/", "/topics/", "/static/",
+                                      "/feed.", "/archive/")) or parts.path == "/", link
+        assert "evil" not in link, link
+
+
+FORGERIES: list[tuple[str, dict[str, str]]] = [
+    ("prefix-userinfo", {"X-Forwarded-Prefix": "@evil.example"}),
+    ("prefix-path", {"X-Forwarded-Prefix": "/evil-prefix"}),
+    ("forwarded-host", {"X-Forwarded-Host": "evil.example"}),
+    ("forwarded-proto", {"X-Forwarded-Proto": "https"}),
+    ("forwarded-port", {"X-Forwarded-Port": "6666"}),
+    ("forwarded-server", {"X-Forwarded-Server": "evil.example", "X-Forwarded-Ssl": "on"}),
+    ("rfc7239", {"Forwarded": "for=6.6.6.6;host=evil.example;proto=https"}),
+    ("host-with-port", {"Host": f"{PUBLIC_HOST}:6666"}),
+    ("host-upper-case", {"Host": PUBLIC_HOST.upper()}),
+    ("everything", {"X-Forwarded-Prefix": "@evil.example", "X-Forwarded-Host": "evil.example",
+                    "X-Forwarded-Proto": "https", "X-Forwarded-Port": "6666",
+                    "Forwarded": "host=evil.example", "X-Forwarded-For": "6.6.6.6"}),
+]
+
+
+def test_forged_forwarding_headers_never_reach_a_cached_response(stack: Stack) -> None:
+    """Issue #15 part 1: the forged request fills the cache, a clean one reads it."""
+    opml = stack.get("/feeds.opml")
+    used = {"/topics/nato", "/topics/china", "/topics/ukraine", "/authors/sara-wazowski"}
+    feeds = sorted({prefix.decode() for prefix in re.findall(
+        rb'xmlUrl="[^"]*?(/(?:authors|topics)/[^/"]+)/feed\.atom"', opml.body)} - used)
+    assert len(feeds) >= len(FORGERIES), feeds  # a fresh feed per forgery: the forged one fills it
+    for number, ((name, forged), prefix) in enumerate(zip(FORGERIES, feeds, strict=False)):
+        fmt = ("atom", "rss", "json")[number % 3]
+        path = f"{prefix}/feed.{fmt}"
+        poisoned = stack.get(path, forged)
+        assert poisoned.status == 200, (name, poisoned.status)
+        assert poisoned.headers["X-Cache-Status"] == "MISS", (name, path)
+        _assert_clean(stack, poisoned.body, fmt)
+        clean = stack.get(path)
+        assert clean.headers["X-Cache-Status"] == "HIT", name
+        assert clean.body == poisoned.body, name
+        _assert_clean(stack, clean.body, fmt)
+
+
+def test_absolute_form_targets(stack: Stack) -> None:
+    """The request line's host chooses the server: another host is closed on, ours is pinned."""
+    port = stack.nginx.port
+    closed = _raw(port, f"GET http://evil.example/feed.rss HTTP/1.1\r\nHost: {PUBLIC_HOST}\r\n"
+                        "Connection: close\r\n\r\n".encode())
+    assert closed == b""
+    path = "/feed.rss"
+    answer = _raw(port, f"GET http://{PUBLIC_HOST}{path} HTTP/1.1\r\nHost: evil.example\r\n"
+                        "X-Forwarded-Prefix: @evil.example\r\nConnection: close\r\n\r\n"
+                        .encode())
+    status, headers, body = _split(answer)
+    assert status == 200 and headers["X-Cache-Status"] == "MISS"
+    _assert_clean(stack, body, "rss")
+    again = stack.get(path)
+    assert again.headers["X-Cache-Status"] == "HIT" and again.body == body
+    _assert_clean(stack, again.body, "rss")
+
+
+def _cache_files(folder: Path) -> tuple[int, int]:
+    files = [f for f in folder.rglob("*") if f.is_file()] if folder.exists() else []
+    return len(files), sum(f.stat().st_size for f in files)
+
+
+def _upstream_requests(stack: Stack) -> int:
+    return sum('" 200 ' in line or '" 304 ' in line or '" 400 ' in line
+               for line in stack.gunicorn.output().splitlines() if "HTTP/1." in line)
+
+
+def test_random_hosts_cost_no_render_and_no_cache(stack: Stack) -> None:
+    """Issue #15 part 2: a new Host per request is closed on by nginx's default server."""
+    assert stack.get("/feed.json").status == 200  # something cached, and the log flushed
+    time.sleep(1.0)  # gunicorn's access log reaches the file a little later
+    cache_before, logged_before = _cache_files(stack.cache), _upstream_requests(stack)
+    rng = random.Random(15)
+    for number in range(200):
+        host = f"h{rng.getrandbits(40):x}.example{':8080' if number % 2 else ''}"
+        path = ("/feed.atom", "/feed.json", f"/topics/nato/feed.rss?n={number}")[number % 3]
+        answer = _raw(stack.nginx.port, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n"
+                                        "Connection: close\r\n\r\n".encode())
+        assert answer == b"", (host, answer[:200])
+    time.sleep(1.0)
+    assert _cache_files(stack.cache) == cache_before
+    assert _upstream_requests(stack) == logged_before
+    # ... and the site itself still answers.
+    assert stack.get("/feed.json").status == 200

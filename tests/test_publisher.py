@@ -188,13 +188,13 @@ def test_one_edit_rebuilds_only_what_it_touches(publisher, articles_dir) -> None
 def test_first_load_records_in_short_transactions(tmp_path: Path, monkeypatch) -> None:
     """Workers starting together on an empty ledger take its write lock in turns:
     no transaction may cover the whole folder."""
-    from feedsvc import publisher as publisher_module
+    from feedsvc import sync as sync_module
     from feedsvc.ledger import Ledger
 
     folder = tmp_path / "many"
     for n in range(23):
         write_article(folder, f"{n:03}.txt", f"Story Number {n}")
-    monkeypatch.setattr(publisher_module, "LEDGER_BATCH", 5)
+    monkeypatch.setattr(sync_module, "BATCH", 5)
     sizes: list[int] = []
     original = Ledger.record
 
@@ -217,7 +217,7 @@ def test_render_cache_is_bounded_least_recently_used_first(publisher) -> None:
     site = publisher.feed(SITE_FEED, "atom", base)
     size = len(site.body) + len(site.body) // 5
     publisher.clear_cache()
-    publisher.max_cache_bytes = 3 * size  # room for about three such documents
+    publisher.cache.max_bytes = 3 * size  # room for about three such documents
     publisher.feed(SITE_FEED, "atom", base)
     renders = publisher.renders
     for fmt in ("rss", "json", "atom"):
@@ -225,7 +225,7 @@ def test_render_cache_is_bounded_least_recently_used_first(publisher) -> None:
     assert publisher.renders == renders + 2
     for slug in ("nato", "ukraine", "china", "eu"):
         publisher.feed(FeedRef("topic", slug), "atom", base)
-    assert publisher._cache_bytes <= publisher.max_cache_bytes
+    assert publisher.cache.bytes <= publisher.max_cache_bytes
     renders = publisher.renders
     publisher.feed(SITE_FEED, "rss", base)  # evicted long ago: rendered again
     assert publisher.renders == renders + 1

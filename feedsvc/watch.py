@@ -1,0 +1,127 @@
+"""Change detection in milliseconds: inotify on the articles folder, in the writer.
+
+Why ``inotify_simple`` and not ``watchfiles``: watchfiles (Rust ``notify``)
+reports only added / modified / deleted, so it cannot tell a file closed
+after writing (``IN_CLOSE_WRITE``: complete, read it now) from one still
+being written (``IN_MODIFY``: not finished, do not read it). inotify_simple is
+a maintained, dependency-free ~100-line ctypes wrapper of the kernel call
+that gives exactly those flags. Where inotify is missing (macOS, network
+filesystems, which report nothing) the periodic rescan still finds every
+change: it stays as the fallback and the safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .source import is_ignored
+
+log = logging.getLogger("feedsvc")
+
+try:
+    from inotify_simple import INotify, flags
+except ImportError:  # not Linux, or not installed: the rescan does the work
+    INotify = None  # type: ignore[assignment,misc]
+    flags = None  # type: ignore[assignment]
+
+
+def available() -> bool:
+    return INotify is not None
+
+
+class FolderWatcher:
+    """Watches the folder tree and hands complete files to ``on_paths`` at once.
+
+    A file closed after writing or renamed into place is complete; a deleted
+    or renamed-away one is gone: both are passed on (relative POSIX paths)
+    within a few milliseconds. A file modified and not yet closed is
+    :attr:`writing` and is not read, even by the rescan, until it is closed.
+    """
+
+    def __init__(self, root: Path, on_paths: Callable[[set[str]], None],
+                 on_overflow: Callable[[], None]) -> None:
+        assert INotify is not None
+        self.root = Path(root)
+        self.on_paths = on_paths
+        self.on_overflow = on_overflow
+        self.writing: set[str] = set()  # modified, not closed yet
+        self._inotify = INotify()
+        self._dirs: dict[int, str] = {}  # watch descriptor -> relative folder ("" = root)
+        self._stop = threading.Event()
+        self._mask = (flags.CLOSE_WRITE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
+                      | flags.CREATE | flags.MODIFY | flags.DELETE_SELF | flags.MOVE_SELF)
+        self._watch_tree("")
+        self._thread = threading.Thread(target=self._run, name="feedsvc-inotify", daemon=True)
+
+    def start(self) -> FolderWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop within half a second (the thread closes the inotify descriptor itself)."""
+        self._stop.set()
+
+    def _watch_tree(self, rel: str) -> None:
+        """Watch ``rel`` and every folder below it (not symlinked ones, as the listing)."""
+        base = self.root / rel if rel else self.root
+        try:
+            wd = self._inotify.add_watch(str(base), self._mask)
+        except OSError as exc:
+            log.warning("inotify cannot watch %s (%s); the rescan covers it", base, exc)
+            return
+        self._dirs[wd] = rel
+        try:
+            with os.scandir(base) as entries:
+                for entry in entries:
+                    if not is_ignored(entry.name) and entry.is_dir(follow_symlinks=False):
+                        self._watch_tree(f"{rel}{entry.name}/" if rel else f"{entry.name}/")
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._handle(self._inotify.read(timeout=500, read_delay=1))
+        finally:
+            self._inotify.close()
+
+    def _handle(self, events: list) -> None:
+        """Pass complete files on; note files being written; rescan on overflow."""
+        paths: set[str] = set()
+        overflow = False
+        for event in events:
+            if event.mask & flags.Q_OVERFLOW:
+                overflow = True
+                continue
+            folder = self._dirs.get(event.wd)
+            if folder is None:
+                continue
+            if event.mask & flags.IGNORED:
+                self._dirs.pop(event.wd, None)
+                continue
+            if not event.name or is_ignored(event.name):
+                continue
+            path = folder + event.name
+            if event.mask & flags.ISDIR:
+                if event.mask & (flags.CREATE | flags.MOVED_TO):
+                    self._watch_tree(path + "/")
+                overflow = True  # a folder came or went: let the full rescan judge it
+                continue
+            if event.mask & flags.MODIFY:
+                self.writing.add(path)
+                continue
+            if event.mask & flags.CREATE:
+                continue  # created, not yet written or closed
+            self.writing.discard(path)
+            paths.add(path)
+        try:
+            if overflow:
+                self.on_overflow()
+            elif paths:
+                self.on_paths(paths)
+        except Exception:  # never let the watcher die: the rescan still runs
+            log.exception("handling inotify events failed")

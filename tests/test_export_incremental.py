@@ -1,0 +1,176 @@
+"""`feedsvc build` into an earlier build: only changed files are written, files no
+longer produced are removed, the rest keep their bytes and mtime, and
+``.feedsvc-build.json`` says what happened (feedsvc.export)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from feedsvc.export import MANIFEST, MARKER, build_site
+from tests.conftest import write_article
+
+
+def _state(out: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file of the build (not the marker or manifest): bytes, mtime, inode."""
+    found = {}
+    for path in out.rglob("*"):
+        name = path.relative_to(out).as_posix()
+        if path.is_file() and name not in (MARKER, MANIFEST):
+            st = path.stat()
+            found[name] = (path.read_bytes(), st.st_mtime_ns, st.st_ino)
+    return found
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / MANIFEST).read_text())
+
+
+def _age(out: Path) -> None:
+    """Set every file's mtime an hour back, so a rewrite cannot keep it by chance."""
+    for path in out.rglob("*"):
+        if path.is_file():
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - 3_600_000_000_000))
+
+
+def _reage_manifest(out: Path) -> None:
+    """Keep the manifest's mtimes in step with :func:`_age` (as if built an hour ago)."""
+    data = _manifest(out)
+    for name, record in data["files"].items():
+        record[2] = (out / name).stat().st_mtime_ns
+    (out / MANIFEST).write_text(json.dumps(data))
+
+
+def test_manifest_lists_every_file_with_its_sha256(make_app: Callable[..., Flask],
+                                                   articles_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    summary = build_site(make_app(articles_dir), out)
+    data = _manifest(out)
+    files = _state(out)
+    assert set(data["files"]) == set(files)
+    for name, (body, _, _) in files.items():
+        assert data["files"][name][0] == hashlib.sha256(body).hexdigest(), name
+    assert sorted(data["changed"]) == sorted(files) and data["removed"] == []
+    assert summary.changed == len(files) == summary.files
+
+
+def test_a_rebuild_with_no_change_touches_nothing_and_renders_nothing(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    build_site(make_app(articles_dir), out)
+    _age(out)
+    _reage_manifest(out)
+    before = _state(out)
+    manifest_before = (out / MANIFEST).read_bytes()
+    app = make_app(articles_dir)  # a new process, as `feedsvc build` is each time
+    publisher = app.extensions["feedsvc"]
+    renders = publisher.renders
+    summary = build_site(app, out)
+    assert _state(out) == before  # same bytes, same mtime, same inode
+    assert publisher.renders == renders, "an unchanged document was rendered"
+    assert summary.changed == 0 and summary.removed == 0
+    data = _manifest(out)
+    assert data["changed"] == [] and data["removed"] == []
+    assert data["files"] == json.loads(manifest_before)["files"]
+    # Once it says so, another such rebuild leaves even the manifest alone.
+    manifest_mtime = (out / MANIFEST).stat().st_mtime_ns
+    build_site(make_app(articles_dir), out)
+    assert (out / MANIFEST).stat().st_mtime_ns == manifest_mtime
+    assert _state(out) == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".feedsvc-")
+                and p.name not in (MARKER, MANIFEST)]
+
+
+def test_one_edit_writes_exactly_the_files_whose_bytes_changed(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    out, fresh = tmp_path / "site", tmp_path / "fresh"
+    app = make_app(articles_dir)
+    publisher = app.extensions["feedsvc"]
+    publisher.settle_seconds = 0
+    build_site(app, out)
+    _age(out)
+    _reage_manifest(out)
+    before = _state(out)
+    victim = sorted(articles_dir.glob("*.txt"))[3]
+    text = victim.read_text(encoding="utf-8")
+    victim.write_text(text.replace("\n\n", "\n\nAn added sentence.\n\n", 2), encoding="utf-8")
+    gone = sorted(articles_dir.glob("*.txt"))[5]
+    gone_slug = next(e.slug for e in publisher.collection.entries if e.article.path == gone.name)
+    gone.unlink()
+    write_article(articles_dir, "brand-new.txt", "A Brand New Story")
+    assert publisher.refresh().changed
+    renders = publisher.renders
+    summary = build_site(app, out)
+    rendered = publisher.renders - renders
+    after = _state(out)
+    build_site(app, fresh)  # the same collection built from scratch: what every file must hold
+    expected = {name: body for name, (body, _, _) in _state(fresh).items()}
+    assert {name: body for name, (body, _, _) in after.items()} == expected
+    data = _manifest(out)
+    written = {n for n in after if n not in before or after[n][1] != before[n][1]}
+    differing = {n for n in after if n not in before or before[n][0] != after[n][0]}
+    assert written == differing == set(data["changed"])
+    assert {n for n in before if n not in after} == set(data["removed"])
+    assert f"articles/{gone_slug}/index.html" in data["removed"]
+    assert not (out / "articles" / gone_slug).exists(), "the emptied folder is removed"
+    assert "articles/a-brand-new-story/index.html" in data["changed"]
+    for name in set(after) - written:  # untouched: same bytes, same mtime, same inode
+        assert after[name] == before[name], name
+    assert summary.changed == len(written) and summary.removed == len(data["removed"])
+    assert len(written) < len(after) // 2
+    # Only what the change touched was rendered: never more documents than changed files.
+    assert 0 < rendered <= len(written) // 2 + 4
+
+
+def test_an_earlier_build_without_a_manifest_keeps_its_identical_files(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    build_site(app, out)
+    (out / MANIFEST).unlink()  # made by a release before the manifest
+    (out / "stale.html").write_bytes(b"no longer produced")
+    _age(out)
+    before = _state(out)
+    summary = build_site(app, out)
+    after = _state(out)
+    assert "stale.html" not in after and _manifest(out)["removed"] == ["stale.html"]
+    assert summary.changed == 0
+    assert {n: v for n, v in before.items() if n != "stale.html"} == after
+
+
+def test_with_the_store_a_rebuild_after_one_edit_reads_and_renders_only_that(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """As `feedsvc build` runs it: a new process each time, over the same store."""
+    out = tmp_path / "site"
+    first = make_app(articles_dir)
+    build_site(first, out)
+    first.extensions["feedsvc"].close()
+    victim = sorted(articles_dir.glob("*.txt"))[2]
+    victim.write_text(victim.read_text(encoding="utf-8") + "\nOne more paragraph.\n",
+                      encoding="utf-8")
+    stat = victim.stat()
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns - 5_000_000_000))  # settled
+    with caplog.at_level(logging.INFO, logger="feedsvc"):
+        app = make_app(articles_dir)
+    loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded ")]
+    assert loaded and loaded[-1].endswith("(1 files read)"), loaded
+    publisher = app.extensions["feedsvc"]
+    renders = publisher.renders
+    summary = build_site(app, out)
+    rendered = publisher.renders - renders
+    assert 0 < summary.changed < summary.files // 10
+    # Rendered: only documents that show the edited article (each of its feeds'
+    # documents holding it, in every format and as a preview; its page; the pages
+    # listing it; the OPML list, whose date moves with every change).
+    entry = next(e for e in publisher.collection.entries if e.article.path == victim.name)
+    feeds = 1 + len(entry.topics) + len(entry.authors)
+    assert 0 < rendered <= feeds * 3 * 2 + 1 + feeds + 1, rendered
