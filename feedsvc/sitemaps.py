@@ -176,3 +176,24 @@ def render_robots(base_url: str, extra: str = "") -> bytes:
     lines += ["", f"Sitemap: {base_url}{urls.SITEMAP_INDEX}",
               f"Sitemap: {base_url}{urls.NEWS_SITEMAP}"]
     return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def signatures(collection: Collection, site: Site, now: datetime) -> dict[str, str]:
+    """A digest of what each sitemap shows, by path, for the purge announcements
+    (feedsvc.surrogate): equal digests, equal documents. robots.txt never changes."""
+    import hashlib
+
+    def digest(parts: Iterable[object]) -> str:
+        return hashlib.blake2b("\0".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+
+    entries = oldest_first(collection)
+    plans = plan_article_sitemaps(entries, "")
+    out = {urls.PAGES_SITEMAP: digest(feed_pages(collection))}
+    for number, (start, stop) in enumerate(plans, 1):
+        out[urls.articles_sitemap(number)] = digest(
+            (e.slug, e.updated.timestamp()) for e in entries[start:stop])
+    out[urls.SITEMAP_INDEX] = digest([len(plans), collection.updated] + [
+        max(e.updated for e in entries[start:stop]) for start, stop in plans])
+    out[urls.NEWS_SITEMAP] = digest([site.title, site.language] + [
+        (e.slug, e.title, e.published.timestamp()) for e in news_entries(collection, now)])
+    return out

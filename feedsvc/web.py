@@ -41,7 +41,7 @@ from .http import SECURITY_HEADERS, CachePolicy, negotiate, wants_preview
 from .preview import template_globals
 from .publisher import Publisher, ReloadReport, Rendered, canonical_limit
 from .rendercache import RenderKey
-from .surrogate import page_keys, touched
+from .surrogate import SITEMAPS, page_keys, touched
 from .watch import FolderWatcher
 from .websub import HubNotifier
 
@@ -586,7 +586,7 @@ def _document(key: tuple, version: str, make: Any, content_type: str) -> Respons
         return make(collection, base), content_type, updated
 
     rendered = publisher.cached(RenderKey.of_page(key, base), version, build,
-                                current_app.config["FEEDSVC"].cache_max_age)
+                                current_app.config["FEEDSVC"].cache_max_age, (SITEMAPS,))
     return _respond(rendered)
 
 
