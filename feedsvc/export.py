@@ -211,7 +211,8 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     recorded: dict[str, list] = previous.get("files", {}) if previous else {}
     trusted = recorded if previous and previous.get("context") == context else {}
     on_disk = None if previous is not None else _disk_files(outdir)
-    sources = _Sources(publisher, settings.feed_size)
+    sources = _Sources(publisher, settings.feed_size,
+                       app.extensions.get("feedsvc.robots_extra", ""))
     staging = _make_staging(outdir)
     files: dict[str, list] = {}
     changed: list[str] = []
@@ -282,12 +283,14 @@ class _Sources:
     """A digest per exported document of what it shows (feedsvc.surrogate), computed
     once per feed: when it and the file are as recorded, the file is not rendered."""
 
-    def __init__(self, publisher: Publisher, size: int) -> None:
+    def __init__(self, publisher: Publisher, size: int, robots_extra: str = "") -> None:
         self.collection = publisher.collection
         self.site = publisher.site
         self.size = size
         self._feeds: dict[FeedRef, dict[int | None, str]] = {}
         self._site = site_signatures(self.collection, self.site)
+        # robots.txt shows only the base URL (in the manifest's context) and the extra lines.
+        self._site[urls.ROBOTS] = ("robots", hashlib.sha256(robots_extra.encode()).hexdigest())
 
     def of(self, item: FeedDoc | str) -> str:
         if isinstance(item, FeedDoc):
