@@ -404,6 +404,36 @@ def http_cases(articles: Path, args: argparse.Namespace, load: Callable[..., flo
         return [a, b]
 
 
+# -- case i: the cost of counting subscribers on the fast path ----------------------------
+
+
+def counting_case(articles: Path, args: argparse.Namespace, load: Callable[..., float]) -> Row:
+    """i. fast-path requests/s of /feed.atom with subscriber counting on, against off."""
+    headers = {"Accept-Encoding": "gzip", "User-Agent": "newsboat/2.36.0 (Linux x86_64)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = filled_ledger(articles, tmp)
+        off_env = {**feedsvc_env(articles, ledger, 0), "FEEDSVC_COUNT_SUBSCRIBERS": "0"}
+        with (
+            gunicorn("wsgi:app", 2, off_env) as off,
+            gunicorn("wsgi:app", 2, feedsvc_env(articles, ledger, 0)) as on,
+        ):
+            for server in (off, on):
+                if get(server, "/feed.atom", headers).status != 200:
+                    raise RuntimeError("/feed.atom did not answer 200")
+                load(server.url + "/feed.atom", 1, args.connections, headers)  # warm up
+            row = Row("i. fast path with subscriber counting on vs off", "req/s", [], [],
+                      ">= 0.95x", lambda r: r >= 0.95,
+                      notes=["GET /feed.atom gzip, a reader's User-Agent, 2 sync workers, "
+                             f"{args.connections} conns; counts flushed every 5 s"])
+            for _ in range(args.rounds):
+                before = load(off.url + "/feed.atom", args.seconds, args.connections, headers)
+                row.result.append(load(on.url + "/feed.atom", args.seconds, args.connections,
+                                       headers))
+                after = load(off.url + "/feed.atom", args.seconds, args.connections, headers)
+                row.baseline.append((before + after) / 2)
+    return row
+
+
 # -- cases c and d: cold start ------------------------------------------------------------
 
 
@@ -1165,6 +1195,7 @@ def main() -> None:
     parser.add_argument("--skip", default="",
                         help="cases to skip: a (a and b), c (c and d), e (e and f), g, "
                         "h (the store: restart, first import, PSS, SIGHUP gap, edit), "
+                        "i (subscriber counting), "
                         "p (PostgreSQL vs SQLite: restart, import, req/s, edit on 2 hosts)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -1216,6 +1247,8 @@ def main() -> None:
             steps.append(("g build", lambda: [not_available(
                 "g. `feedsvc build` vs Pelican, per article", ">= 10x faster",
                 "the `feedsvc build` command")]))
+    if "i" not in args.skip:
+        steps.append(("i", lambda: [counting_case(corpora[http_size], args, load)]))
     RESULTS.mkdir(exist_ok=True)
     for name, step in steps:
         started = time.perf_counter()

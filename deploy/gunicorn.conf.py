@@ -150,6 +150,9 @@ def post_fork(server, worker) -> None:  # noqa: ANN001
     hub = getattr(server.app.wsgi(), "extensions", {}).get("feedsvc.hub")
     if hub is not None:  # the built-in WebSub hub's threads (FEEDSVC_HUB=builtin)
         hub.ensure_running()
+    audience = getattr(server.app.wsgi(), "extensions", {}).get("feedsvc.audience")
+    if audience is not None:  # the worker's flusher of subscriber counts
+        audience.ensure_running()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001

@@ -1,5 +1,5 @@
 """The ``feedsvc`` command: ``serve`` the folder, ``check`` it, ``build`` a static copy,
-``backup`` and ``restore`` the ledger.
+``backup`` and ``restore`` the ledger, show subscriber ``stats``.
 
 ``check`` uses the same reading and parsing as the service (the publisher
 over a throw-away copy of the service's ledger and store, so only files
@@ -20,13 +20,17 @@ import logging
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import LOOPBACK_HOSTS, Settings, load_settings, require_host_policy
 from .errors import ConfigError, FeedsvcError
 from .progress import Progress, busy
+
+if TYPE_CHECKING:
+    from .audience import FeedCounts
 
 
 def _drop_lease(copy: Path) -> None:
@@ -225,6 +229,39 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def stats_table(counts: Mapping[str, FeedCounts]) -> str:
+    """Feeds by subscribers (most first), each with its aggregators broken out below it."""
+    rows = sorted(counts.items(), key=lambda item: (-item[1].total, item[0]))
+    width = max([len("FEED")] + [len(key) for key, _ in rows]
+                + [len(name) + 2 for _, c in rows for name in c.aggregators])
+    lines = [f"{'FEED':<{width}}  {'TOTAL':>8}  {'AGGREGATOR':>10}  {'READER':>8}  {'HUB':>6}"]
+    for key, c in rows:
+        lines.append(f"{key:<{width}}  {c.total:>8}  {c.aggregator:>10}  {c.readers:>8}  "
+                     f"{c.hub:>6}")
+        for name, number in sorted(c.aggregators.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"{'  ' + name:<{width}}  {'':>8}  {number:>10}")
+    if not rows:
+        lines.append("(no subscribers counted yet)")
+    return "\n".join(lines)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import time
+
+    from .audiencestore import AudienceStore, audience_database
+
+    settings = load_settings({})
+    path = ledger_path(settings)
+    if not getattr(settings, "database_url", None) and not path.is_file():
+        print(f"feedsvc: no ledger at {path}: nothing has been counted there", file=sys.stderr)
+        return 2
+    db = audience_database(settings, path)
+    try:
+        counts = AudienceStore(db, settings.audience_window).current(time.time())
+    finally:
+        db.close()
+    print(stats_table(counts))
+    return 0
 def _is_loopback(host: str) -> bool:
     """Whether ``--host`` is reachable from this machine only."""
     try:
@@ -316,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     hub_list = hub_sub.add_parser("list", help="show subscriptions: topic, callback host, "
                                   "lease end, last delivery status")
     hub_list.set_defaults(run=_hub_list)
+    stats = sub.add_parser("stats", help="subscribers per feed, from the store: aggregators "
+                           "broken out, readers and hub subscriptions (what /stats shows)")
+    stats.set_defaults(run=_stats)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

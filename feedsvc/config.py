@@ -144,17 +144,29 @@ def _to_language(name: str, value: Any, base: Path) -> str:
     return text
 
 
-def _to_bool(name: str, value: Any, base: Path) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(_env_name(name), f"expected true or false, got {value!r}")
+def _to_networks(name: str, value: Any, base: Path) -> tuple[str, ...]:
+    """A comma-separated list of CIDRs (``10.0.0.0/8, ::1``), normalised."""
+    import ipaddress
+
+    items = value if isinstance(value, list) else str(value).split(",")
+    networks = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ConfigError(_env_name(name), f"expected CIDRs such as 10.0.0.0/8 or "
+                              f"2001:db8::/32, got {text!r}") from None
+    return tuple(networks)
 
 
+def _to_file(name: str, value: Any, base: Path) -> Path:
+    path = _to_path(name, value, base)
+    if not path.is_file():
+        raise ConfigError(_env_name(name), f"no such file: {path}")
+    return path
 #: The purgers FEEDSVC_PURGE may name (feedsvc.purge).
 PURGER_KINDS = ("nginx", "varnish", "webhook")
 
@@ -200,6 +212,11 @@ class Settings:
     max_limit: int = 1000
     websub_hubs: tuple[str, ...] = ()
     trusted_proxies: int = 0
+    count_subscribers: bool = True
+    audience_window: int = 7  # days
+    audience_flush_interval: float = 5.0
+    stats_allow: tuple[str, ...] = ()  # CIDRs besides localhost allowed to see /stats
+    robots_extra: Path | None = None
     #: Hosts the service answers for; other ``Host`` headers get a 400 before
     #: any rendering. Empty means any host (only safe with ``base_url`` set).
     trusted_hosts: tuple[str, ...] = ()
@@ -255,6 +272,11 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
     "max_limit": _to_int(1, 100_000),
     "websub_hubs": _to_url_list,
     "trusted_proxies": _to_int(0, 10),
+    "count_subscribers": _to_bool,
+    "audience_window": _to_int(1, 90),
+    "audience_flush_interval": _to_float(0.05, 3600.0),
+    "stats_allow": _to_networks,
+    "robots_extra": _to_file,
     "trusted_hosts": _to_host_list,
     "cache_bytes": _to_int(1024 * 1024, 64 * 1024**3),
     "inotify": _to_bool,
@@ -329,7 +351,7 @@ def load_settings(
         if value is None:
             continue
         if isinstance(value, str) and not value.strip() and name in (
-            "base_url", "websub_hubs", "trusted_hosts", "purge"
+            "base_url", "websub_hubs", "trusted_hosts", "purge", "stats_allow"
         ):
             continue  # an empty variable means "not set", as shells and compose files use it
         values[name] = _CONVERTERS[name](name, value, base)

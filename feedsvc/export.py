@@ -119,8 +119,10 @@ class FeedDoc:
         return PurePosixPath(relative + ".html" if self.preview else relative)
 
 
-def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
-    """Every document the site has: feeds, pages (with OPML), static assets (URL paths)."""
+def site_paths(app: Flask, base_url: str | None = None,
+               ) -> tuple[list[FeedDoc], list[str], list[str]]:
+    """Every document the site has: feeds, pages (with OPML, robots.txt and the
+    sitemaps), static assets (URL paths)."""
     publisher: Publisher = app.extensions["feedsvc"]
     collection = publisher.collection
     size = app.config["FEEDSVC"].feed_size
@@ -136,6 +138,13 @@ def site_paths(app: Flask) -> tuple[list[FeedDoc], list[str], list[str]]:
     pages += [urls.topic(slug) for slug in collection.topics]
     pages += [urls.author(slug) for slug in collection.authors]
     pages += [urls.article(entry.slug) for entry in collection.entries]
+    # robots.txt and the sitemaps, as the routes serve them (the news sitemap as of now).
+    from .sitemaps import oldest_first, plan_article_sitemaps
+
+    base = base_url or app.config["FEEDSVC"].base_url or ""
+    plans = plan_article_sitemaps(oldest_first(collection), base.rstrip("/"))
+    pages += [urls.ROBOTS, urls.SITEMAP_INDEX, urls.PAGES_SITEMAP, urls.NEWS_SITEMAP]
+    pages += [urls.articles_sitemap(number) for number in range(1, len(plans) + 1)]
     assets: list[str] = []
     static = Path(app.static_folder) if app.static_folder else None
     if static is not None and static.is_dir():
@@ -195,14 +204,15 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     fragments = publisher.fragments
     fragments.max_entries = max(fragments.max_entries, 2 * len(publisher.collection.entries) + 64)
     version = publisher.version
-    feeds, pages, assets = site_paths(app)
+    feeds, pages, assets = site_paths(app, base)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
     context = _context(app, base)
     previous = _load_manifest(outdir)
     recorded: dict[str, list] = previous.get("files", {}) if previous else {}
     trusted = recorded if previous and previous.get("context") == context else {}
     on_disk = None if previous is not None else _disk_files(outdir)
-    sources = _Sources(publisher, settings.feed_size)
+    sources = _Sources(publisher, settings.feed_size,
+                       app.extensions.get("feedsvc.robots_extra", ""))
     staging = _make_staging(outdir)
     files: dict[str, list] = {}
     changed: list[str] = []
@@ -273,12 +283,14 @@ class _Sources:
     """A digest per exported document of what it shows (feedsvc.surrogate), computed
     once per feed: when it and the file are as recorded, the file is not rendered."""
 
-    def __init__(self, publisher: Publisher, size: int) -> None:
+    def __init__(self, publisher: Publisher, size: int, robots_extra: str = "") -> None:
         self.collection = publisher.collection
         self.site = publisher.site
         self.size = size
         self._feeds: dict[FeedRef, dict[int | None, str]] = {}
         self._site = site_signatures(self.collection, self.site)
+        # robots.txt shows only the base URL (in the manifest's context) and the extra lines.
+        self._site[urls.ROBOTS] = ("robots", hashlib.sha256(robots_extra.encode()).hexdigest())
 
     def of(self, item: FeedDoc | str) -> str:
         if isinstance(item, FeedDoc):
@@ -304,6 +316,8 @@ def _page_file(url_path: str) -> PurePosixPath:
     """Where a page, the OPML list or an asset goes (as :func:`file_for` puts it)."""
     if url_path == urls.OPML or url_path.startswith(urls.STATIC + "/"):
         return PurePosixPath(url_path.lstrip("/"))
+    if url_path.endswith((".xml", ".txt")):  # robots.txt and the sitemaps (re-rendered each
+        return PurePosixPath(url_path.lstrip("/"))  # build, kept when their bytes are equal)
     return file_for(url_path, "text/html")
 
 

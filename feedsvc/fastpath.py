@@ -173,6 +173,9 @@ class FeedFastPath:
             lambda path: parse_feed_url(adapter, path))
         #: Called as ``observer(endpoint, status)`` for every request answered here.
         self.observers: list[Callable[[str, int], None]] = []
+        #: Called as ``observer(feed, environ)`` for every feed document answered,
+        #: here or by the Flask feed routes (subscriber counting): keep them cheap.
+        self.feed_observers: list[Callable[[FeedRef, dict[str, Any]], None]] = []
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
@@ -196,6 +199,8 @@ class FeedFastPath:
         start_response(_REASONS[status], headers)
         for observer in self.observers:
             observer("feed", status)
+        for feed_observer in self.feed_observers:
+            feed_observer(ref, environ)
         return [] if method == "HEAD" else [body]
 
 

@@ -167,6 +167,23 @@ def _reason(exc: sqlite3.Error) -> str:
     return msg
 
 
+#: Descriptors of ledger files this process opened for its flock and let go of.
+_PARKED: list[int] = []
+
+
+def _park(fd: int) -> None:
+    """Keep a descriptor open for the life of the process instead of closing it.
+
+    Closing any descriptor of a file drops every POSIX lock the process holds
+    on that file, and SQLite's locks are POSIX locks: other connections of this
+    process to the ledger's file (the subscriber counts, the store) would lose
+    theirs, and another process could then take the file for its own (delete
+    the WAL under them: "disk I/O error", then a malformed file). A process
+    opens the ledger a few times at most, so the parked descriptors are few.
+    """
+    _PARKED.append(fd)
+
+
 class Ledger:
     """The permanent record of every article's id, slug and dates, in one SQLite file.
 
@@ -198,6 +215,7 @@ class Ledger:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._lock_fd: int | None = None  # the shared flock that says "a service has it open"
+        self._lock_pid = os.getpid()
         self._dirty_since: float | None = None  # monotonic time of the first unsaved write
         self._checkpointed = time.monotonic()
         # What the file looked like after our last use of it; see _connection().
@@ -285,18 +303,25 @@ class Ledger:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
+            _park(fd)
             raise LedgerError(
                 str(self.path), "a restore is replacing the ledger; start again when it is done"
             ) from None
         except OSError:  # a filesystem without flock: restore cannot tell, nothing else changes
             pass
-        self._lock_fd = fd
+        self._lock_fd, self._lock_pid = fd, os.getpid()
 
     def _release_lock(self) -> None:
+        """Give the flock up, but never close its descriptor (see :func:`_park`)."""
         fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)
+        if fd is None:
+            return
+        if self._lock_pid == os.getpid():
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        # In a forked child the descriptor shares the parent's open file, and with it
+        # the parent's flock: unlocking it here would unlock the parent too.
+        _park(fd)
 
     def _file_signature(self) -> tuple[int, ...] | None:
         """Identity and change times of the file now at ``path``; None if there is none."""

@@ -35,7 +35,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.core import GaugeMetricFamily
 
+from .audiencestore import AudienceService
 from .publisher import Publisher, ReloadReport
 
 #: How long /readyz waits for the ledger's write lock before calling it busy.
@@ -85,6 +87,9 @@ class Metrics:
         self.rejected = Gauge(
             "feedsvc_articles_rejected", "Article files not published because of an error",
             registry=reg, multiprocess_mode="livemostrecent")
+        #: Collectors that read shared state at scrape time (subscriber counts):
+        #: registered here and, in multiprocess mode, in each scrape's registry.
+        self.collectors: list[object] = []
         self.purges = Counter(
             "feedsvc_purges", "Cache purges (keys or URLs) by purger and outcome: sent, "
             "retried (will be tried again), failed (given up)", ["purger", "outcome"],
@@ -136,12 +141,16 @@ class Metrics:
             "feedsvc_hub_delivery_seconds", "How long a delivery to a callback took",
             buckets=_RELOAD_BUCKETS, registry=self.registry)
         hub.delivery_observers.append(self._hub_delivery)
-        self.hub_collector = HubSubscriptions(hub)
-        self.registry.register(self.hub_collector)
+        self.add_collector(HubSubscriptions(hub))
 
     def _hub_delivery(self, outcome: str, seconds: float) -> None:
         self.hub_deliveries.labels(outcome).inc()
         self.hub_delivery_seconds.observe(seconds)
+
+    def add_collector(self, collector: object) -> None:
+        self.collectors.append(collector)
+        if not self.multiprocess:
+            self.registry.register(collector)  # type: ignore[arg-type]
 
     def exposition(self) -> bytes:
         self.sync_renders()
@@ -149,9 +158,8 @@ class Metrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry)
-        collector = getattr(self, "hub_collector", None)
-        if collector is not None:  # read from the store, the same from every worker
-            registry.register(collector)
+        for collector in self.collectors:
+            registry.register(collector)  # type: ignore[arg-type]
         return generate_latest(registry)
 
 
@@ -187,6 +195,41 @@ class HubSubscriptions:
         for path, count in sorted(counts.items()):
             family.add_metric([path], count)
         return [family]
+
+
+class SubscriberCollector:
+    """``feedsvc_feed_subscribers{feed, source}`` and the aggregators broken out.
+
+    Read from the store at each scrape, so every worker (and every host)
+    reports the same numbers, whichever answers; never summed across
+    workers as the multiprocess counters are.
+    """
+
+    def __init__(self, audience: AudienceService) -> None:
+        self.audience = audience
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return self._families()
+
+    def _families(self) -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily("feedsvc_feed_subscribers", "Subscribers of each feed "
+                              "(site, topic/<slug>, author/<slug>; all formats) over the "
+                              "counting window, by source: aggregator, reader or hub",
+                              labels=["feed", "source"]),
+            GaugeMetricFamily("feedsvc_feed_aggregator_subscribers", "Subscribers each "
+                              "aggregator reports for each feed (summed over its feed-ids)",
+                              labels=["feed", "aggregator"]),
+        ]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        by_source, by_aggregator = self._families()
+        for feed, counts in sorted(self.audience.current().items()):
+            for source, number in counts.by_source().items():
+                by_source.add_metric([feed, source], number)
+            for name, number in sorted(counts.aggregators.items()):
+                by_aggregator.add_metric([feed, name], number)
+        return [by_source, by_aggregator]
 
 
 def route_label(endpoint: str | None) -> str:
@@ -259,6 +302,9 @@ def init_app(app: Flask) -> Metrics:
     metrics = Metrics(publisher)
     app.extensions["feedsvc.metrics"] = metrics
     publisher.report_observers.append(metrics.observe_reload)
+    audience = app.extensions.get("feedsvc.audience")
+    if audience is not None:
+        metrics.add_collector(SubscriberCollector(audience))
     purging = app.extensions.get("feedsvc.purge")
     if purging is not None:
         purging.observers.append(metrics.count_purge)

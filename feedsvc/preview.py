@@ -45,7 +45,14 @@ def template_globals() -> dict[str, Any]:
         "topic_ref": lambda slug: FeedRef("topic", slug),
         "author_ref": lambda slug: FeedRef("author", slug),
         "archive_labels": ARCHIVE_LABELS,
+        "audience_ref": _audience_ref,
     }
+
+
+def _audience_ref(key: str) -> FeedRef:
+    from .audience import feed_ref
+
+    return feed_ref(key)
 
 
 @functools.cache

@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from . import documents, urls
+from . import documents, sitemaps, urls
 from .collection import SITE_FEED, Collection, FeedRef, changed_feeds
 from .formats import formats
 from .model import Entry, Site
@@ -29,6 +30,7 @@ SITE = "site"
 TOPICS = "topics"
 AUTHORS = "authors"
 OPML = "opml"
+SITEMAPS = "sitemaps"
 #: Entries listed on the home page (web.py's ``home``).
 HOME_ENTRIES = 50
 
@@ -180,6 +182,9 @@ def site_signatures(collection: Collection, site: Site) -> dict[str, tuple[str, 
         urls.TOPICS: (TOPICS, topics),
         urls.AUTHORS: (AUTHORS, authors),
         urls.OPML: (OPML, collection.version),
+        # robots.txt and the sitemaps (feedsvc.sitemaps), all under one key
+        **{path: (SITEMAPS, digest) for path, digest in
+           sitemaps.signatures(collection, site, datetime.now(UTC)).items()},
     }
 
 
@@ -224,8 +229,12 @@ def touched(old: Collection, new: Collection, site: Site, size: int) -> Touched:
                                      page_before or "new"))
     site_before, site_after = site_signatures(old, site), site_signatures(new, site)
     for path, (key, digest) in site_after.items():
-        if site_before[path][1] != digest:
-            docs.append(Document(key, path, digest, site_before[path][1]))
+        was = site_before.get(path, (key, "new"))[1]
+        if was != digest:
+            docs.append(Document(key, path, digest, was))
+    for path, (key, was) in site_before.items():
+        if path not in site_after:  # an article sitemap fewer
+            docs.append(Document(key, path, "gone", was))
     for slug, (was, digest) in sorted(_changed_slugs(old, new).items()):
         docs.append(Document(article_key(slug), urls.article(slug), digest, was))
     return Touched(tuple(docs))

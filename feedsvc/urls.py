@@ -20,6 +20,11 @@ TOPICS = "/topics/"
 AUTHORS = "/authors/"
 OPML = "/feeds.opml"
 STATIC = "/static"
+ROBOTS = "/robots.txt"
+SITEMAP_INDEX = "/sitemap.xml"
+NEWS_SITEMAP = "/news-sitemap.xml"
+PAGES_SITEMAP = "/sitemaps/pages.xml"
+STATS = "/stats"
 
 #: Where each kind of feed lives; the werkzeug rule form names the slug.
 _PREFIXES = {"site": "", "topic": "/topics/{slug}", "author": "/authors/{slug}"}
@@ -72,6 +77,11 @@ def static(name: str) -> str:
     return f"{STATIC}/{name}"
 
 
+def articles_sitemap(number: int) -> str:
+    """Sitemap ``number`` (1 = the oldest articles) of the article pages."""
+    return f"/sitemaps/articles-{number}.xml"
+
+
 @dataclass(frozen=True, slots=True)
 class FeedRule:
     """One feed URL rule: which kind of feed, whether an archive, its werkzeug pattern."""
@@ -105,4 +115,10 @@ PAGE_RULES: dict[str, str] = {
     "author": "/authors/<slug>/",
     "article": "/articles/<slug>",
     "opml": OPML,
+    "robots": ROBOTS,
+    "sitemap_index": SITEMAP_INDEX,
+    "news_sitemap": NEWS_SITEMAP,
+    "pages_sitemap": PAGES_SITEMAP,
+    "articles_sitemap": "/sitemaps/articles-<int(min=1):number>.xml",
+    "stats": STATS,
 }

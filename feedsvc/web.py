@@ -13,13 +13,16 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, redirect, render_template, request
+from markupsafe import Markup
 from werkzeug.exceptions import (
     BadRequest,
+    Forbidden,
     Gone,
     HTTPException,
     NotFound,
@@ -31,19 +34,29 @@ from werkzeug.exceptions import (
 )
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import urls, watch
+from . import sitemaps, urls, watch
+from .audience import feed_key
+from .audiencestore import AudienceService, AudienceStore, audience_database
 from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
-from .fastpath import CONVERTERS, FeedFastPath, answer_feed, host_is_trusted, request_base_url
+from .fastpath import (
+    CONVERTERS,
+    FeedFastPath,
+    answer_feed,
+    feed_map,
+    host_is_trusted,
+    parse_feed_url,
+    request_base_url,
+)
 from .formats import formats
-from .http import SECURITY_HEADERS, CachePolicy, negotiate
+from .http import SECURITY_HEADERS, CachePolicy, negotiate, wants_preview
 from .hub import HubRequestError, RateLimiter, parse_hub_request
 from .hubclient import CallbackRefused, resolve_callback
 from .preview import template_globals
 from .publisher import Publisher, ReloadReport, Rendered, canonical_limit
 from .rendercache import RenderKey
-from .surrogate import page_keys, touched
+from .surrogate import SITEMAPS, page_keys, touched
 from .watch import FolderWatcher
 from .websub import HubNotifier
 
@@ -112,6 +125,22 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
                         on_request=lambda: _ensure_threads(app))
     app.extensions["feedsvc.fastpath"] = fast
     app.wsgi_app = fast  # type: ignore[method-assign]
+    if settings.count_subscribers:
+        audience = AudienceService(
+            AudienceStore(audience_database(settings, ledger_path), settings.audience_window),
+            settings.audience_flush_interval)
+        app.extensions["feedsvc.audience"] = audience
+        fast.feed_observers.append(_count_subscriber(audience))
+        hub = app.extensions.get("feedsvc.hub")
+        if hub is not None:  # the built-in hub's verified subscriptions are a source too
+            audience.set_hub_source(_hub_subscribers(hub))
+        if preload:  # no connection or thread across the fork: post_fork starts it
+            audience.store.db.close()
+        else:
+            audience.ensure_running()
+    app.extensions["feedsvc.robots_extra"] = (
+        settings.robots_extra.read_text(encoding="utf-8", errors="replace")
+        if settings.robots_extra else "")
     if settings.trusted_proxies:
         # Only what the shipped nginx sets (and clears when a client sends it).
         # Never X-Forwarded-Prefix: nginx does not key its cache on it, so a
@@ -147,6 +176,39 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     from .observability import init_app as init_observability
     init_observability(app)
     return app
+
+
+def _count_subscriber(audience: AudienceService):  # noqa: ANN202
+    """A feed observer: one in-memory count per feed fetch (never a browser's preview)."""
+
+    def observe(ref: FeedRef, environ: dict[str, Any]) -> None:
+        if wants_preview(environ):
+            return
+        audience.ensure_running()
+        audience.counter.observe(feed_key(ref), environ.get("HTTP_USER_AGENT", ""),
+                                 environ.get("REMOTE_ADDR", ""))
+
+    return observe
+
+
+def _hub_subscribers(hub: Any) -> Callable[[], dict[str, int]]:
+    """The hub source of the counts: live verified subscriptions per counted feed.
+
+    A topic is any format or archive of a feed; each counts for its feed, as
+    fetches do.
+    """
+    adapter = feed_map().bind("localhost")
+
+    def count() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for subscription in hub.store.subscriptions(time.time()):
+            target = parse_feed_url(adapter, urlsplit(subscription.topic).path)
+            if target is not None:
+                key = feed_key(target[0])
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    return count
 
 
 def _ping_hubs(notifier: HubNotifier, settings: Settings):  # noqa: ANN202
@@ -328,6 +390,9 @@ def shutdown(app: Flask) -> None:
     reloader = app.extensions.get("feedsvc.reloader")
     if reloader is not None:
         reloader.stop()
+    audience = app.extensions.get("feedsvc.audience")
+    if audience is not None:
+        audience.stop()  # the last flush: a clean exit loses no counts
     purging = app.extensions.get("feedsvc.purge")
     if purging is not None:
         purging.stop()
@@ -454,6 +519,8 @@ def _feed_response(ref: FeedRef, fmt: str, archive: int | None = None) -> Respon
         raise NotFound(description="no such archive" if archive is not None
                        else f"no such {ref.kind}")
     status, headers, body = answer
+    for observer in current_app.extensions["feedsvc.fastpath"].feed_observers:
+        observer(ref, request.environ)
     return Response(body, status=status, headers=headers)
 
 
@@ -617,4 +684,148 @@ def healthz() -> Response:
         body["error"] = publisher.last_error
     response = current_app.json.response(body)
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# -- sitemaps and robots.txt ---------------------------------------------------------
+
+#: As static hosts send .xml (nginx mime.types), so the live and exported sitemaps agree.
+XML_TYPE = "text/xml; charset=utf-8"
+
+
+def _document(key: tuple, version: str, make: Any, content_type: str) -> Response:
+    """A whole-site document, rendered once per collection version and base URL and
+    served like every page: ETag, 304, gzip, Cache-Control (feedsvc.http.negotiate)."""
+    publisher = _publisher()
+    collection = publisher.collection
+    base = _base_url()
+
+    def build() -> tuple[bytes, str, Any]:
+        from .documents import EPOCH
+        updated = publisher.last_modified(None, collection.updated or EPOCH)
+        return make(collection, base), content_type, updated
+
+    rendered = publisher.cached(RenderKey.of_page(key, base), version, build,
+                                current_app.config["FEEDSVC"].cache_max_age, (SITEMAPS,))
+    return _respond(rendered)
+
+
+def _article_plans(collection: Any, base: str) -> list[tuple[int, int]]:
+    """How the articles split into sitemaps, worked out once per collection version."""
+    memo: dict[tuple[str, str], list[tuple[int, int]]] = current_app.extensions.setdefault(
+        "feedsvc.sitemap_plans", {})
+    key = (collection.version, base)
+    plans = memo.get(key)
+    if plans is None:
+        plans = sitemaps.plan_article_sitemaps(sitemaps.oldest_first(collection), base)
+        memo.clear()  # only the newest version is asked for
+        memo[key] = plans
+    return plans
+
+
+@bp.get(urls.PAGE_RULES["robots"])
+def robots() -> Response:
+    extra = current_app.extensions["feedsvc.robots_extra"]
+    return _document(("robots",), "robots", lambda _c, base: sitemaps.render_robots(base, extra),
+                     "text/plain; charset=utf-8")
+
+
+@bp.get(urls.PAGE_RULES["sitemap_index"])
+def sitemap_index() -> Response:
+    def make(collection: Any, base: str) -> bytes:
+        plans = _article_plans(collection, base)
+        return sitemaps.render_index(sitemaps.index_items(collection, base, plans))
+
+    return _document(("sitemap-index",), _publisher().version, make, XML_TYPE)
+
+
+@bp.get(urls.PAGE_RULES["pages_sitemap"])
+def pages_sitemap() -> Response:
+    return _document(("sitemap-pages",), _publisher().version, sitemaps.render_pages, XML_TYPE)
+
+
+@bp.get(urls.PAGE_RULES["articles_sitemap"])
+def articles_sitemap(number: int) -> Response:
+    collection = _publisher().collection
+    plans = _article_plans(collection, _base_url())
+    if number > len(plans):
+        raise NotFound(description="no such sitemap")
+    start, stop = plans[number - 1]
+
+    def make(collection: Any, base: str) -> bytes:
+        return sitemaps.render_articles(sitemaps.oldest_first(collection)[start:stop], base)
+
+    return _document(("sitemap-articles", str(number)), collection.version, make, XML_TYPE)
+
+
+@bp.get(urls.PAGE_RULES["news_sitemap"])
+def news_sitemap() -> Response:
+    from datetime import UTC, datetime
+
+    publisher = _publisher()
+    entries = sitemaps.news_entries(publisher.collection, datetime.now(UTC))
+    # The articles of the last two days change with the clock too, not only with the
+    # collection: the version says which articles are in it.
+    version = publisher.version + "|" + ",".join(e.slug for e in entries)
+    return _document(("sitemap-news",), version,
+                     lambda _c, base: sitemaps.render_news(entries, publisher.site, base),
+                     XML_TYPE)
+
+
+# -- /stats: who reads it (operators only) ------------------------------------------
+
+_LOCAL_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
+def client_allowed(address: str, allowed: tuple[str, ...]) -> bool:
+    """Whether ``address`` is localhost or in one of the ``allowed`` CIDRs.
+
+    ``address`` is REMOTE_ADDR: the proxy's forwarded client only when
+    FEEDSVC_TRUSTED_PROXIES trusts it (ProxyFix), so a client cannot claim
+    to be local by sending X-Forwarded-For.
+    """
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(net) for net in (*_LOCAL_NETWORKS, *allowed))
+
+
+def stats_rows(audience: AudienceService) -> tuple[list[tuple[str, Any]], list[tuple[str, int]]]:
+    """Feeds by subscribers (most first), and aggregators by subscribers over all feeds."""
+    counts = audience.current()
+    feeds = sorted(counts.items(), key=lambda item: (-item[1].total, item[0]))
+    totals: dict[str, int] = {}
+    for c in counts.values():
+        for name, number in c.aggregators.items():
+            totals[name] = totals.get(name, 0) + number
+    return feeds, sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+
+
+@bp.get(urls.PAGE_RULES["stats"])
+def stats() -> Response:
+    settings: Settings = current_app.config["FEEDSVC"]
+    if not client_allowed(request.remote_addr or "", settings.stats_allow):
+        raise Forbidden(description="/stats is for operators: localhost, or the networks "
+                        "in FEEDSVC_STATS_ALLOW")
+    audience: AudienceService | None = current_app.extensions.get("feedsvc.audience")
+    if audience is None:
+        raise NotFound(description="subscriber counting is off (FEEDSVC_COUNT_SUBSCRIBERS)")
+    from .chart import subscribers_chart
+
+    publisher = _publisher()
+    feeds, aggregators = stats_rows(audience)
+    history = audience.history()
+    html = render_template(
+        "stats.html", site=publisher.site, collection=publisher.collection,
+        base_url=_base_url(), feed_ref=SITE_FEED, feeds=feeds, aggregators=aggregators,
+        chart=Markup(subscribers_chart(history)), days=len(history),
+        window=settings.audience_window)
+    response = Response(html, content_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store"})
+    response.headers.extend(SECURITY_HEADERS)
     return response

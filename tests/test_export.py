@@ -59,6 +59,9 @@ def _config(tmp: Path, articles: Path) -> dict[str, object]:
             "base_url": BASE_URL, "reload_interval": 0, "feed_size": FEED_SIZE}
 
 
+SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
+
+
 def _local(url: str) -> str:
     assert url.startswith(BASE_URL), url
     return url.removeprefix(BASE_URL)
@@ -87,6 +90,15 @@ def _live_pages(client: FlaskClient) -> set[str]:
     items = client.get("/feed.json?limit=1000").get_json()["items"]
     pages |= {_local(item["url"]) for item in items}
     pages.add("/static/feed.xsl")  # named only in the feeds' <?xml-stylesheet?>
+    # What a crawler finds: robots.txt names both sitemaps, the index names the rest.
+    pages.add("/robots.txt")
+    for line in client.get("/robots.txt").get_data(as_text=True).splitlines():
+        if line.startswith("Sitemap: "):
+            sitemap = _local(line.removeprefix("Sitemap: "))
+            pages.add(sitemap)
+            root = etree.fromstring(client.get(sitemap).data)
+            found = root.findall(f"{SITEMAP_NS}sitemap/{SITEMAP_NS}loc")
+            pages |= {_local(loc.text) for loc in found}
     return pages
 
 

@@ -718,3 +718,23 @@ def test_parse_hub_request_rules():
     with pytest.raises(HubRequestError, match="user name"):
         parse_hub_request({"hub.mode": "subscribe", "hub.topic": "t",
                            "hub.callback": "http://u:p@a.example/"}, policy, served)
+
+
+def test_verified_subscriptions_count_as_hub_subscribers(hub_app, subscriber):
+    """Issue 13's hub source: each verified subscription counts once for its feed,
+    whatever format or archive its topic is; pending ones do not count."""
+    app = hub_app()
+    client = app.test_client()
+    topic_rss = "https://news.example.org/topics/nato/feed.rss"
+    for name, topic in (("a", SITE_ATOM), ("b", "https://news.example.org/feed.json"),
+                        ("c", topic_rss)):
+        assert subscribe(client, subscriber.url(name), topic=topic).status_code == 202
+    wait(lambda: len(subscriptions(app)) == 3)
+    audience = app.extensions["feedsvc.audience"]
+    assert audience.hub_counts() == {"site": 2, "topic/nato": 1}
+    assert audience.upkeep()  # what the upkeep stores is what every report reads
+    counts = audience.current()
+    assert counts["site"].by_source()["hub"] == 2
+    assert counts["topic/nato"].by_source()["hub"] == 1
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'feedsvc_feed_subscribers{feed="site",source="hub"} 2.0' in metrics
