@@ -41,7 +41,7 @@ bp = Blueprint("feeds", __name__)
 #: Pages, previews and errors: no script may run, nothing may be sniffed (feedsvc.http).
 PAGE_SECURITY_HEADERS = dict(SECURITY_HEADERS)
 #: How often a process looks at the store's change counter, in seconds.
-FOLLOW_INTERVAL = 0.02
+FOLLOW_INTERVAL = 0.01
 #: Set (by deploy/gunicorn.conf.py) when the gunicorn master loads the app
 #: before forking its workers (``preload_app``).
 PRELOAD_ENV = "FEEDSVC_PRELOAD"
@@ -475,6 +475,7 @@ def healthz() -> Response:
         "worker": os.getpid(),
         "store_seq": publisher.view.state.seq,  # the store change this process has applied
         "loaded": publisher.loaded,  # False until the first complete collection is in
+        "applied_at": publisher.view.applied_at,  # unix time it applied store_seq
         "writer": publisher.is_writer,
     }
     if publisher.last_error:
