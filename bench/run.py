@@ -666,7 +666,13 @@ def store_cases(articles: Path, n: int, rounds: int) -> list[Row]:
             env = feedsvc_env(articles, Path(tmp) / "ledger.sqlite3", 0)
             with shipped_gunicorn("wsgi:app", workers, env) as server:
                 imported = first_feed(server)
-                health = healths(server)
+                deadline = time.perf_counter() + 120  # the other workers load the view too
+                while True:
+                    health = healths(server)
+                    if (len(health) == workers and all(h["loaded"] for h in health.values())) \
+                            or time.perf_counter() > deadline:
+                        break
+                    time.sleep(0.1)
                 if any(h["published"] != files or h["rejected"] for h in health.values()):
                     raise RuntimeError(f"first import published {health}")
             imports.append(imported)
