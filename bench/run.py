@@ -692,6 +692,12 @@ def store_cases(articles: Path, n: int, rounds: int) -> list[Row]:
                 memory.result.append(sum(pss(pid) for pid in pids))
                 if k == 0:
                     gap.result.append(reload_gap(server, gap))
+                    # After the reloads a new worker takes the writer lease and
+                    # starts watching the folder: edits are measured from then on.
+                    deadline = time.perf_counter() + 60
+                    while not any(h.get("watching") for h in healths(server).values()) \
+                            and time.perf_counter() < deadline:
+                        time.sleep(0.1)
                     gap.baseline.append(0.0)
                     ledger = Path(tmp) / "ledger.sqlite3"
                     edit_row.result.extend(edit_over_http(server, articles, ledger, workers, 5))

@@ -190,7 +190,10 @@ class Reloader:
             now = time.monotonic()
             try:
                 if now >= next_sync:
-                    next_sync = now + interval
+                    # A process that is not the writer tries the lease every second,
+                    # so that one takes over soon after the writer exits (a SIGHUP).
+                    next_sync = now + (interval if self.publisher.is_writer
+                                       else min(interval, 1.0))
                     report = self.publisher.refresh()
                     self._watch()
                     # So that the ledger's main file alone stays a usable copy.
@@ -477,6 +480,7 @@ def healthz() -> Response:
         "loaded": publisher.loaded,  # False until the first complete collection is in
         "applied_at": publisher.view.applied_at,  # unix time it applied store_seq
         "writer": publisher.is_writer,
+        "watching": current_app.extensions["feedsvc.reloader"].watcher is not None,
     }
     if publisher.last_error:
         body["error"] = publisher.last_error
