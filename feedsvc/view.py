@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -78,6 +79,8 @@ class StoreView:
         self.catalog = catalog
         self.state = ViewState()
         self._shared: dict = {}  # one object for equal authors and topics (decode_article)
+        #: Wall-clock time the view last applied a change of the store (/healthz shows it).
+        self.applied_at: float | None = None
 
     def present(self, path: str) -> bool:
         return self.state.present(path)
@@ -115,6 +118,7 @@ class StoreView:
         else:
             new = self._apply(old, snapshot, now, due)
         self.state = new
+        self.applied_at = time.time()
         if new.collection is old.collection:
             return [] if snapshot is not None else None
         return changed_feeds(old.collection, new.collection)

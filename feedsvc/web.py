@@ -70,7 +70,7 @@ bp = Blueprint("feeds", __name__)
 #: Pages, previews and errors: no script may run, nothing may be sniffed (feedsvc.http).
 PAGE_SECURITY_HEADERS = dict(SECURITY_HEADERS)
 #: How often a process looks at the store's change counter, in seconds.
-FOLLOW_INTERVAL = 0.02
+FOLLOW_INTERVAL = 0.01
 #: Set (by deploy/gunicorn.conf.py) when the gunicorn master loads the app
 #: before forking its workers (``preload_app``).
 PRELOAD_ENV = "FEEDSVC_PRELOAD"
@@ -334,7 +334,10 @@ class Reloader:
             now = time.monotonic()
             try:
                 if now >= next_sync:
-                    next_sync = now + interval
+                    # A process that is not the writer tries the lease every second,
+                    # so that one takes over soon after the writer exits (a SIGHUP).
+                    next_sync = now + (interval if self.publisher.is_writer
+                                       else min(interval, 1.0))
                     report = self.publisher.refresh()
                     self._watch()
                     # So that the ledger's main file alone stays a usable copy.
@@ -678,7 +681,9 @@ def healthz() -> Response:
         "worker": os.getpid(),
         "store_seq": publisher.view.state.seq,  # the store change this process has applied
         "loaded": publisher.loaded,  # False until the first complete collection is in
+        "applied_at": publisher.view.applied_at,  # unix time it applied store_seq
         "writer": publisher.is_writer,
+        "watching": current_app.extensions["feedsvc.reloader"].watcher is not None,
     }
     if publisher.last_error:
         body["error"] = publisher.last_error
