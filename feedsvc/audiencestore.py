@@ -340,6 +340,7 @@ class AudienceService:
 
     def _run(self) -> None:
         flushes = 0
+        failing = False
         while not self._stop.wait(self.flush_interval):
             try:
                 self.flush()
@@ -347,8 +348,17 @@ class AudienceService:
                 # UPKEEP_EVERY flushes (a minute by default) is plenty for daily totals.
                 if flushes % UPKEEP_EVERY == 0:
                     self.upkeep()
-            except Exception:  # never let the flusher die: log, keep the counts, try again
-                log.exception("flushing subscriber counts failed")
+            except Exception as exc:  # never let the flusher die: keep the counts, try again
+                # One line per outage, not one per flush: the store's own error is
+                # the one the operator acts on; the counts are kept meanwhile.
+                if not failing:
+                    log.warning("flushing subscriber counts failed (%s); keeping them in "
+                                "memory until the store answers", exc)
+                failing = True
+            else:
+                if failing:
+                    log.info("subscriber counts flushed again")
+                failing = False
             flushes += 1
 
     def flush(self) -> None:

@@ -224,7 +224,11 @@ class SubscriberCollector:
 
     def collect(self) -> list[GaugeMetricFamily]:
         by_source, by_aggregator = self._families()
-        for feed, counts in sorted(self.audience.current().items()):
+        try:
+            current = self.audience.current()
+        except Exception:  # a store that cannot be read: no sample, never a failed scrape
+            return [by_source, by_aggregator]
+        for feed, counts in sorted(current.items()):
             for source, number in counts.by_source().items():
                 by_source.add_metric([feed, source], number)
             for name, number in sorted(counts.aggregators.items()):
