@@ -111,3 +111,24 @@ def postgres_url(postgres_server, request) -> str:
 
     name = re.sub(r"\W", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:8]
     return postgres_server.create_database(name.lower())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    """A store's database URL on each backend in turn: a SQLite file, a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:
+    """Poll ``check`` until it returns something true (which is returned), or fail."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout} s{': ' + what if what else ''}")

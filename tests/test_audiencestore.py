@@ -13,13 +13,6 @@ from feedsvc.sql import open_database
 NOW = 1_800_000_000.0  # a Friday in 2027; any moment works
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def store(db_url: str):
     db = open_database(db_url)

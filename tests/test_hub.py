@@ -44,7 +44,7 @@ from feedsvc.config import load_settings
 from feedsvc.errors import ConfigError
 from feedsvc.hub import HubRequestError, LeasePolicy, parse_hub_request, refused_address
 from feedsvc.web import shutdown
-from tests.conftest import BASE_URL, write_article
+from tests.conftest import BASE_URL, wait_until, write_article
 from tests.hub_subscriber import Subscriber, valid_signature
 
 SITE_ATOM = f"{BASE_URL}/feed.atom"
@@ -95,13 +95,7 @@ def subscriptions(app: Flask) -> list:
 
 
 def wait(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout} s")
+    return wait_until(check, timeout)
 
 
 def quiet(seconds: float = 0.5) -> None:

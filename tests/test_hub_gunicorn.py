@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_URL, BUNDLED, write_article
+from tests.conftest import BASE_URL, BUNDLED, wait_until, write_article
 from tests.deploy_harness import Gunicorn, fetch
 from tests.hub_subscriber import Subscriber, valid_signature
 
@@ -43,13 +43,7 @@ def _subscribe(server: Gunicorn, topic: str, callback: str) -> int:
 
 
 def _wait(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    return wait_until(check, timeout, what)
 
 
 @pytest.fixture

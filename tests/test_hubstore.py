@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -12,13 +11,6 @@ from feedsvc.hubstore import HUB_SCHEMA, HubStore
 from feedsvc.sql import Lease, open_database
 
 TOPIC = "https://news.example.org/feed.atom"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

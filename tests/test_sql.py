@@ -12,13 +12,6 @@ from feedsvc.sql import ComponentSchema, DatabaseURL, SchemaTooNew, open_databas
 from tests.pg_harness import PASSWORD
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    return request.getfixturevalue("postgres_url")
-
-
 def _notes_v1(tx) -> None:
     tx.execute(f"CREATE TABLE notes (id {tx.serial_key}, name TEXT UNIQUE NOT NULL,"
                " hits BIGINT NOT NULL, blob BYTEA, score DOUBLE PRECISION)")
