@@ -114,13 +114,9 @@ class Subscriber:
         return self.requests(name, "POST")
 
     def wait_for(self, check: Callable[[], object], timeout: float = 10.0) -> object:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.02)
-        raise AssertionError(f"not within {timeout} s: {check}")
+        from tests.conftest import wait_until
+
+        return wait_until(check, timeout, str(check))
 
     def close(self) -> None:
         self.server.shutdown()
