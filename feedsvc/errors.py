@@ -45,3 +45,8 @@ class LedgerError(FeedsvcError):
         self.path = path
         self.reason = reason
         super().__init__(f"ledger {path}: {reason}")
+
+
+class LeaseLost(FeedsvcError):
+    """The writer lease was lost mid-pass (it expired, or the database ended the
+    writer's session): another process may hold it now, so this one must not write."""

@@ -9,9 +9,15 @@ processes on several hosts agree:
   SQLite's ``BEGIN IMMEDIATE``), and each first sighting is inserted with
   ``ON CONFLICT DO NOTHING`` and read back: the winner's row is everyone's.
 - The one folder writer holds a session-level advisory lock
-  (``pg_try_advisory_lock``) on a connection of its own: it dies with the
-  process, or with the host once the server's TCP keepalives give up, and
-  the next host to try takes it.
+  (``pg_try_advisory_lock``) on a connection of its own, and writes only
+  through that connection: while it can write, the lock is its own. The
+  lock dies with the process; and since that session sets
+  ``idle_session_timeout`` (and ``idle_in_transaction_session_timeout``) to
+  a fraction of the lease and a heartbeat thread speaks on it more often,
+  the server also ends it for a host that died, lost its network or hangs
+  (SIGSTOP: its kernel still answers keepalives), and the next host to try
+  takes the lock. A writer that wakes up finds its session gone at its next
+  statement: it raises :class:`~feedsvc.errors.LeaseLost` and follows.
 - Every batch the writer commits ends with ``pg_notify``; every process
   ``LISTEN``s on a connection of its own and reads the change counter as soon
   as a notification arrives, and at least every :data:`POLL_FALLBACK` seconds
@@ -40,7 +46,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import stamping
-from .errors import LedgerError
+from .errors import LeaseLost, LedgerError
 from .ledger import _AUTHORITY, Sighting
 from .model import Stamp
 from .sql import ComponentSchema, DatabaseURL, SchemaTooNew, Tx, postgres_tx
@@ -65,6 +71,21 @@ CONNECT_TIMEOUT = 3.0
 _WRITER_KEY = 0x66656564_73796E63  # "feedsync": the one folder writer, session-level
 _STAMP_KEY = 0x66656564_7374616D  # "feedstam": stampers and batch writes, per transaction
 _SCHEMA_KEY = 0x66656564_73636865  # "feedsche": schema creation and migrations
+
+
+
+def _silence_of(ttl: float) -> float:
+    """Seconds the writer's session may stay silent before the server ends it.
+
+    ``ttl`` is the publisher's lease, ``max(3 x reload interval, 10 s)``. A
+    tenth of it is 1 s up to a 3.3 s reload interval and 0.3 x the interval
+    above: with a follower trying the lock every ``min(interval, 1 s)``, a
+    silent writer is replaced within ``silence + 1 s``, inside the promised
+    ``2 x`` the reload interval from 1 s up. The heartbeat speaks three times
+    per silence, so a live writer under load is not cut off.
+    """
+    return min(30.0, max(1.0, ttl / 10))
+
 
 _FILE_COLUMNS = ("f.path, f.size, f.mtime_ns, f.inode, f.version, f.error, f.line, v.parser, "
                  "v.hash, COALESCE(v.draft, 0)")
@@ -133,7 +154,12 @@ class PostgresStore:
         self._pool: Any = None
         self._pid = os.getpid()
         self._writer_conn: Any = None  # holds the session-level advisory lock
-        self._writer_lock = threading.Lock()
+        self._writer_lock = threading.RLock()  # the writer connection: one user at a time
+        #: Once this process took the writer lock it writes only through that lock's
+        #: session (a stale writer then cannot write); never set for migrate or restore.
+        self._fenced = False
+        self._silence = _silence_of(30.0)  # set from the lease by acquire()
+        self._heartbeat: threading.Thread | None = None
         self.holder = _holder()
         # The follower's view of the change counter (see seq()).
         self._cached: tuple[int, int, bool] | None = None
@@ -178,6 +204,7 @@ class PostgresStore:
                 self._inherited.extend(x for x in (self._pool, self._writer_conn) if x)
                 self._pool, self._writer_conn, self._listener = None, None, None
                 self._listening, self._dirty, self._pid = False, True, os.getpid()
+                self._has_lock, self._fenced, self._heartbeat = False, False, None
                 self._stop = threading.Event()
                 self.holder = _holder()
             if self._pool is None:
@@ -229,6 +256,42 @@ class PostgresStore:
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             raise self._failure(exc) from exc
 
+    @contextlib.contextmanager
+    def _write_tx(self) -> Iterator[Tx]:
+        """A writing transaction: on the writer lock's own session once this process
+        took the lock, so that only the lock's holder can write.
+
+        When the server has ended that session (silent too long: a hung or cut-off
+        host) the write fails at once with :class:`LeaseLost`, before it changes
+        anything, and another process may be the writer already. Processes that
+        never take the lock (``feedsvc migrate``, ``restore``) write on the pool.
+        """
+        if not self._fenced:
+            with self._tx() as tx:
+                yield tx
+            return
+        import psycopg
+
+        with self._writer_lock:
+            conn = self._writer_conn
+            if conn is None or not self._has_lock:
+                raise LeaseLost("this process no longer holds the writer lock")
+            try:
+                with conn.transaction():
+                    yield postgres_tx(conn)
+            except psycopg.Error as exc:
+                if conn.closed or conn.broken:
+                    self._lost("its session ended")
+                    raise LeaseLost("the database ended the writer's session") from exc
+                raise self._failure(exc) from exc
+
+    def _lock_stamps(self, tx: Tx) -> None:
+        """Take the stampers' transaction lock; a process that stops while holding it
+        (SIGSTOP, a hung host) holds it only until the server ends its idle transaction."""
+        tx.execute("SELECT pg_advisory_xact_lock(?), "
+                   "set_config('idle_in_transaction_session_timeout', ?, true)",
+                   (_STAMP_KEY, f"{int(self._silence * 1000)}ms"))
+
     # -- stamps: the shared policy under one advisory lock ------------------------------
 
     def stamp(
@@ -239,8 +302,8 @@ class PostgresStore:
             return {}
         seen_now = {s.path for s in batch}
         present_set = present if isinstance(present, set | frozenset | Mapping) else set(present)
-        with self._tx() as tx:
-            tx.execute("SELECT pg_advisory_xact_lock(?)", (_STAMP_KEY,))
+        with self._write_tx() as tx:
+            self._lock_stamps(tx)
             return {s.path: stamping.record_one(tx, s, present_set, seen_now, now,
                                                 self.id_authority) for s in batch}
 
@@ -267,7 +330,7 @@ class PostgresStore:
         if all(k is not None and k[0] == versions[d][0] for d, k in known.items()):
             return {doc: k[1] for doc, k in known.items() if k is not None}
         with self._tx() as tx:
-            tx.execute("SELECT pg_advisory_xact_lock(?)", (_STAMP_KEY,))
+            self._lock_stamps(tx)
             result, _ = stamping.store_moments(tx, versions, now)
         return result
 
@@ -297,8 +360,8 @@ class PostgresStore:
                                (wanted,)))  # type: ignore[arg-type]
 
     def write(self, batch: Batch) -> int:
-        with self._tx() as tx:
-            tx.execute("SELECT pg_advisory_xact_lock(?)", (_STAMP_KEY,))
+        with self._write_tx() as tx:
+            self._lock_stamps(tx)
             if batch.versions:
                 tx.executemany(
                     "INSERT INTO versions (version, parser, hash, draft, meta, content) "
@@ -338,7 +401,7 @@ class PostgresStore:
         return seq
 
     def forget_unused_versions(self) -> int:
-        with self._tx() as tx:
+        with self._write_tx() as tx:
             row = tx.one("WITH gone AS (DELETE FROM versions WHERE version NOT IN "
                          "(SELECT version FROM files WHERE version IS NOT NULL) RETURNING 1) "
                          "SELECT count(*) FROM gone")
@@ -462,22 +525,25 @@ class PostgresStore:
     def acquire(self, ttl: float) -> bool:
         """Hold the writer's advisory lock; False while another process has it.
 
-        The lock lives as long as its connection: a writer killed, or a host
-        lost (once the server's keepalives, set below from ``ttl``, give up),
-        lets the next :meth:`acquire` anywhere take over.
+        The lock lives as long as its session. Holding it, the session tells
+        the server to end it after :func:`_silence_of` ``(ttl)`` seconds of
+        silence and a heartbeat thread speaks more often than that: a writer
+        killed, hung or cut off from the server lets the next :meth:`acquire`
+        anywhere take over within about that time.
         """
         import psycopg
 
         self._get_pool()  # resets state in a forked child
         with self._writer_lock:
+            self._silence = _silence_of(ttl)
             conn = self._writer_conn
             if conn is not None:
                 try:
-                    conn.execute("SELECT 1")
+                    conn.execute("SELECT 1")  # a heartbeat, and: is the session still ours?
                     if self._has_lock:
                         return True
                 except psycopg.Error:
-                    self._drop_writer()
+                    self._lost("its session ended")
                     conn = None
             try:
                 if conn is None:
@@ -495,13 +561,58 @@ class PostgresStore:
                     conn.execute("SET tcp_keepalives_count = 3")
                     self._writer_conn, self._has_lock = conn, False
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_WRITER_KEY,)).fetchone()
+                if row and row[0]:
+                    # Only the holder's session is timed: a follower's may idle freely.
+                    silence = f"{int(self._silence * 1000)}ms"
+                    conn.execute("SELECT set_config('idle_session_timeout', %s, false), "
+                                 "set_config('idle_in_transaction_session_timeout', %s, false)",
+                                 (silence, silence))
             except (psycopg.Error, OSError) as exc:
                 self._drop_writer()
                 raise self._failure(exc) from exc
             self._has_lock = bool(row and row[0])
+            if self._has_lock:
+                self._fenced = True
+                self._start_heartbeat()
             return self._has_lock
 
     _has_lock = False
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = threading.Thread(target=self._beat, name="feedsvc-heartbeat",
+                                               daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        """Speak on the writer's session three times per silence while it holds the lock.
+
+        It stops with the process: a stopped or hung writer falls silent and the
+        server ends its session, which frees the lock for another host.
+        """
+        import psycopg
+
+        while True:
+            time.sleep(self._silence / 3)
+            with self._writer_lock:
+                conn = self._writer_conn
+                if conn is None or not self._has_lock or self._pid != os.getpid():
+                    self._heartbeat = None
+                    return
+                try:
+                    conn.execute("SELECT 1")
+                except psycopg.Error:
+                    self._lost("its session ended")
+                    self._heartbeat = None
+                    return
+
+    def _lost(self, why: str) -> None:
+        """The writer's session is gone, and the lock with it: say so once, then follow."""
+        if self._has_lock:
+            log.warning("store %s: this process lost the writer lock (%s: silent for over "
+                        "%.1f s, or the network or the server failed); it follows now",
+                        self.path, why, self._silence)
+        self._drop_writer()
 
     def _drop_writer(self) -> None:
         conn, self._writer_conn, self._has_lock = self._writer_conn, None, False

@@ -25,7 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import ArticleError
+from .errors import ArticleError, LeaseLost
 from .identity import match_renames
 from .ledger import Sighting
 from .parser import parse_article
@@ -98,10 +98,6 @@ def read_and_parse(
     )
     return Parsed(path, version, encode_article(article), article.content_packed, sighting,
                   parsed=True, content_hash=article.content_hash, draft=fm.draft)
-
-
-class LeaseLost(Exception):
-    """The writer lease expired mid-pass and another process holds it now."""
 
 
 @dataclass(slots=True)

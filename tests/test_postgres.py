@@ -84,6 +84,18 @@ def _wait(predicate, timeout: float = 10.0, step: float = 0.02) -> float:  # noq
     return time.monotonic() - started
 
 
+def _wait_for(value, timeout: float = 10.0, step: float = 0.05):  # noqa: ANN001, ANN202
+    """Poll ``value()`` until it is something other than None or False (0 counts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = value()
+        if got is not None and got is not False:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(step)
+
+
 def test_config_chooses_postgres_and_refuses_two_answers(postgres_url: str,
                                                          tmp_path: Path) -> None:
     settings = _settings(tmp_path, postgres_url)
@@ -269,6 +281,131 @@ def test_writer_killed_another_host_takes_over(postgres_url: str, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_writer_whose_session_ended_cannot_write(postgres_url: str) -> None:
+    """The fence: the writer writes only on its lock's session. When the server ends
+    that session (as idle_session_timeout does to a silent writer), the next write
+    raises LeaseLost and changes nothing, while another process holds the lock."""
+    from feedsvc.errors import LeaseLost
+    from feedsvc.store import Batch, FileRecord
+
+    a = PostgresStore(postgres_url, "news.example.org")
+    b = PostgresStore(postgres_url, "news.example.org")
+    try:
+        assert a.acquire(10.0) and not b.acquire(10.0)
+        session = a._writer_conn.info.backend_pid  # noqa: SLF001
+        settings = dict(a._writer_conn.execute(  # noqa: SLF001
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('idle_session_timeout', 'idle_in_transaction_session_timeout')").fetchall())
+        assert settings == {"idle_session_timeout": "1000",
+                            "idle_in_transaction_session_timeout": "1000"}
+        row = FileRecord("kept.txt", 1, 1, 1, None, "not an article", None)
+        a.write(Batch(files=[row], changed={"kept.txt"}))
+        with b._tx() as tx:  # noqa: SLF001
+            tx.execute("SELECT pg_terminate_backend(?)", (session,))
+        _wait(lambda: b.acquire(10.0), timeout=5)
+        before = b.seq()[0]
+        with pytest.raises(LeaseLost):
+            a.write(Batch(files=[FileRecord("stale.txt", 1, 1, 1, None, "x", None)],
+                          changed={"stale.txt"}))
+        with pytest.raises(LeaseLost):
+            a.stamp([Sighting("stale.txt", "h1", 1_700_000_000.0, "stale", None)], {"stale.txt"},
+                    1_700_000_000.0)
+        assert "stale.txt" not in b.files() and "kept.txt" in b.files()
+        assert not b.stamps_of(["stale.txt"]) and b.seq()[0] == before
+        assert not a.acquire(10.0)  # it follows now: B holds the lock
+        assert b.lease_holder() == b.holder
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_silent_writer_session_is_ended_by_the_server(postgres_url: str) -> None:
+    """Without its heartbeat (a stopped process), the writer's session is ended by the
+    server after the silence and the lock is free; with it, the session lives on."""
+    a = PostgresStore(postgres_url, "news.example.org")
+    b = PostgresStore(postgres_url, "news.example.org")
+    try:
+        assert a.acquire(10.0)
+        time.sleep(2.5)  # 2.5 x the silence: the heartbeat keeps it
+        assert not b.acquire(10.0)
+        with a._writer_lock:  # noqa: SLF001 - the heartbeat cannot speak: a stopped writer
+            took = _wait(lambda: b.acquire(10.0), timeout=5, step=0.05)
+        print(f"lock free {took:.2f} s after the writer fell silent")
+        assert 0.6 < took < 2.0  # the last heartbeat was up to 1/3 s earlier
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.slow
+def test_a_stopped_writer_host_is_replaced_and_follows_when_it_resumes(
+        postgres_url: str, tmp_path: Path) -> None:
+    """SIGSTOP the writer's gunicorn worker (the kernel still answers keepalives): the
+    other host takes over within 2 x the reload interval and publishes; the stopped
+    one, resumed, serves that, and neither writes nor publishes its own folder's file."""
+    from tests.deploy_harness import Gunicorn, fetch
+
+    interval = 2.0
+    hosts = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        articles = _copy(folder, "articles")
+        hosts.append((Gunicorn(folder, {
+            "FEEDSVC_ARTICLES_DIR": str(articles), "FEEDSVC_DATABASE_URL": postgres_url,
+            "FEEDSVC_BASE_URL": BASE_URL, "FEEDSVC_RELOAD_INTERVAL": str(interval),
+            "FEEDSVC_LOG_LEVEL": "info"}, workers=1), articles))
+    watcher = PostgresStore(postgres_url, "news.example.org")
+    stopped_pid = None
+    try:
+        def health(index: int) -> dict:
+            return json.loads(fetch(hosts[index][0].port, "/healthz").body)
+
+        def writer_index() -> int | None:
+            found = [i for i in (0, 1) if health(i)["writer"]]
+            return found[0] if len(found) == 1 else None
+
+        old = _wait_for(writer_index, timeout=15)
+        new = 1 - old
+        stopped_pid = health(old)["worker"]
+        assert watcher.lease_holder().endswith(f":{stopped_pid}")
+        os.kill(stopped_pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        # Only in the stopped writer's folder: the new writer's folder is the truth.
+        write_article(hosts[old][1], "stale/only-old.txt", "Only in the stopped folder")
+        holder = _wait_for(lambda: (h := watcher.lease_holder()) and
+                           not h.endswith(f":{stopped_pid}") and h, timeout=4 * interval)
+        took = time.monotonic() - stopped
+        print(f"takeover {took:.2f} s after SIGSTOP (reload interval {interval} s)")
+        assert took < 2 * interval, f"no takeover within 2 x {interval} s ({took:.2f} s)"
+        assert holder.endswith(f":{health(new)['worker']}")
+        write_article(hosts[new][1], "fresh/after-stop.txt", "Published by the new writer")
+        _wait(lambda: b"Published by the new writer" in fetch(hosts[new][0].port,
+                                                             "/feed.atom").body, timeout=10)
+        seq = watcher.seq()[0]
+        os.kill(stopped_pid, signal.SIGCONT)
+        stopped_pid = None
+        _wait(lambda: b"Published by the new writer" in fetch(hosts[old][0].port,
+                                                             "/feed.atom").body, timeout=10)
+        _wait(lambda: not health(old)["writer"], timeout=2 * interval)
+        time.sleep(2 * interval)  # a rescan's worth: a resumed writer would have written
+        assert watcher.lease_holder() == holder
+        assert watcher.seq()[0] == seq, "the store changed after the stopped writer resumed"
+        assert "stale/only-old.txt" not in watcher.files()
+        feeds = [fetch(g.port, "/feed.atom") for g, _ in hosts]
+        assert b"Only in the stopped folder" not in feeds[0].body + feeds[1].body
+        assert feeds[0].body == feeds[1].body
+        assert feeds[0].headers["ETag"] == feeds[1].headers["ETag"]
+        assert "lost the writer lock" in hosts[old][0].output()
+        assert PASSWORD not in hosts[old][0].output() + hosts[new][0].output()
+    finally:
+        if stopped_pid is not None:
+            os.kill(stopped_pid, signal.SIGCONT)
+        watcher.close()
+        for g, _ in hosts:
+            g.stop()
 
 
 def test_password_never_shown_and_errors_name_the_redacted_url(postgres_server,
