@@ -1,5 +1,5 @@
 """The ``feedsvc`` command: ``serve`` the folder, ``check`` it, ``build`` a static copy,
-``backup`` and ``restore`` the ledger, show subscriber ``stats``.
+``backup`` and ``restore`` the ledger (or the PostgreSQL store), show subscriber ``stats``.
 
 ``check`` uses the same reading and parsing as the service (the publisher
 over a throw-away copy of the service's ledger and store, so only files
@@ -31,6 +31,7 @@ from .progress import Progress, busy
 
 if TYPE_CHECKING:
     from .audience import FeedCounts
+    from .sql import DatabaseURL
 
 
 def _drop_lease(copy: Path) -> None:
@@ -118,20 +119,56 @@ def ledger_path(settings: Settings) -> Path:
 def _backup(args: argparse.Namespace) -> int:
     from .ledger import backup
 
-    source = ledger_path(load_settings({}))
+    settings = load_settings({})
+    if settings.database_url is not None and settings.database_url.dialect == "postgresql":
+        return _backup_postgres(settings.database_url, Path(args.file))
+    source = ledger_path(settings)
     copy = backup(source, Path(args.file))
     print(f"backed up {source} to {copy.path}: {copy.articles} articles, "
           f"{copy.versions} feed versions, schema {copy.schema}; integrity ok")
     return 0
 
 
+def _backup_postgres(url: DatabaseURL, dest: Path) -> int:
+    """The PostgreSQL store, as one consistent SQLite file (see feedsvc.migrate.backup)."""
+    from .migrate import backup
+
+    progress = Progress("backup")
+    try:
+        report = backup(url, dest, progress=progress)
+    finally:
+        progress.close()
+    print(f"backed up {url.redacted} to {dest}: {report.counts.get('articles', 0)} articles, "
+          f"{report.counts.get('feed_versions', 0)} feed versions, one consistent snapshot; "
+          f"verified (counts and digest {report.digest[:16]}), integrity ok")
+    return 0
+
+
 def _restore(args: argparse.Namespace) -> int:
     from .ledger import restore
 
-    target = ledger_path(load_settings({}))
+    settings = load_settings({})
+    if settings.database_url is not None and settings.database_url.dialect == "postgresql":
+        return _restore_postgres(Path(args.file), settings.database_url)
+    target = ledger_path(settings)
     copy = restore(Path(args.file), target)
     print(f"restored {target} from {args.file}: {copy.articles} articles, "
           f"{copy.versions} feed versions, schema {copy.schema}; verified row for row")
+    return 0
+
+
+def _restore_postgres(source: Path, url: DatabaseURL) -> int:
+    """A back-up file copied into the (empty) PostgreSQL store (feedsvc.migrate.restore)."""
+    from .migrate import restore
+
+    progress = Progress("restore")
+    try:
+        report = restore(source, url, progress=progress)
+    finally:
+        progress.close()
+    print(f"restored {url.redacted} from {source}: {report.counts.get('articles', 0)} "
+          f"articles, {report.counts.get('feed_versions', 0)} feed versions; verified "
+          f"(counts and digest {report.digest[:16]})")
     return 0
 
 

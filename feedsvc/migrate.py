@@ -13,6 +13,11 @@ The target is written in one transaction: it holds the whole site or,
 after any failure, what it held before. A target already holding another
 site is refused. Afterwards both sides are compared, table by table, by row
 count and a SHA-256 digest of every row.
+
+:func:`backup` and :func:`restore` are ``feedsvc backup`` / ``restore`` for a
+store on PostgreSQL: a back-up is this copy into a new SQLite file (the
+same self-contained file ``feedsvc backup`` writes for a SQLite ledger, so
+it can also be served as is), and a restore is the copy back.
 """
 
 from __future__ import annotations
@@ -20,7 +25,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import os
 import pkgutil
+import shutil
+import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +38,7 @@ from typing import Any
 from .errors import FeedsvcError, LedgerError
 from .sql import REGISTRY, DatabaseURL, SqlDatabase, Tx, open_database
 
-__all__ = ["CORE_TABLES", "MigrationError", "MigrationReport", "migrate"]
+__all__ = ["CORE_TABLES", "MigrationError", "MigrationReport", "backup", "migrate", "restore"]
 
 #: The store's own tables and the key each is copied in order of.
 CORE_TABLES: dict[str, tuple[str, ...]] = {
@@ -265,6 +274,108 @@ def _copy(stx: Tx, ttx: Tx, src: DatabaseURL, dst: DatabaseURL, components: dict
                              f"({', '.join(differ) or 'same counts, other rows'}); "
                              "nothing was written")
     return MigrationReport(counts_src, digest_src, copied)
+
+
+def backup(source: DatabaseURL, dest: Path,
+           progress: Callable[[int, int, str], None] | None = None) -> MigrationReport:
+    """Write a consistent SQLite snapshot of the PostgreSQL store ``source`` to ``dest``.
+
+    :func:`migrate` reads the source in one REPEATABLE READ transaction, so
+    the file is the store at one instant while the service writes on. It is
+    verified (counts and digest), turned into one self-contained file (no
+    ``-wal``), integrity-checked, and only then renamed to ``dest``: ``dest``
+    is never half a back-up.
+    """
+    from .ledger import _check_copy, _fsync_dir, _fsync_file
+
+    dest = Path(dest)
+    partial = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    sides = [partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")]
+    try:
+        for path in sides:
+            path.unlink(missing_ok=True)
+        report = migrate(source, DatabaseURL.parse(f"sqlite:///{partial.absolute()}"), progress)
+        conn = sqlite3.connect(partial, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE")  # the file alone is the copy
+            _check_copy(conn, dest)
+        finally:
+            conn.close()
+        _fsync_file(partial)
+        os.replace(partial, dest)
+        _fsync_dir(dest.parent)
+    except sqlite3.Error as exc:
+        raise LedgerError(str(dest), f"the back-up does not check: {exc}") from exc
+    except OSError as exc:
+        raise LedgerError(str(dest), f"cannot write the back-up: {exc.strerror or exc}") from exc
+    finally:
+        for path in sides:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+    return report
+
+
+def restore(source: Path, target: DatabaseURL,
+            progress: Callable[[int, int, str], None] | None = None) -> MigrationReport:
+    """Copy the back-up file ``source`` into the PostgreSQL store ``target``, verified.
+
+    The target must be empty or hold this very site (migrate refuses another
+    one), and no feedsvc may be connected to it: a running writer would keep
+    writing from what it believed the store held. The back-up is read from a
+    private copy, so an older one's schema is upgraded there, not in the file.
+    """
+    from .ledger import _check_copy
+
+    source = Path(source)
+    if not source.is_file():
+        raise LedgerError(str(source), "no such back-up file")
+    wal = Path(f"{source}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise LedgerError(str(source), f"has a non-empty {wal.name} beside it, so the file "
+                          "alone is not the whole copy; make back-ups with `feedsvc backup`")
+    users = _feedsvc_sessions(target)
+    if users:
+        raise MigrationError(f"{target.redacted} is in use by {len(users)} feedsvc "
+                             f"connection(s) (e.g. {users[0]}): stop every host, then restore")
+    with tempfile.TemporaryDirectory(prefix="feedsvc-restore-") as tmp:
+        copy = Path(tmp) / "backup.sqlite3"
+        shutil.copyfile(source, copy)
+        try:
+            conn = sqlite3.connect(copy, isolation_level=None)
+            try:
+                _check_copy(conn, source)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise LedgerError(str(source), f"not a usable back-up: {exc}") from exc
+        return migrate(DatabaseURL.parse(f"sqlite:///{copy}"), target, progress)
+
+
+def _feedsvc_sessions(url: DatabaseURL) -> list[str]:
+    """The application names of feedsvc sessions on ``url``'s database, but ours."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url.conninfo or "", connect_timeout=5,
+                             application_name="feedsvc-restore-check") as conn:
+            rows = conn.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = "
+                "current_database() AND pid <> pg_backend_pid() AND application_name LIKE "
+                "'feedsvc%%' AND application_name NOT LIKE 'feedsvc-restore%%' "
+                "ORDER BY application_name").fetchall()
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        password = _password(url)
+        if password:
+            reason = reason.replace(password, "***")
+        raise MigrationError(f"{url.redacted}: cannot connect: {reason}") from exc
+    return [r[0] for r in rows]
+
+
+def _password(url: DatabaseURL) -> str | None:
+    from .pgstore import _password_of
+
+    return _password_of(url)
 
 
 def describe(db: SqlDatabase) -> str:  # pragma: no cover - a helper for operators' shells

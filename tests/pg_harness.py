@@ -71,6 +71,12 @@ class PgServer:
                   "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def drop_database(self, name: str) -> None:
+        """Drop a database, ending any session still on it (PostgreSQL 13+)."""
+        self._run("psql", "-h", str(self.datadir), "-p", str(self.port), "-U", USER,
+                  "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c",
+                  f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def log(self) -> str:
         path = self.datadir / "server.log"
         return path.read_text(errors="replace") if path.exists() else ""

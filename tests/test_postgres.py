@@ -617,6 +617,61 @@ def test_migrate_sqlite_to_postgres_and_back_keeps_every_id_and_date(
     assert _store_rows(other_url) == before
 
 
+def test_backup_and_restore_with_the_store_on_postgres(postgres_server, tmp_path: Path,
+                                                       monkeypatch, capsys) -> None:
+    """`feedsvc backup` while the service runs: one consistent SQLite file; the database
+    dropped and made again, `feedsvc restore` puts every id, slug, date and hash back."""
+    from feedsvc.cli import main
+    from feedsvc.migrate import _feedsvc_sessions
+
+    url = postgres_server.create_database("backup_site")
+    articles = _copy(tmp_path, "a")
+    app = _app(articles, url, tmp_path / "ia", reload_interval=0.5)
+    feed = app.test_client().get("/feed.atom")
+    before = _store_rows(url)
+    assert len(before["articles"]) > 5 and before["feed_versions"]
+    monkeypatch.setenv("FEEDSVC_DATABASE_URL", url)
+    monkeypatch.delenv("FEEDSVC_LEDGER_PATH", raising=False)
+    dest = tmp_path / "site-backup.sqlite3"
+    assert main(["backup", str(dest)]) == 0  # the service runs on
+    out = capsys.readouterr()
+    assert "backed up" in out.out and "verified" in out.out
+    assert PASSWORD not in out.out + out.err
+    assert not Path(f"{dest}-wal").exists() and dest.stat().st_size > 0
+    assert _store_rows(f"sqlite:///{dest}") == before
+    # Refused while a feedsvc is connected to the target: it would write on from stale state.
+    assert main(["restore", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert "in use" in err and PASSWORD not in err
+    app.extensions["feedsvc.reloader"].stop()
+    app.extensions["feedsvc"].close()
+    _APPS.remove(app)
+    postgres_server.drop_database("backup_site")
+    postgres_server.create_database("backup_site")
+    assert main(["restore", str(dest)]) == 0
+    out = capsys.readouterr()
+    assert "restored" in out.out and "verified" in out.out and PASSWORD not in out.out
+    assert _store_rows(url) == before
+    # Served from the restored store: the same bytes and validators as before.
+    again = _app(articles, url, tmp_path / "ib").test_client().get("/feed.atom")
+    assert again.data == feed.data and again.headers["ETag"] == feed.headers["ETag"]
+    # A database holding another site is refused, and left as it was.
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    write_article(other_dir, "x.txt", "Another site's article")
+    other = _host(other_dir, postgres_server.create_database("backup_other"))
+    other.refresh()
+    other_url = other.store.url.conninfo
+    other.close()
+    _wait(lambda: not _feedsvc_sessions(DatabaseURL.parse(other_url)))
+    rows = _store_rows(other_url)
+    monkeypatch.setenv("FEEDSVC_DATABASE_URL", other_url)
+    assert main(["restore", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert "another site" in err and PASSWORD not in err
+    assert _store_rows(other_url) == rows
+
+
 def test_migrate_shows_a_progress_bar_on_a_terminal(postgres_url: str, tmp_path: Path) -> None:
     import pty
 
