@@ -325,13 +325,20 @@ class PostgresStore:
         """As :meth:`feedsvc.ledger.Ledger.moments`: one value for every worker and host."""
         if not versions:
             return {}
+        # Every document's newest version in one round trip (stamping.newest_version's
+        # rule: the highest moment), not one per document: a restart asks for ~all.
         with self._tx() as tx:
-            known = {doc: stamping.newest_version(tx, doc) for doc in versions}
-        if all(k is not None and k[0] == versions[d][0] for d, k in known.items()):
-            return {doc: k[1] for doc, k in known.items() if k is not None}
-        with self._tx() as tx:
-            self._lock_stamps(tx)
-            result, _ = stamping.store_moments(tx, versions, now)
+            known = {doc: (digest, int(moment)) for doc, digest, moment in tx.all(
+                "SELECT DISTINCT ON (doc) doc, digest, moment FROM feed_versions "
+                "WHERE doc = ANY(?) ORDER BY doc, moment DESC", (list(versions),))}
+        result = {doc: known[doc][1] for doc, (digest, _) in versions.items()
+                  if doc in known and known[doc][0] == digest}
+        todo = {doc: version for doc, version in versions.items() if doc not in result}
+        if todo:
+            with self._tx() as tx:
+                self._lock_stamps(tx)
+                stored, _ = stamping.store_moments(tx, todo, now)
+            result.update(stored)
         return result
 
     def path_of_slug(self, slug: str) -> str | None:

@@ -283,6 +283,27 @@ def test_writer_killed_another_host_takes_over(postgres_url: str, tmp_path: Path
             proc.wait()
 
 
+def test_moments_are_one_per_version_for_every_host(postgres_url: str) -> None:
+    """Feed versions' moments: stored once, read back in one query by any host; only a
+    new version of a document gets a new (never earlier) moment."""
+    a = PostgresStore(postgres_url, "news.example.org")
+    b = PostgresStore(postgres_url, "news.example.org")
+    try:
+        docs = {f"doc{i}": (f"d{i}", 0) for i in range(50)}
+        first = a.moments(docs, 1_700_000_000.0)
+        assert first == dict.fromkeys(docs, 1_700_000_000)
+        assert b.moments(docs, 1_800_000_000.0) == first  # another host, later: the same
+        edited = {**docs, "doc7": ("d7-new", 0)}
+        later = b.moments(edited, 1_700_000_000.0)  # a clock behind: still after the old one
+        assert later["doc7"] == 1_700_000_001
+        assert {d: m for d, m in later.items() if d != "doc7"} == {
+            d: m for d, m in first.items() if d != "doc7"}
+        assert a.moments({"doc7": ("d7-new", 0)}, 1_900_000_000.0) == {"doc7": 1_700_000_001}
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_writer_whose_session_ended_cannot_write(postgres_url: str) -> None:
     """The fence: the writer writes only on its lock's session. When the server ends
     that session (as idle_session_timeout does to a silent writer), the next write
