@@ -570,10 +570,14 @@ class PostgresStore:
                 row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_WRITER_KEY,)).fetchone()
                 if row and row[0]:
                     # Only the holder's session is timed: a follower's may idle freely.
+                    # (idle_session_timeout is PostgreSQL 14's; before it, only a dead
+                    # connection or the keepalives free the lock of a hung writer.)
                     silence = f"{int(self._silence * 1000)}ms"
-                    conn.execute("SELECT set_config('idle_session_timeout', %s, false), "
-                                 "set_config('idle_in_transaction_session_timeout', %s, false)",
-                                 (silence, silence))
+                    names = ["idle_in_transaction_session_timeout"] + (
+                        ["idle_session_timeout"] if conn.info.server_version >= 140000 else [])
+                    conn.execute("SELECT " + ", ".join("set_config(%s, %s, false)"
+                                                       for _ in names),
+                                 [x for name in names for x in (name, silence)])
             except (psycopg.Error, OSError) as exc:
                 self._drop_writer()
                 raise self._failure(exc) from exc
@@ -628,8 +632,16 @@ class PostgresStore:
                 conn.close()
 
     def release(self) -> None:
-        """Give the lock up at once (closing its connection does), so another takes over."""
+        """Give the lock up at once, so another takes over.
+
+        Unlocked by a statement before the connection closes: the server ends
+        a closed session a moment later, and the next writer would wait for it.
+        """
         with self._writer_lock:
+            conn = self._writer_conn
+            if conn is not None and self._has_lock and self._pid == os.getpid():
+                with contextlib.suppress(Exception):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (_WRITER_KEY,))
             self._drop_writer()
 
     def lease_holder(self) -> str | None:

@@ -216,6 +216,38 @@ def test_a_new_file_in_the_writers_folder_reaches_every_host(postgres_url: str,
         app.extensions["feedsvc"].close()
 
 
+def test_a_file_only_in_a_followers_folder_appears_when_it_takes_over(
+        postgres_url: str, tmp_path: Path) -> None:
+    """The writer's folder is the truth: a file only a follower's folder has is not
+    published (nor stamped) until that follower becomes the writer, then it is, on
+    every host, including one whose own folder still lacks it."""
+    a_dir, b_dir = _copy(tmp_path, "a"), _copy(tmp_path, "b")
+    a = _host(a_dir, postgres_url)
+    a.refresh()
+    b = _host(b_dir, postgres_url)
+    b.refresh()
+    assert a.is_writer and not b.is_writer
+    write_article(b_dir, "only/follower.txt", "Only in the follower's folder")
+    for _ in range(2):
+        b.refresh()
+        a.refresh()
+    for host in (a, b):
+        assert all(e.title != "Only in the follower's folder" for e in host.collection.entries)
+    assert "only/follower.txt" not in b.store.files()
+    assert not b.store.stamps_of(["only/follower.txt"])
+    a.close()  # the writer exits: the lock is free at once
+    b.refresh()
+    assert b.is_writer
+    assert any(e.title == "Only in the follower's folder" for e in b.collection.entries)
+    again = _host(a_dir, postgres_url)  # host A back, its folder not yet synced
+    again.refresh()
+    assert not again.is_writer
+    assert any(e.title == "Only in the follower's folder" for e in again.collection.entries)
+    assert _shown(again) == _shown(b)
+    again.close()
+    b.close()
+
+
 def test_followers_hear_notify_and_fall_back_to_polling(postgres_url: str,
                                                          tmp_path: Path) -> None:
     d = tmp_path / "a"
