@@ -45,6 +45,7 @@ class PgServer:
     datadir: Path
     port: int
     user: str | None  # the OS user it runs as (None: this process's)
+    listen: str = "127.0.0.1"  # listen_addresses
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin / args[0]), *args[1:]]
@@ -58,7 +59,7 @@ class PgServer:
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.datadir), "-w", "-t", "30", "-l",
                   str(self.datadir / "server.log"), "-o",
-                  f"-p {self.port} -k {self.datadir} -c listen_addresses=127.0.0.1 "
+                  f"-p {self.port} -k {self.datadir} -c listen_addresses={self.listen} "
                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
                   "start")
 
@@ -82,8 +83,12 @@ class PgServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def start_postgres() -> PgServer:
-    """initdb a new cluster and start it; the caller stops it with :func:`destroy`."""
+def start_postgres(listen: str = "127.0.0.1", clients: tuple[str, ...] = ()) -> PgServer:
+    """initdb a new cluster and start it; the caller stops it with :func:`destroy`.
+
+    ``listen`` is its listen_addresses; ``clients`` are more networks (CIDR) that
+    may log in with the password (a test's network namespace).
+    """
     bindir = pg_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -99,11 +104,14 @@ def start_postgres() -> PgServer:
             os.chown(path, entry.pw_uid, entry.pw_gid)
     os.chmod(root, 0o755)
     os.chmod(datadir, 0o700)
-    server = PgServer(bindir, datadir, _free_port(), user)
+    server = PgServer(bindir, datadir, _free_port(), user, listen)
     server._run("initdb", "-D", str(datadir), "-U", USER, f"--pwfile={pwfile}",
                 "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
                 "-E", "UTF8", "--locale=C.UTF-8")
     pwfile.unlink()
+    with (datadir / "pg_hba.conf").open("a") as hba:
+        for network in clients:
+            hba.write(f"host all all {network} scram-sha-256\n")
     for attempt in range(3):
         try:
             server.start()

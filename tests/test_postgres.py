@@ -461,6 +461,113 @@ def test_a_stopped_writer_host_is_replaced_and_follows_when_it_resumes(
             g.stop()
 
 
+@contextlib.contextmanager
+def _network_namespace(n: int):  # noqa: ANN202
+    """A network namespace joined to this one by a veth pair: (namespace, host-side
+    interface, host address, namespace address). Needs root and iproute2."""
+    ns, host_if, ns_if = f"fsv{n}", f"fsvh{n}", f"fsvn{n}"
+    host_ip, ns_ip = f"10.231.{n}.1", f"10.231.{n}.2"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    try:
+        ip("netns", "add", ns)
+        ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        ip("link", "set", ns_if, "netns", ns)
+        ip("addr", "add", f"{host_ip}/30", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        ip("-n", ns, "addr", "add", f"{ns_ip}/30", "dev", ns_if)
+        ip("-n", ns, "link", "set", ns_if, "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        pytest.skip(f"no network namespaces here ({exc}); iptables is not installed either")
+    try:
+        yield ns, host_if, host_ip, ns_ip
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
+                    reason="a network partition needs root and iproute2 (no iptables here)")
+def test_a_writer_cut_off_by_a_network_partition_is_replaced(tmp_path: Path) -> None:
+    """The writer's host loses its network to the database (a veth link in a network
+    namespace taken down): another host takes over within 2 x the reload interval and
+    publishes; when the network is back the old writer follows and writes nothing."""
+    from tests.pg_harness import destroy, start_postgres
+
+    interval = 2.0
+    with _network_namespace(os.getpid() % 200 + 20) as (ns, host_if, host_ip, ns_ip):
+        server = start_postgres(listen=f"127.0.0.1,{host_ip}", clients=(f"{ns_ip}/32",))
+        proc = None
+        try:
+            url = server.url()
+            far = url.replace("@127.0.0.1:", f"@{host_ip}:")
+            a_dir, b_dir = _copy(tmp_path, "a"), _copy(tmp_path, "b")
+            script = (
+                "import time\n"
+                "from feedsvc.config import load_settings\n"
+                "from feedsvc.publisher import Publisher\n"
+                f"s = load_settings({{'articles_dir': {str(a_dir)!r}, "
+                f"'base_url': {BASE_URL!r}, 'database_url': {far!r}, "
+                f"'reload_interval': {interval}}})\n"
+                "p = Publisher(s, s.database_url, settle_seconds=0)\n"
+                "while True:\n"
+                "    try:\n"
+                "        p.refresh()\n"
+                "    except Exception as exc:\n"
+                "        print('error', type(exc).__name__, flush=True)\n"
+                "    titles = sorted(e.title for e in p.collection.entries) if p.loaded else []\n"
+                "    print('writer' if p.is_writer else 'follower', '|'.join(titles), "
+                "flush=True)\n"
+                f"    time.sleep({interval / 4})\n")
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns, sys.executable, "-c", script], cwd=ROOT,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+            lines: list[str] = []
+            threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                             daemon=True).start()
+            _wait(lambda: any(x.startswith("writer ") for x in lines), timeout=30)
+            b = _host(b_dir, url, reload_interval=interval)
+            b.refresh()
+            assert not b.is_writer and b.loaded
+            subprocess.run(["ip", "link", "set", host_if, "down"], check=True)
+            cut = time.monotonic()
+            write_article(a_dir, "cut/off.txt", "Only in the cut-off writer's folder")
+            while not b.is_writer:
+                assert time.monotonic() - cut < 2 * interval, "no takeover in 2 x interval"
+                time.sleep(0.1)
+                b.refresh()
+            took = time.monotonic() - cut
+            print(f"takeover {took:.2f} s after the partition (reload interval {interval} s)")
+            write_article(b_dir, "fresh/after-cut.txt", "Published after the partition")
+            b.refresh()
+            assert any(e.title == "Published after the partition" for e in b.collection.entries)
+            seq = b.store.seq()[0]
+            subprocess.run(["ip", "link", "set", host_if, "up"], check=True)
+            healed = len(lines)
+            _wait(lambda: any(x.startswith("follower ") and "Published after the partition" in x
+                              for x in lines[healed:]), timeout=30)
+            time.sleep(2 * interval)  # rescans' worth: a writer that woke up would write now
+            assert not any(x.startswith("writer ") for x in lines[healed:]), lines[healed:]
+            b.refresh()
+            assert b.is_writer and b.store.seq()[0] == seq
+            assert "cut/off.txt" not in b.store.files()
+            assert all(e.title != "Only in the cut-off writer's folder"
+                       for e in b.collection.entries)
+            b.close()
+        finally:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            destroy(server)
+
+
 def test_password_never_shown_and_errors_name_the_redacted_url(postgres_server,
                                                               tmp_path: Path) -> None:
     bad = postgres_server.url("nosuchdb")
