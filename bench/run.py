@@ -932,15 +932,19 @@ def postgres_cases(articles: Path, n: int, rounds: int, args: argparse.Namespace
                     copy = Path(tmp) / "copy"
                     shutil.copytree(articles, copy)
                     copy_env = {**pg_env, "FEEDSVC_ARTICLES_DIR": str(copy)}
-                    with shipped_gunicorn("wsgi:app", workers, pg_env) as a, \
-                            shipped_gunicorn("wsgi:app", workers, copy_env) as b:
+                    # Host A first, so that its worker is the writer: the store was
+                    # filled from A's folder, and a writer on B's copy (other inodes)
+                    # would first re-read every file, which is not the edit measured.
+                    with shipped_gunicorn("wsgi:app", workers, pg_env) as a:
                         first_feed(a)
-                        first_feed(b)
                         time.sleep(1.0)
-                        writer_dir = articles if any(
-                            h["writer"] for h in healths(a).values()) else copy
-                        edit_row.result.extend(edit_every_host(
-                            [a, b], writer_dir / newest_path(url), workers, 5))
+                        with shipped_gunicorn("wsgi:app", workers, copy_env) as b:
+                            first_feed(b)
+                            time.sleep(1.0)
+                            writer_dir = articles if any(
+                                h["writer"] for h in healths(a).values()) else copy
+                            edit_row.result.extend(edit_every_host(
+                                [a, b], writer_dir / newest_path(url), workers, 5))
     finally:
         destroy(server)
     warm.speedup = False

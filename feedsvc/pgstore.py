@@ -73,7 +73,6 @@ _STAMP_KEY = 0x66656564_7374616D  # "feedstam": stampers and batch writes, per t
 _SCHEMA_KEY = 0x66656564_73636865  # "feedsche": schema creation and migrations
 
 
-
 def _silence_of(ttl: float) -> float:
     """Seconds the writer's session may stay silent before the server ends it.
 
@@ -266,6 +265,7 @@ class PostgresStore:
         anything, and another process may be the writer already. Processes that
         never take the lock (``feedsvc migrate``, ``restore``) write on the pool.
         """
+        self._get_pool()  # a forked child starts unfenced, with no writer session
         if not self._fenced:
             with self._tx() as tx:
                 yield tx
