@@ -12,7 +12,6 @@ advisory lock. Nothing here knows which engine runs it.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 
@@ -32,8 +31,6 @@ MIN_PLAUSIBLE_MTIME = 315_619_200
 VERSIONS_KEPT = 8
 
 ROW = "id, slug, first_seen, changed, hash"
-
-_NUMBERED = re.compile(r"-([0-9]+)$")
 
 
 def utc(seconds: int) -> datetime:
@@ -113,11 +110,14 @@ def record_one(
     slug = unique_slug(tx, slugify(s.slug_hint) or "article")  # type: ignore[attr-defined]
     id_ = new_id(tx, s.id_hint, authority, first_seen, slug)  # type: ignore[attr-defined]
     # Stamped once: whoever inserts first wins, and everyone returns the winner's row.
-    tx.execute(
+    # RETURNING gives back the row only if this insert made it (SQLite >= 3.35).
+    inserted = tx.all(
         "INSERT INTO articles (path, id, slug, first_seen, changed, hash) "
-        "VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT DO NOTHING",
+        f"VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT DO NOTHING RETURNING {ROW}",
         (path, id_, slug, first_seen, content_hash),
     )
+    if inserted:
+        return stamp_of(inserted[0])
     row = row_of(tx, path)
     if row is None:  # lost on the slug or id to another stamper: theirs is taken now
         return record_one(tx, s, present, seen_now, now, authority)
@@ -125,21 +125,30 @@ def record_one(
 
 
 def unique_slug(tx: Tx, base: str) -> str:
-    """``base``, or ``base-2``, ``base-3`` ... whichever is first free, in one query.
+    """``base``, or ``base-2``, ``base-3`` ... whichever is first free.
 
-    Slugs are ``[a-z0-9-]`` (slugify), so they hold no LIKE metacharacters.
+    Probes the slug's unique index with equality only (``base`` first, then
+    ``base-2`` .. ``base-33`` in one ``IN``, and so on): a ``LIKE 'base-%'``
+    uses no index (SQLite's LIKE is case-blind, PostgreSQL's index has no
+    pattern ops), so it read every stamped row and made a first import of n
+    files cost O(n²); this costs one indexed lookup for a free slug.
     """
-    taken = {
-        row[0] for row in tx.all(
-            "SELECT slug FROM articles WHERE slug = ? OR slug LIKE ?", (base, base + "-_%"))
-        if row[0] == base or _NUMBERED.fullmatch(row[0][len(base):])
-    }
-    if base not in taken:
+    if tx.one("SELECT 1 FROM articles WHERE slug = ?", (base,)) is None:
         return base
-    n = 2
-    while f"{base}-{n}" in taken:
-        n += 1
-    return f"{base}-{n}"
+    start = 2
+    while True:
+        candidates = [f"{base}-{n}" for n in range(start, start + _SLUG_PROBES)]
+        taken = {row[0] for row in tx.all(
+            f"SELECT slug FROM articles WHERE slug IN ({', '.join('?' * len(candidates))})",
+            candidates)}
+        for slug in candidates:
+            if slug not in taken:
+                return slug
+        start += _SLUG_PROBES
+
+
+#: Numbered slugs probed per query once ``base`` is taken.
+_SLUG_PROBES = 32
 
 
 def _id_taken(tx: Tx, id_: str) -> bool:

@@ -174,6 +174,16 @@ def test_slug_suffix_skips_slugs_already_taken(ledger: Ledger) -> None:
     assert stamp.slug == "same-3"
 
 
+def test_slug_suffix_is_the_first_free_number_past_many_taken(ledger: Ledger) -> None:
+    """More numbered slugs taken than one probe covers, with a gap after them."""
+    taken = ["same", *(f"same-{n}" for n in range(2, 41)), "same-42", "same-x", "samey"]
+    ledger.record([sight(f"{i}.txt", f"h{i}", slug=slug) for i, slug in enumerate(taken)],
+                  {f"{i}.txt" for i in range(len(taken))}, NOW)
+    got = ledger.record([sight("new.txt", "hn", slug="same"), sight("more.txt", "hm", slug="same")],
+                        {"new.txt", "more.txt"}, NOW)
+    assert (got["new.txt"].slug, got["more.txt"].slug) == ("same-41", "same-43")
+
+
 @pytest.mark.parametrize(
     ("hint", "expected"),
     [("", "article"), ("!!!", "article"), ("Hello World!", "hello-world"), ("Zürich", "zurich")],
