@@ -24,6 +24,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import NamedTuple
 
 from dateutil import parser as date_parser
 
@@ -126,16 +127,19 @@ _ZONE_HOURS = {
 _DEFAULTS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
 
 
-@dataclass(frozen=True, slots=True)
-class _Line:
-    """One line of the file, with its 1-based number for error messages."""
+class _Line(NamedTuple):
+    """One line of the file, with its 1-based number for error messages.
+
+    Named tuples, not frozen dataclasses, for lines and blocks: a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__``,
+    and an article makes some 70 of each.
+    """
 
     no: int
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Block:
+class _Block(NamedTuple):
     """One body block: ``kind`` is "p", "h2", "ul" or "ol"."""
 
     kind: str
@@ -656,8 +660,13 @@ def _paragraph_blocks(paragraph: list[_Line]) -> list[_Block]:
     A paragraph can mix prose and list lines ("It could include:" followed by
     bullets); an indented line without a bullet continues the item above it.
     """
-    if len(paragraph) == 1 and _is_subheading(paragraph[0].text.strip()):
-        return [_Block("h2", (_collapse(paragraph[0].text),))]
+    if len(paragraph) == 1:  # most are: one line of prose, or a sub-heading
+        text = paragraph[0].text
+        stripped = text.strip()
+        if _is_subheading(stripped):
+            return [_Block("h2", (_collapse(text),))]
+        if not _BULLET_ITEM.match(text) and not _NUMBERED_ITEM.match(text):
+            return [_Block("p", (stripped,))]
     runs: list[tuple[str, list[str], int]] = []
     for line in paragraph:
         bullet = _BULLET_ITEM.match(line.text)
