@@ -439,15 +439,13 @@ class Ledger:
             if isinstance(present_paths, AbstractSet | Mapping)
             else frozenset(present_paths)
         )
-        seen_now = {s.path for s in batch}
         with self._lock:
             conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    result = {
-                        s.path: self._record_one(conn, s, present, seen_now, now) for s in batch
-                    }
+                    result = stamping.record_all(sqlite_tx(conn), batch, present, now,
+                                                 self.id_authority)
                     conn.execute("COMMIT")
                 except BaseException:
                     _rollback(conn)
@@ -567,18 +565,6 @@ class Ledger:
             if self._dirty_since is None or time.monotonic() - self._checkpointed < interval:
                 return False
             return self._checkpoint()
-
-    def _record_one(
-        self,
-        conn: sqlite3.Connection,
-        s: Sighting,
-        present: Collection[str],
-        seen_now: set[str],
-        now: float,
-    ) -> Stamp:
-        """The shared policy (feedsvc.stamping), inside this BEGIN IMMEDIATE transaction."""
-        return stamping.record_one(sqlite_tx(conn), s, present, seen_now, now,
-                                   self.id_authority)
 
     def stamps(self) -> dict[str, Stamp]:
         """Everything recorded, by path, including rows of files since deleted."""

@@ -22,9 +22,9 @@ import hashlib
 import html
 import re
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import NamedTuple
 
 from dateutil import parser as date_parser
 
@@ -127,16 +127,19 @@ _ZONE_HOURS = {
 _DEFAULTS = (datetime(2000, 1, 1), datetime(2001, 2, 2))
 
 
-@dataclass(frozen=True, slots=True)
-class _Line:
-    """One line of the file, with its 1-based number for error messages."""
+class _Line(NamedTuple):
+    """One line of the file, with its 1-based number for error messages.
+
+    Named tuples, not frozen dataclasses, for lines and blocks: a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__``,
+    and an article makes some 70 of each.
+    """
 
     no: int
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Block:
+class _Block(NamedTuple):
     """One body block: ``kind`` is "p", "h2", "ul" or "ol"."""
 
     kind: str
@@ -657,8 +660,13 @@ def _paragraph_blocks(paragraph: list[_Line]) -> list[_Block]:
     A paragraph can mix prose and list lines ("It could include:" followed by
     bullets); an indented line without a bullet continues the item above it.
     """
-    if len(paragraph) == 1 and _is_subheading(paragraph[0].text.strip()):
-        return [_Block("h2", (_collapse(paragraph[0].text),))]
+    if len(paragraph) == 1:  # most are: one line of prose, or a sub-heading
+        text = paragraph[0].text
+        stripped = text.strip()
+        if _is_subheading(stripped):
+            return [_Block("h2", (_collapse(text),))]
+        if not _BULLET_ITEM.match(text) and not _NUMBERED_ITEM.match(text):
+            return [_Block("p", (stripped,))]
     runs: list[tuple[str, list[str], int]] = []
     for line in paragraph:
         bullet = _BULLET_ITEM.match(line.text)
@@ -686,8 +694,10 @@ def _paragraph_blocks(paragraph: list[_Line]) -> list[_Block]:
 
 def _is_subheading(text: str) -> bool:
     """One short Title Case line without closing punctuation."""
+    if len(text) > 80:  # before the split: most paragraphs are long prose
+        return False
     words = text.split()
-    if not words or len(text) > 80 or len(words) > 12 or text.endswith(_HEADING_END_PUNCT):
+    if not words or len(words) > 12 or text.endswith(_HEADING_END_PUNCT):
         return False
     lettered = [[c for c in word if c.isalpha()] for word in words]
     lettered = [letters for letters in lettered if letters]
@@ -816,15 +826,37 @@ def _broad_topics(topic_line: str, title: str, blocks: list[_Block]) -> list[tup
     low = text.lower()
     if len(low) != len(text):  # a few characters lower-case to two (İ): keep offsets
         low = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    size = len(text)
     for key, word in wanted.items():
-        for start, end in _occurrences(text, low, word):
+        # Each whole-word occurrence in any case, by str.find on the lower-cased text
+        # (tokenising every word took 70% of parse time, and a regex per article was
+        # slower still: most topic lines are unique, and a look-behind defeats the
+        # regex engine's literal search). Inline, not a generator of calls: this
+        # loop runs some 80 times an article.
+        needle = word.lower()
+        length = len(needle)
+        spelled = spellings[key]
+        start = low.find(needle)
+        while start != -1:
+            end = start + length
+            if start:
+                before = text[start - 1]
+                if before.isalnum() or before == "_":
+                    start = low.find(needle, end)
+                    continue
+            if end != size:
+                after = text[end]
+                if after.isalnum() or after == "_":
+                    start = low.find(needle, end)
+                    continue
             token = text[start:end]
             if not token[:1].isupper():
                 common[key] += 1
-                continue
-            spellings[key][token] += 1
-            if (len(token) >= 2 and token.isupper()) or not _starts_sentence(text, start):
-                proper[key] += 1
+            else:
+                spelled[token] += 1
+                if (len(token) >= 2 and token.isupper()) or not _starts_sentence(text, start):
+                    proper[key] += 1
+            start = low.find(needle, end)
     for token in _WORD.findall(title):
         key = token.casefold()
         if key in wanted and len(token) >= 2 and token.isupper():
@@ -837,32 +869,12 @@ def _broad_topics(topic_line: str, title: str, blocks: list[_Block]) -> list[tup
     ]
 
 
-def _occurrences(text: str, low: str, word: str) -> Iterator[tuple[int, int]]:
-    """Start and end of each whole-word occurrence of ``word`` in any case (``low``
-    is ``text`` lower-cased, same offsets).
-
-    ``str.find`` on the lower-cased text: tokenising every word took 70% of
-    parse time, and a regex per article was slower still (most topic lines
-    are unique, and a look-behind defeats the regex engine's literal search).
-    """
-    needle, size = word.lower(), len(text)
-    start = low.find(needle)
-    while start != -1:
-        end = start + len(needle)
-        if (start == 0 or not _is_word_char(text[start - 1])) and (
-            end == size or not _is_word_char(text[end])
-        ):
-            yield start, end
-        start = low.find(needle, end)
-
-
 def _starts_sentence(text: str, start: int) -> bool:
     """No word before ``start``, or the punctuation since the previous one ends a sentence."""
     index = start
-    while index > 0 and not _is_word_char(text[index - 1]):
+    while index > 0:
+        char = text[index - 1]
+        if char.isalnum() or char == "_":
+            break
         index -= 1
-    return index == 0 or bool(_SENTENCE_GAP.search(text, index, start))
-
-
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
+    return index == 0 or _SENTENCE_GAP.search(text, index, start) is not None

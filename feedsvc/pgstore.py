@@ -300,12 +300,10 @@ class PostgresStore:
         batch = list(sightings)
         if not batch:
             return {}
-        seen_now = {s.path for s in batch}
         present_set = present if isinstance(present, set | frozenset | Mapping) else set(present)
         with self._write_tx() as tx:
             self._lock_stamps(tx)
-            return {s.path: stamping.record_one(tx, s, present_set, seen_now, now,
-                                                self.id_authority) for s in batch}
+            return stamping.record_all(tx, batch, present_set, now, self.id_authority)
 
     def stamps_of(self, paths: Iterable[str]) -> dict[str, Stamp]:
         wanted = list(paths)

@@ -174,6 +174,16 @@ def test_slug_suffix_skips_slugs_already_taken(ledger: Ledger) -> None:
     assert stamp.slug == "same-3"
 
 
+def test_slug_suffix_is_the_first_free_number_past_many_taken(ledger: Ledger) -> None:
+    """More numbered slugs taken than one probe covers, with a gap after them."""
+    taken = ["same", *(f"same-{n}" for n in range(2, 41)), "same-42", "same-x", "samey"]
+    ledger.record([sight(f"{i}.txt", f"h{i}", slug=slug) for i, slug in enumerate(taken)],
+                  {f"{i}.txt" for i in range(len(taken))}, NOW)
+    got = ledger.record([sight("new.txt", "hn", slug="same"), sight("more.txt", "hm", slug="same")],
+                        {"new.txt", "more.txt"}, NOW)
+    assert (got["new.txt"].slug, got["more.txt"].slug) == ("same-41", "same-43")
+
+
 @pytest.mark.parametrize(
     ("hint", "expected"),
     [("", "article"), ("!!!", "article"), ("Hello World!", "hello-world"), ("Zürich", "zurich")],
@@ -579,3 +589,53 @@ def test_unprivileged_user_can_use_a_writable_ledger(world_dir: Path) -> None:
             "ukraine-drops-nato-bid",
         )
     }
+
+
+def test_batch_stamping_equals_one_at_a_time(tmp_path: Path) -> None:
+    """record_all's up-front reads give exactly what record_one each gives, on hard batches:
+    slugs and tags colliding inside the batch and with stored rows, ids hinted as tags,
+    texts of gone files (moved twice over), renames, edits of stored files."""
+    import random
+    import shutil
+
+    from feedsvc import stamping
+    from feedsvc.sql import sqlite_tx
+
+    rng = random.Random(9)
+    for round_ in range(12):
+        first = tmp_path / f"first-{round_}.sqlite"
+        with Ledger(first, AUTH) as ledger:
+            ledger.record([sight(f"old{i}.txt", f"h{rng.randrange(6)}", mtime=PAST + i * 86_400,
+                                 slug=rng.choice(["same", "same-2", "other", ""]),
+                                 id_hint=rng.choice([None, None, f"tag:{AUTH},2023-11-14:"
+                                                     "/articles/same"]))
+                           for i in range(rng.randrange(1, 12))],
+                          {f"old{i}.txt" for i in range(12)}, NOW)
+        present = {f"old{i}.txt" for i in range(12) if rng.random() < 0.4}
+        batch = []
+        for i in range(rng.randrange(1, 30)):
+            path = rng.choice([f"new{i}.txt", f"old{i}.txt"])
+            present.add(path)
+            batch.append(Sighting(
+                path, f"h{rng.randrange(8)}", rng.choice([PAST, PAST + 86_400, NOW + 5, 0.0]),
+                rng.choice(["same", "same-2", "same-3", "other", "", "Same!"]),
+                rng.choice([None, None, "", f"tag:{AUTH},2023-11-14:/articles/same", "x"]),
+                rng.choice([None, None, f"old{rng.randrange(12)}.txt"])))
+        results = []
+        for one_at_a_time in (False, True):
+            copy = tmp_path / f"copy-{round_}-{one_at_a_time}.sqlite"
+            shutil.copy(first, copy)
+            conn = sqlite3.connect(copy, isolation_level=None)
+            conn.execute("BEGIN IMMEDIATE")
+            tx = sqlite_tx(conn)
+            if one_at_a_time:
+                seen = {s.path for s in batch}
+                got = {s.path: stamping.record_one(tx, s, present, seen, LATER, AUTH)
+                       for s in batch}
+            else:
+                got = stamping.record_all(tx, batch, present, LATER, AUTH)
+            conn.execute("COMMIT")
+            rows = conn.execute("SELECT * FROM articles ORDER BY path").fetchall()
+            conn.close()
+            results.append((got, rows))
+        assert results[0] == results[1], f"round {round_}"
