@@ -267,6 +267,22 @@ class AudienceCounter:
                 self._polls[key] = self._polls.get(key, 0) + p.polls
 
 
+class _ThisProcess:
+    """A token that changes in every forked child (:func:`os.register_at_fork`).
+
+    It tells a request whether the flusher it needs was started by this
+    process without the ``getpid()`` system call the request path paid before.
+    """
+
+    token: object = object()
+
+
+def _forked() -> None:
+    _ThisProcess.token = object()
+
+
+os.register_at_fork(after_in_child=_forked)
+
 HubSource = Callable[[], Mapping[str, int]]
 #: Flushes between two upkeeps (the first flush does one).
 UPKEEP_EVERY = 12
@@ -292,6 +308,7 @@ class AudienceService:
         #: (:meth:`set_hub_source`); None otherwise.
         self.hub_source: HubSource | None = None
         self._pid: int | None = None
+        self._started: object | None = None  # the _ThisProcess token the flusher runs under
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -311,11 +328,13 @@ class AudienceService:
             return {}
 
     def ensure_running(self) -> None:
-        if self.flush_interval <= 0 or self._pid == os.getpid():
+        """Start this process's flusher unless it runs: called on every counted request."""
+        if self._started is _ThisProcess.token or self.flush_interval <= 0:
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self._started is _ThisProcess.token:
                 return
+            self._started = _ThisProcess.token
             self._pid = os.getpid()
             self.counter = AudienceCounter(self.clock)  # a forked parent's counts are not ours
             self._lease = None
