@@ -634,12 +634,14 @@ def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Gunicorn(port, log_path)
     deadline = time.monotonic() + 60
+    ready = 0  # each of the 2 workers loads on its own: ask until both have answered ready
     while True:
         try:
-            if server.get(b"/healthz")[0] == 200:
+            ready = ready + 1 if server.get(b"/readyz")[0] == 200 else 0
+            if ready >= 20:
                 break
         except OSError:
-            pass
+            ready = 0
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
             proc.wait()
