@@ -40,6 +40,7 @@ import corpus
 
 from feedsvc.collection import SITE_FEED, FeedRef, changed_feeds
 from feedsvc.config import load_settings
+from feedsvc.http import forms_of
 from feedsvc.publisher import Publisher
 
 BENCH = Path(__file__).resolve().parent
@@ -595,7 +596,7 @@ def edit(publisher: Publisher, articles: Path, n: int, rounds: int) -> Row:
     header, _, body = rest.partition(b"\n\n")
     try:
         for k in range(rounds):
-            etags = {key: publisher.feed(*key, BASE_URL).etag for key in keys}
+            etags = {key: forms_of(publisher.feed(*key, BASE_URL)).etag for key in keys}
             sentence = f"Editors revised this story ({k + 1}). ".encode()
             path.write_bytes(b"\n\n".join([headline, header, sentence + body]))
             old = publisher.collection
@@ -603,7 +604,7 @@ def edit(publisher: Publisher, articles: Path, n: int, rounds: int) -> Row:
             gc.collect()
             started = time.perf_counter()
             report = publisher.refresh()
-            fresh = {key: publisher.feed(*key, BASE_URL).etag for key in keys}
+            fresh = {key: forms_of(publisher.feed(*key, BASE_URL)).etag for key in keys}
             total = time.perf_counter() - started
             # Detection is the rescan's listing finding the new signature (its cost
             # is case e); the target is from then on. Both are reported.

@@ -212,9 +212,11 @@ def on_reload(server) -> None:  # noqa: ANN001
     publisher, _ = _publisher(server)
     if publisher is None:
         return
+    from feedsvc.http import prepare
+
     try:
         publisher.follow()
-        publisher.warm()  # new workers start with the site feeds rendered
+        prepare(publisher.warm())  # new workers start with the site feeds rendered, gzipped
     finally:
         publisher.before_fork()
 
