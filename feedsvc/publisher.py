@@ -453,8 +453,8 @@ class Publisher:
         base = self.settings.base_url
         if base is None or not self.loaded:
             return []
-        documents = (self.feed(SITE_FEED, fmt, base) for fmt in content_types())
-        return [rendered for rendered in documents if rendered is not None]
+        made = (self.feed(SITE_FEED, fmt, base) for fmt in content_types())
+        return [rendered for rendered in made if rendered is not None]
 
     def before_fork(self) -> None:
         """Close the store's connections: a master about to fork must not hand them on."""
