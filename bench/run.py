@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ import corpus
 
 from feedsvc.collection import SITE_FEED, FeedRef, changed_feeds
 from feedsvc.config import load_settings
+from feedsvc.http import forms_of
 from feedsvc.publisher import Publisher
 
 BENCH = Path(__file__).resolve().parent
@@ -209,14 +211,49 @@ class Server:
     port: int
     started: float
     log: Path
+    master: int = 0  # the new master after a USR2 restart (not our child); 0: proc
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def master_pid(self) -> int:
+        return self.master or self.proc.pid
+
+    def running(self) -> bool:
+        if not self.master:
+            return self.proc.poll() is None
+        return running(self.master)
+
     def workers(self) -> list[int]:
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return [int(pid) for pid in path.read_text().split()]
+        return children(self.master_pid)
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc); none once it is gone."""
+    try:
+        return [int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def environ(pid: int) -> list[str]:
+    """The environment ``pid`` was exec'd with, as ``NAME=value`` items (none if gone)."""
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie not yet reaped counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
 
 
 def filled_ledger(articles: Path, folder: str) -> Path:
@@ -290,7 +327,7 @@ def get(
     """One complete GET, retrying while the port refuses (gunicorn not yet bound)."""
     deadline = time.perf_counter() + wait
     while True:
-        if server.proc.poll() is not None:
+        if not server.running():
             raise RuntimeError("gunicorn exited:\n" + server.log.read_text(errors="replace"))
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=wait)
         try:
@@ -640,7 +677,7 @@ def edit(publisher: Publisher, articles: Path, n: int, rounds: int) -> Row:
     header, _, body = rest.partition(b"\n\n")
     try:
         for k in range(rounds):
-            etags = {key: publisher.feed(*key, BASE_URL).etag for key in keys}
+            etags = {key: forms_of(publisher.feed(*key, BASE_URL)).etag for key in keys}
             sentence = f"Editors revised this story ({k + 1}). ".encode()
             path.write_bytes(b"\n\n".join([headline, header, sentence + body]))
             old = publisher.collection
@@ -648,7 +685,7 @@ def edit(publisher: Publisher, articles: Path, n: int, rounds: int) -> Row:
             gc.collect()
             started = time.perf_counter()
             report = publisher.refresh()
-            fresh = {key: publisher.feed(*key, BASE_URL).etag for key in keys}
+            fresh = {key: forms_of(publisher.feed(*key, BASE_URL)).etag for key in keys}
             total = time.perf_counter() - started
             # Detection is the rescan's listing finding the new signature (its cost
             # is case e); the target is from then on. Both are reported.
@@ -712,6 +749,13 @@ def shipped_gunicorn(app: str, workers: int, env: dict[str, str]) -> Iterator[Se
     try:
         yield server
     finally:
+        if server.master and running(server.master):  # restarted by USR2: the new master
+            os.kill(server.master, signal.SIGTERM)
+            deadline = time.perf_counter() + 60
+            while running(server.master) and time.perf_counter() < deadline:
+                time.sleep(0.05)
+            if running(server.master):
+                os.kill(server.master, signal.SIGKILL)
         proc.terminate()
         try:
             proc.wait(timeout=60)
@@ -758,6 +802,9 @@ def store_cases(articles: Path, n: int, rounds: int) -> list[Row]:
     gap = Row(f"h. longest gap during SIGHUP under polling, {n:,} articles", "s", [], [],
               "<= 0.5 s, 0 failed" if targeted else "(info)",
               (lambda r: r <= 0.5) if targeted else None, absolute=True)
+    restart_gap_row = Row(f"h. longest gap during a restart (USR2) under polling, {n:,} articles",
+                          "s", [], [], "<= 0.5 s, 0 failed" if targeted else "(info)",
+                          (lambda r: r <= 0.5) if targeted else None, absolute=True)
     edit_row = Row(f"h. one edit among {n:,}: file closed to new ETags in every worker", "ms",
                    [], [], "<= 50 ms" if targeted else "(info)",
                    (lambda r: r <= 0.05) if targeted else None, absolute=True)
@@ -813,17 +860,19 @@ def store_cases(articles: Path, n: int, rounds: int) -> list[Row]:
                     ledger = Path(tmp) / "ledger.sqlite3"
                     edit_row.result.extend(edit_over_http(server, articles, ledger, workers, 5))
                     edit_row.baseline.extend([0.0] * (len(edit_row.result)))
+                    restart_gap_row.result.append(restart_gap(server, restart_gap_row))
+                    restart_gap_row.baseline.append(0.0)
     first.notes.append(f"gunicorn to first feed {spread(imports, 's')}, hello world boot "
                        f"{spread(hellos, 's')} (same settings); baseline: scandir + read()")
     restart.notes.append(f"gunicorn to first feed {spread(restarts, 's')}; files read 0")
     memory.notes.append(f"baseline: corpus bytes on disk ({files:,} files); PSS from "
                         "/proc/<pid>/smaps_rollup after serving 5 documents")
-    return [restart, first, memory, gap, edit_row]
+    return [restart, first, memory, gap, restart_gap_row, edit_row]
 
 
-def reload_gap(server: Server, row: Row) -> float:
-    """The longest time with no 200 on /feed.atom while the master gets two SIGHUPs."""
-    import signal
+def polled(server: Server, action: Callable[[], object]) -> list[tuple[float, int]]:
+    """(end time, status) of every /feed.atom request 4 polling clients made while
+    ``action`` ran, from 1 s before it; status 0 for a refused or reset connection."""
     import threading
 
     done: list[tuple[float, int]] = []
@@ -840,21 +889,69 @@ def reload_gap(server: Server, row: Row) -> float:
     threads = [threading.Thread(target=poll) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
-    for _ in range(2):
-        os.kill(server.proc.pid, signal.SIGHUP)
-        time.sleep(3.0)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    try:
+        time.sleep(1.0)
+        action()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    return done
+
+
+def longest_gap(done: list[tuple[float, int]], row: Row, what: str) -> float:
+    """The longest time between two 200s; any other answer fails the row."""
     oks = sorted(t for t, s in done if s == 200)
     failed = sum(1 for _, s in done if s != 200)
-    longest = max(b - a for a, b in zip(oks, oks[1:], strict=False))
-    row.notes.append(f"{len(done)} requests, {failed} failed (not 200), 4 polling clients, "
-                     "2 SIGHUPs 3 s apart")
+    row.notes.append(f"{len(done)} requests, {failed} failed (not 200), 4 polling clients, {what}")
     if failed:
         row.meets = lambda r: False
-    return longest
+    return max(b - a for a, b in zip(oks, oks[1:], strict=False))
+
+
+def reload_gap(server: Server, row: Row) -> float:
+    """The longest time with no 200 on /feed.atom while the master gets two SIGHUPs."""
+
+    def hups() -> None:
+        for _ in range(2):
+            os.kill(server.master_pid, signal.SIGHUP)
+            time.sleep(3.0)
+
+    return longest_gap(polled(server, hups), row, "2 SIGHUPs 3 s apart")
+
+
+def restart_gap(server: Server, row: Row) -> float:
+    """The longest time with no 200 on /feed.atom across a restart with USR2: from the
+    signal through the old master's exit to every answering worker being the new
+    master's, and 1 s more. ``server.master`` is the new master afterwards."""
+    took: list[float] = []
+
+    def usr2() -> None:
+        old = server.master_pid
+        signalled = time.perf_counter()
+        os.kill(old, signal.SIGUSR2)
+        deadline = signalled + 300
+        new = 0
+        while not new:  # the one child exec'd with GUNICORN_PID, gunicorn's mark of USR2
+            new = next((c for c in children(old) if f"GUNICORN_PID={old}" in environ(c)), 0)
+            if time.perf_counter() > deadline:
+                raise RuntimeError("USR2: no new master")
+            time.sleep(0.01)
+        server.master = new  # get() now checks that one is running
+        while running(old):
+            if not running(new) or time.perf_counter() > deadline:
+                raise RuntimeError("USR2: the new master failed:\n" + server.log.read_text())
+            time.sleep(0.01)
+        took.append(time.perf_counter() - signalled)
+        while not set(healths(server)) <= set(children(new)):
+            if time.perf_counter() > deadline:
+                raise RuntimeError("USR2: the new master's workers do not answer")
+            time.sleep(0.05)
+        time.sleep(1.0)
+
+    gap = longest_gap(polled(server, usr2), row, "1 USR2")
+    row.notes.append(f"USR2 to the old master's exit {took[0]:.2f} s")
+    return gap
 
 
 def edit_over_http(server: Server, articles: Path, ledger: Path, workers: int,
@@ -1296,7 +1393,7 @@ def main() -> None:
                         "10000 if among --sizes, else the smallest)")
     parser.add_argument("--skip", default="",
                         help="cases to skip: a (a and b), c (c and d), e (e and f), g, "
-                        "h (the store: restart, first import, PSS, SIGHUP gap, edit), "
+                        "h (the store: restart, first import, PSS, SIGHUP and USR2 gaps, edit), "
                         "i (subscriber counting), "
                         "p (PostgreSQL vs SQLite: restart, import, req/s, edit on 2 hosts)")
     args = parser.parse_args()

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import gc
 import glob
 import os
 import shutil
+import signal
 import tempfile
 
 
@@ -61,8 +63,8 @@ keepalive = 5
 # gap. feedsvc opens no SQLite connection and starts no thread in the master
 # (FEEDSVC_PRELOAD tells it); each worker starts its own in post_fork. A HUP
 # re-reads this file and forks new workers from the same master image, after
-# bringing the master's view up to date from the store (on_reload); new code
-# needs `systemctl restart`.
+# bringing the master's view up to date from the store (on_reload). New code
+# comes with USR2 (see "Restart with new code" below), without a gap too.
 preload_app = True  # and FEEDSVC_PRELOAD=1 in raw_env below
 
 # gunicorn 27 opens a control socket by default; nothing here uses it.
@@ -89,13 +91,98 @@ os.makedirs(_metrics_dir, exist_ok=True)  # the preloaded app opens its files in
 
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
-    """Before any worker forks: empty the metrics folder.
+    """Before any worker forks: re-exec as ``-m gunicorn`` on USR2, empty the metrics folder.
 
     prometheus-client's documentation asks for the folder to be emptied
-    between runs, or counters of a previous run's processes would be summed in.
+    between runs, or counters of a previous run's processes would be summed in;
+    a master started by USR2 leaves it alone, as the old workers still count in it.
     """
+    _reexec_as_module(server)
+    if _OLD_MASTER in os.environ:
+        return
     for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
         os.remove(stale)
+
+
+# -- restart with new code: USR2 --------------------------------------------------
+#
+# USR2 makes the master fork and exec a new master (new code, this file and
+# the FEEDSVC_CONFIG file read again; the environment is the one the first
+# master started with) that inherits the listening sockets. It loads the app
+# while the old master and workers keep serving on the same sockets; when the
+# last worker of its first batch is ready, that worker tells systemd the new
+# master's pid and sends TERM to the old master, whose workers finish their
+# requests and exit. A new master that fails to load exits with its error in
+# the log, and the old one goes on serving as if nothing happened.
+
+#: Set by gunicorn in a master started by USR2: the pid of the master that started it.
+_OLD_MASTER = "GUNICORN_PID"
+
+
+def _reexec_as_module(server) -> None:  # noqa: ANN001
+    """Make USR2 run ``python -m gunicorn`` when this master was started that way.
+
+    gunicorn re-execs ``sys.executable + sys.argv``; under ``-m gunicorn``
+    argv[0] is ``.../gunicorn/__main__.py``, and a script's folder comes first
+    on sys.path, so the new master's ``import http`` would find gunicorn's own
+    ``http`` package and crash before it loads anything.
+    """
+    args = list(server.START_CTX.get("args") or [])
+    if len(args) > 1 and os.path.basename(args[1]) == "__main__.py" \
+            and os.path.basename(os.path.dirname(args[1])) == "gunicorn":
+        server.START_CTX["args"] = [args[0], "-m", "gunicorn", *args[2:]]
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` from /proc (None when it is gone or there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def when_ready(server) -> None:  # noqa: ANN001
+    """In a master started by USR2: a tally its first workers append to when ready.
+
+    An unlinked file inherited by every worker: appends of one short line are
+    atomic, so exactly one worker finds its line to be the last one of the
+    batch, however the workers' starts interleave. Kept on the arbiter, which
+    outlives a HUP's new reading of this file.
+    """
+    old = os.environ.get(_OLD_MASTER)
+    if old and not hasattr(server, "feedsvc_takeover"):
+        tally, path = tempfile.mkstemp(prefix="feedsvc-usr2-")
+        os.unlink(path)
+        fcntl.fcntl(tally, fcntl.F_SETFL, fcntl.fcntl(tally, fcntl.F_GETFL) | os.O_APPEND)
+        server.feedsvc_takeover = (int(old), tally, server.num_workers)
+        server.log.info("Started by USR2 from master %s: it stops when %d workers are ready",
+                        old, server.num_workers)
+
+
+def post_worker_init(worker) -> None:  # noqa: ANN001
+    """A worker is about to accept requests: the last of a USR2 batch stops the old master."""
+    takeover = getattr(worker, "feedsvc_takeover", None)
+    if takeover is None:
+        return
+    old, tally, batch = takeover
+    os.write(tally, b"%d\n" % os.getpid())
+    lines = os.pread(tally, 1 << 16, 0).split()
+    if len(lines) != batch or lines[-1] != b"%d" % os.getpid():
+        return  # not the last of the first batch (or a later replacement)
+    if _parent_of(worker.ppid) != old:
+        return  # the old master is gone already (stopped, or killed by hand)
+    from gunicorn import systemd
+
+    # Type=notify: systemd follows the new master, instead of stopping the
+    # service when its main process, the old master, exits (NotifyAccess=all).
+    systemd.sd_notify(f"MAINPID={worker.ppid}\nREADY=1\n"
+                      f"STATUS=restarted (USR2): master {worker.ppid}", worker.log)
+    worker.log.info("All %d workers of master %s are ready: stopping the old master %s",
+                    batch, worker.ppid, old)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(old, signal.SIGTERM)  # graceful: its workers finish their requests
 
 
 #: glibc's mallopt parameter for the most malloc arenas a process makes.
@@ -125,9 +212,11 @@ def on_reload(server) -> None:  # noqa: ANN001
     publisher, _ = _publisher(server)
     if publisher is None:
         return
+    from feedsvc.http import prepare
+
     try:
         publisher.follow()
-        publisher.warm()  # new workers start with the site feeds rendered
+        prepare(publisher.warm())  # new workers start with the site feeds rendered, gzipped
     finally:
         publisher.before_fork()
 
@@ -141,6 +230,7 @@ def pre_fork(server, worker) -> None:  # noqa: ANN001
 def post_fork(server, worker) -> None:  # noqa: ANN001
     """In the new worker: two malloc arenas, its own connections and follow / sync thread."""
     _two_arenas()
+    worker.feedsvc_takeover = getattr(server, "feedsvc_takeover", None)
     _, reloader = _publisher(server)
     if reloader is not None:
         reloader.ensure_running(until_loaded=True)

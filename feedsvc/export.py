@@ -57,6 +57,7 @@ from .collection import FeedRef
 from .documents import archive_count
 from .errors import FeedsvcError
 from .formats import formats
+from .http import forms_of
 from .publisher import Publisher
 from .surrogate import feed_signatures, page_signature, site_signatures
 
@@ -494,7 +495,7 @@ def _feed(publisher: Publisher, doc: FeedDoc, base_url: str,
     if rendered is None:
         raise ExportError(outdir, f"{doc.url_path}: no such feed any more; did the articles "
                           "change during the build?")
-    return doc.file, rendered.body, rendered.gzip_body
+    return doc.file, rendered.body, forms_of(rendered).gzip(rendered)[0]
 
 
 def _fetch(client: FlaskClient, url_path: str, base_url: str,

@@ -4,13 +4,12 @@ This is the pure core the web layer sits on. It knows nothing of HTTP: it
 reads files (incrementally: an unchanged file is neither read nor parsed
 again), asks the ledger for ids and dates, swaps in a new immutable
 :class:`Collection` in one assignment, and renders each feed document once
-per version, keeping the bytes, their gzip form and their validators.
+per version as a plain :class:`Rendered` (bytes, type, date, keys, kind);
+validators, compression and cache lifetimes are the web side's (feedsvc.http).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
 import threading
 import time
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from . import documents
@@ -44,57 +44,28 @@ log = logging.getLogger("feedsvc")
 PREVIEW_TYPE = "text/html; charset=utf-8"
 
 
-class Rendered:
-    """One representation's bytes with everything HTTP needs to validate it.
+#: What a document is, which is all a cache needs to know of how long it may keep it:
+#: ``"feed"`` changes with its feed (a subscription document, an archive page still
+#: filling, a preview), ``"archive"`` is a complete archive page (RFC 5005: its
+#: entries stay), ``"page"`` shows the whole site (HTML pages, the OPML list, sitemaps).
+DocumentKind = Literal["feed", "archive", "page"]
 
-    The gzip form is made on first demand and then kept for the life of this
-    version (made eagerly it was two thirds of the time to bring every
-    affected feed up to date after an edit), with a zero mtime so that every
-    worker and every instance produces the same bytes and so the same ETag.
+
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
+class Rendered:
+    """One rendered document: its bytes and what it is, nothing of HTTP.
+
+    A new version is a new object. Compared and hashed by identity (and
+    weakly referenceable), so that the web side can keep what it derives
+    from a document (validators, a compressed form) once per document.
     """
 
-    __slots__ = ("body", "content_type", "etag", "last_modified", "max_age", "keys", "_gzip",
-                 "_lock", "on_compress")
-
-    def __init__(
-        self, body: bytes, content_type: str, last_modified: datetime, max_age: int,
-        keys: tuple[str, ...] = (),
-    ) -> None:
-        self.body = body
-        #: The surrogate keys of what it shows (feedsvc.surrogate), its own key first.
-        self.keys = keys
-        self.content_type = content_type
-        self.etag = hashlib.sha256(body).hexdigest()[:32]
-        self.last_modified = last_modified
-        self.max_age = max_age
-        self._gzip: tuple[bytes, str] | None = None
-        self._lock = threading.Lock()
-        #: Called as ``on_compress(self, size)`` once the gzip form is made, so a
-        #: cache can count it. Given ``self`` rather than closing over it: a
-        #: cycle would keep an evicted document alive until a full collection.
-        self.on_compress: Callable[[Rendered, int], None] | None = None
-
-    def _compressed(self) -> tuple[bytes, str]:
-        packed = self._gzip
-        if packed is None:
-            made = False
-            with self._lock:
-                packed = self._gzip
-                if packed is None:
-                    data = gzip.compress(self.body, compresslevel=6, mtime=0)
-                    packed = self._gzip = (data, hashlib.sha256(data).hexdigest()[:32] + "-gz")
-                    made = True
-            if made and self.on_compress is not None:
-                self.on_compress(self, len(packed[0]))
-        return packed
-
-    @property
-    def gzip_body(self) -> bytes:
-        return self._compressed()[0]
-
-    @property
-    def gzip_etag(self) -> str:
-        return self._compressed()[1]
+    body: bytes
+    content_type: str
+    last_modified: datetime
+    #: The surrogate keys of what it shows (feedsvc.surrogate), its own key first.
+    keys: tuple[str, ...] = ()
+    kind: DocumentKind = "feed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,24 +441,20 @@ class Publisher:
             parsed=parsed,
         )
 
-    def warm(self) -> int:
-        """Render the site feed in every format (and gzip) now; returns documents rendered.
+    def warm(self) -> list[Rendered]:
+        """Render the site feed in every format now; returns the documents.
 
         A gunicorn master calls it before forking, so that new workers (after
         a SIGHUP, say) start with the documents most polled already rendered
-        and their first requests cost no more than the old workers' did.
+        and their first requests cost no more than the old workers' did (the
+        web side makes their validators and gzip forms: feedsvc.http.prepare).
         Needs FEEDSVC_BASE_URL: without it each request's host makes the URLs.
         """
         base = self.settings.base_url
         if base is None or not self.loaded:
-            return 0
-        done = 0
-        for fmt in content_types():
-            rendered = self.feed(SITE_FEED, fmt, base)
-            if rendered is not None:
-                rendered.gzip_body  # noqa: B018 - made once, kept with the document
-                done += 1
-        return done
+            return []
+        made = (self.feed(SITE_FEED, fmt, base) for fmt in content_types())
+        return [rendered for rendered in made if rendered is not None]
 
     def before_fork(self) -> None:
         """Close the store's connections: a master about to fork must not hand them on."""
@@ -531,7 +498,7 @@ class Publisher:
         key: RenderKey,
         version: str,
         build: Callable[[], tuple[bytes, str, datetime]],
-        max_age: int,
+        kind: DocumentKind,
         keys: tuple[str, ...] = (),
     ) -> Rendered:
         """The cached representation for ``key`` at ``version``, built if missing.
@@ -545,7 +512,7 @@ class Publisher:
             return hit
         started = time.perf_counter()
         body, content_type, last_modified = build()
-        rendered = Rendered(body, content_type, last_modified, max_age, keys)
+        rendered = Rendered(body, content_type, last_modified, keys, kind)
         self.renders += 1
         self.render_seconds += time.perf_counter() - started
         self.cache.put(key, version, rendered)
@@ -599,21 +566,21 @@ class Publisher:
             complete = doc is not None and documents.archive_is_complete(
                 ref, collection, size, archive
             )
-            max_age = self.settings.archive_max_age if complete else self.settings.cache_max_age
+            kind: DocumentKind = "archive" if complete else "feed"
         else:
             if limit is not None:  # one of a few documents, whatever the query said
                 limit = canonical_limit(limit, size, self.settings.max_limit)
             if limit is not None:  # and limits past the feed's length are one document
                 limit = min(limit, max(1, len(collection.feed_entries(ref) or ())))
             doc = documents.subscription_document(ref, collection, self.site, size, hubs, limit)
-            max_age = self.settings.cache_max_age
+            kind = "feed"
         if doc is None:
             return None
         return self.cached(
             RenderKey.feed(ref, fmt, base_url, archive=archive, limit=limit, preview=preview),
             version,
             lambda: self._render(doc, fmt, base_url, ref, preview),
-            max_age,
+            kind,
             listing_keys((feed_key(ref),), doc.entries),
         )
 
@@ -651,7 +618,7 @@ class Publisher:
             RenderKey.opml(base_url),
             collection.version,
             build,
-            self.settings.cache_max_age,
+            "page",
             (OPML_KEY,),
         )
 

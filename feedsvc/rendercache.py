@@ -11,8 +11,8 @@ tests and logs.
 
 from __future__ import annotations
 
-import functools
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from .publisher import Rendered
 
 #: What one cached document holds besides its bytes: its key (with the base
-#: URL), the two index entries (LRU order, per-feed keys), the Rendered object
-#: its validator strings and its gzip callback. tracemalloc measured about
-#: 1.4 KiB a document (test_overhead_figures_cover_what_is_measured in
+#: URL), the two index entries (LRU order, per-feed keys), the Rendered object,
+#: its entry in :data:`_HOLDERS`, and what the web side keeps of it (feedsvc.http:
+#: validator strings, their memo entry). tracemalloc measured about 1.4 KiB a
+#: document (test_overhead_figures_cover_what_is_measured in
 #: tests/test_hostile_requests.py checks the figure stays above it).
 DOCUMENT_OVERHEAD = 1536
 
@@ -57,9 +58,24 @@ class RenderKey(NamedTuple):
 
 
 def cost(rendered: Rendered) -> int:
-    """Bytes a cached representation holds now: body, gzip form once made, overhead."""
-    packed = rendered._gzip  # noqa: SLF001 - made lazily; counted once it exists
-    return len(rendered.body) + (len(packed[0]) if packed else 0) + DOCUMENT_OVERHEAD
+    """Bytes a cached document holds when it is put: its body and the overhead (what is
+    derived from it later comes through :func:`attached`)."""
+    return len(rendered.body) + DOCUMENT_OVERHEAD
+
+
+#: The cache and key holding each cached document, for :func:`attached`. Weak: an
+#: evicted document that nothing else uses goes, and its entry with it.
+_HOLDERS: weakref.WeakKeyDictionary[Rendered, tuple[RenderCache, RenderKey]] = (
+    weakref.WeakKeyDictionary())
+
+
+def attached(rendered: Rendered, size: int) -> None:
+    """Something made from ``rendered`` and kept as long as it lives (the web side's
+    gzip form) now holds ``size`` bytes more: the cache holding it counts them, and
+    evicts if that takes it over its bound. Nothing for a document no cache holds."""
+    holder = _HOLDERS.get(rendered)
+    if holder is not None:
+        holder[0]._grew(holder[1], rendered, size)
 
 
 class RenderCache:
@@ -97,11 +113,11 @@ class RenderCache:
             self.bytes += size
             if key.ref is not None:
                 self.keys_by_ref.setdefault(key.ref, set()).add(key)
-            rendered.on_compress = functools.partial(self._grew, key)
+            _HOLDERS[rendered] = (self, key)
             self._evict()
 
     def _grew(self, key: RenderKey, rendered: Rendered, size: int) -> None:
-        """A cached document made its gzip form: count it, and evict if over the bound."""
+        """A cached document grew (see :func:`attached`): count it, evict if over the bound."""
         with self._lock:
             hit = self.items.get(key)
             if hit is None or hit[1] is not rendered:
@@ -124,6 +140,8 @@ class RenderCache:
         old = self.items.pop(key, None)
         if old is not None:
             self.bytes -= self._costs.pop(key)
+            if _HOLDERS.get(old[1], (None,))[0] is self:
+                del _HOLDERS[old[1]]
             if key.ref is not None:
                 keys = self.keys_by_ref.get(key.ref)
                 if keys is not None:

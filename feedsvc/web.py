@@ -50,7 +50,7 @@ from .fastpath import (
     request_base_url,
 )
 from .formats import formats
-from .http import SECURITY_HEADERS, CachePolicy, negotiate, wants_preview
+from .http import SECURITY_HEADERS, CachePolicy, negotiate, prepare, wants_preview
 from .hub import HubRequestError, RateLimiter, parse_hub_request
 from .hubclient import CallbackRefused, resolve_callback
 from .preview import template_globals
@@ -163,7 +163,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     # request hook restarts it in any process forked from one that had it.
     hub = app.extensions.get("feedsvc.hub")
     if preload:
-        publisher.warm()
+        prepare(publisher.warm())
         publisher.before_fork()
         if hub is not None:
             hub.before_fork()
@@ -572,8 +572,7 @@ def _page(key: tuple, template: str, feed_ref: FeedRef = SITE_FEED,
 
     keys = page_keys(key[0], collection, *key[1:])
     rendered: Rendered = publisher.cached(RenderKey.of_page(key, base), collection.version,
-                                          build, current_app.config["FEEDSVC"].cache_max_age,
-                                          keys)
+                                          build, "page", keys)
     return _respond(rendered)  # HTML: negotiate adds the security headers
 
 
@@ -710,8 +709,8 @@ def _document(key: tuple, version: str, make: Any, content_type: str) -> Respons
         updated = publisher.last_modified(None, collection.updated or EPOCH)
         return make(collection, base), content_type, updated
 
-    rendered = publisher.cached(RenderKey.of_page(key, base), version, build,
-                                current_app.config["FEEDSVC"].cache_max_age, (SITEMAPS,))
+    rendered = publisher.cached(RenderKey.of_page(key, base), version, build, "page",
+                                (SITEMAPS,))
     return _respond(rendered)
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -179,6 +180,34 @@ def fetch(port: int, path: str, headers: dict[str, str] | None = None,
         conn.close()
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc), none once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def environ_of(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was exec'd with (empty if gone or not readable)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.decode(errors="replace").partition("=")[::2]
+                for item in raw.split(b"\0") if item)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: a zombie no one has reaped yet counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+
+
 class Gunicorn:
     """``gunicorn -c deploy/gunicorn.conf.py wsgi:app``, as the systemd unit runs it."""
 
@@ -201,6 +230,8 @@ class Gunicorn:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
             cwd=ROOT, env=clean, stdout=self.log, stderr=subprocess.STDOUT)
+        #: The serving master: ``proc`` until a USR2 restart hands over to its new master.
+        self.master = self.proc.pid
         self.wait_for_workers()
 
     def wait_for_workers(self) -> None:
@@ -232,7 +263,51 @@ class Gunicorn:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def usr2(self) -> int:
+        """USR2 to the serving master; the pid of the new master it execs (not yet serving)."""
+        old = self.master
+        os.kill(old, signal.SIGUSR2)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for child in children(old):
+                # Workers are forks of the old master; only the new master was
+                # exec'd with GUNICORN_PID (gunicorn's mark of a USR2 child).
+                if environ_of(child).get("GUNICORN_PID") == str(old):
+                    return child
+            time.sleep(0.02)
+        raise RuntimeError("USR2: no new master appeared:\n" + self.output())
+
+    def restart(self, timeout: float = 60) -> int:
+        """A complete USR2 restart: until the old master has exited and every worker that
+        answers is a loaded worker of the new master, now ``self.master``."""
+        old, new = self.master, self.usr2()
+        deadline = time.monotonic() + timeout
+        while alive(old):
+            if not alive(new) or time.monotonic() > deadline:
+                raise RuntimeError(f"USR2: the old master {old} did not stop (new master {new} "
+                                   f"alive: {alive(new)}):\n" + self.output())
+            time.sleep(0.02)
+        self.master = new
+        while True:
+            serving, spawned = self.worker_pids(), set(children(new))
+            if serving and serving <= spawned and len(spawned) >= self.workers:
+                break
+            if not alive(new) or time.monotonic() > deadline:
+                raise RuntimeError("USR2: the new master's workers did not serve:\n"
+                                   + self.output())
+            time.sleep(0.05)
+        return new
+
     def stop(self) -> str:
+        if self.master != self.proc.pid:  # a USR2 master: not our child, so no wait()
+            self.proc.poll()
+            if alive(self.master):
+                os.kill(self.master, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while alive(self.master) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if alive(self.master):
+                    os.kill(self.master, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
