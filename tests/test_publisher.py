@@ -133,6 +133,8 @@ def _snapshot(collection):
         list(collection.feed_refs()),
         {ref: collection.feed_entries(ref) for ref in collection.feed_refs()},
         {ref: collection.feed_version(ref) for ref in collection.feed_refs()},
+        {ref: collection.feed_updated(ref) for ref in collection.feed_refs()},
+        collection.updated,
         collection.topics,
         collection.authors,
         collection.by_slug,
@@ -166,6 +168,43 @@ def test_evolving_a_collection_equals_building_it_afresh(publisher) -> None:
         evolved = collection.evolve(removed, added)
         kept = [e for e in current if all(e is not r for r in removed)]
         assert _snapshot(evolved) == _snapshot(Collection(kept + added))
+        collection = evolved
+
+
+def test_evolved_newest_dates_and_versions_follow_removals_of_the_newest(publisher) -> None:
+    """The incremental newest ``updated`` (Last-Modified's floor) and versions, when the
+    entry holding the newest date goes, comes back older, or is outdated by another."""
+    import random
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from feedsvc.collection import Collection, entry_version
+
+    def dated(entry, days: int):
+        moved = replace(entry, updated=entry.updated + timedelta(days=days, seconds=0.5))
+        object.__setattr__(moved, "version", entry_version(moved))
+        return moved
+
+    rng = random.Random(11)
+    collection = publisher.collection
+    for step in range(30):
+        current = list(collection.entries)
+        newest = max(current, key=lambda e: e.updated)
+        if step % 3 == 0:  # the newest goes, maybe coming back older
+            removed = [newest]
+            added = [dated(newest, -rng.randint(1, 900))] if step % 2 else []
+        else:
+            removed = rng.sample(current, k=rng.randint(0, 2))
+            added = [dated(e, rng.randint(-30, 30)) for e in removed]
+        evolved = collection.evolve(removed, added)
+        fresh = Collection([e for e in current if all(e is not r for r in removed)] + added)
+        assert _snapshot(evolved) == _snapshot(fresh), step
+        assert evolved.updated == max(e.updated for e in fresh.entries)
+        for ref in fresh.feed_refs():
+            items = fresh.feed_entries(ref)
+            assert evolved.feed_updated(ref) == (max(e.updated for e in items) if items else None)
+        if removed or added:
+            assert evolved.version != collection.version
         collection = evolved
 
 
