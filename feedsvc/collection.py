@@ -325,6 +325,34 @@ class Collection:
         """The newest ``updated`` among one feed's entries; None if it has none."""
         return self._newest.get(ref)
 
+    def legacy_feed_version(self, ref: FeedRef) -> str | None:
+        """A feed's version as releases before the sums made it: an ordered digest.
+
+        Only for carrying the moments an earlier release stored over an upgrade
+        (:func:`feedsvc.stamping.store_moments`); a pass over the feed.
+        """
+        items = self._feeds.get(ref)
+        if items is None:
+            return None
+        legacy = self._legacy.get(ref)
+        if legacy is None:
+            legacy = self._legacy[ref] = hashlib.blake2b(
+                b"".join(e.version or entry_version(e) for e in items), digest_size=16
+            ).hexdigest()
+        return legacy
+
+    def legacy_version(self) -> str:
+        """:attr:`version` as releases before the sums made it (see legacy_feed_version)."""
+        return hashlib.blake2b(
+            "".join(f"{r.kind}/{r.slug}={self.legacy_feed_version(r)};"
+                    for r in self._ordered_refs).encode(),
+            digest_size=16,
+        ).hexdigest()
+
+    @functools.cached_property
+    def _legacy(self) -> dict[FeedRef, str]:
+        return {}
+
     def delta_from(self, old: Collection) -> tuple[tuple[Entry, ...], tuple[Entry, ...]] | None:
         """The entries taken out of ``old`` and put in to make this collection, if it
         was evolved from ``old``; None if it was built some other way."""

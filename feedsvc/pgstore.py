@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import stamping
@@ -258,7 +258,8 @@ class PostgresStore:
             rows = tx.all(f"SELECT path, {stamping.ROW} FROM articles")
         return {row[0]: stamping.stamp_of(row[1:]) for row in rows}
 
-    def moments(self, versions: Mapping[str, tuple[str, int]], now: float) -> dict[str, int]:
+    def moments(self, versions: Mapping[str, tuple[str, int]], now: float,
+                aliases: Callable[[str], str | None] | None = None) -> dict[str, int]:
         """As :meth:`feedsvc.ledger.Ledger.moments`: one value for every worker and host."""
         if not versions:
             return {}
@@ -268,7 +269,7 @@ class PostgresStore:
             return {doc: k[1] for doc, k in known.items() if k is not None}
         with self._tx() as tx:
             tx.execute("SELECT pg_advisory_xact_lock(?)", (_STAMP_KEY,))
-            result, _ = stamping.store_moments(tx, versions, now)
+            result, _ = stamping.store_moments(tx, versions, now, aliases)
         return result
 
     def path_of_slug(self, slug: str) -> str | None:

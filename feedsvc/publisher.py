@@ -134,6 +134,12 @@ def _floor(newest: datetime | None) -> int:
     return int(seconds) + (seconds % 1 > 0)
 
 
+def _legacy_digests(collection: Collection) -> Callable[[str], str | None]:
+    """The digest an earlier release gave each document's version, by version key."""
+    return lambda key: (collection.legacy_version() if key == PAGES
+                        else collection.legacy_feed_version(_ref_of(key)))
+
+
 def _ref_of(key: str) -> FeedRef:
     _, kind, slug = key.split(":", 2)
     return FeedRef(kind, slug)
@@ -433,7 +439,11 @@ class Publisher:
             moments = {k: v for k, v in self._moments.items()
                        if k == PAGES or collection.feed_version(_ref_of(k)) is not None}
         try:
-            stored = self.store.moments(versions, now)
+            # A process's first moments may find versions an earlier release stored
+            # under its ordered digests: they keep their moments (an upgrade moves
+            # no Last-Modified). Later changes are new versions, never aliased.
+            stored = self.store.moments(versions, now,
+                                        None if self._moments else _legacy_digests(collection))
         except LedgerError as exc:
             log.error("%s; Last-Modified comes from this worker's clock until it recovers", exc)
             stored = {k: max(int(now), floor) for k, (_, floor) in versions.items()}
