@@ -11,12 +11,13 @@ import functools
 import hashlib
 import operator
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from . import urls
+from .layered import Layered
 from .model import Article, Author, Entry, Stamp, Topic, TopicRef
 from .topics import TopicCatalog
 
@@ -180,22 +181,26 @@ class Collection:
                 feeds[ref] = tuple(items)
             else:
                 feeds.pop(ref, None)
-        by_slug = dict(self.by_slug)
+        by_slug = (self.by_slug if isinstance(self.by_slug, Layered)
+                   else Layered.over(self.by_slug)).edit()  # shared, not copied
         for entry in removed:
             by_slug.pop(entry.slug, None)
         for entry in added:
             by_slug[entry.slug] = entry
         new = Collection.__new__(Collection)
-        new._finish(feeds, by_slug, previous=(self, changes))
+        new._finish(feeds, by_slug.done(), previous=(self, changes))
         new._parent = weakref.ref(self)  # weak: a chain of versions must not pile up
         new._touched = frozenset(touched)
         new._delta = (tuple(removed), tuple(added))
+        if "_ordered_refs" in self.__dict__ and all(
+                (ref in feeds) == (ref in self._feeds) for ref in touched):
+            new.__dict__["_ordered_refs"] = self._ordered_refs  # the same feeds: no sort
         return new
 
     def _finish(
         self,
         feeds: dict[FeedRef, tuple[Entry, ...]],
-        by_slug: dict[str, Entry],
+        by_slug: Mapping[str, Entry],
         previous: tuple[Collection, dict[FeedRef, tuple[list[Entry], list[Entry]]]] | None,
     ) -> None:
         """Derive topics, authors and versions; reuse ``previous`` for untouched feeds.
@@ -209,7 +214,8 @@ class Collection:
         """
         self._feeds = feeds
         self.entries: tuple[Entry, ...] = feeds[SITE_FEED]
-        self.by_slug: dict[str, Entry] = by_slug
+        #: Every entry by slug: a dict, or after an edit a Layered mapping over it.
+        self.by_slug: Mapping[str, Entry] = by_slug
         changes: dict[FeedRef, tuple[list[Entry], list[Entry]]]
         if previous is None:  # __init__ has summed every feed
             self._versions: dict[FeedRef, str] = {}
