@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 from . import urls
@@ -134,14 +135,11 @@ class Collection:
     def __init__(self, entries: Iterable[Entry]) -> None:
         ordered = sorted(entries, key=_newest_first)
         members: dict[FeedRef, list[Entry]] = {}
-        sums: dict[FeedRef, int] = {}
         for entry in ordered:
-            number = int.from_bytes(entry.version or entry_version(entry), "big")
             for ref in _refs_of(entry):
                 members.setdefault(ref, []).append(entry)
-                sums[ref] = sums.get(ref, 0) + number
         members.setdefault(SITE_FEED, [])
-        self._sums: dict[FeedRef, int] = {ref: sums.get(ref, 0) % _MODULUS for ref in members}
+        self._sums: dict[FeedRef, int] = {ref: _sum(items) for ref, items in members.items()}
         self._newest: dict[FeedRef, datetime] = {
             ref: max(map(_updated_of, items)) for ref, items in members.items() if items}
         self._finish(
@@ -388,10 +386,12 @@ def _sum(entries: Iterable[Entry]) -> int:
     which their versions cover. Entries are distinct (one id each), so no two
     cancel out.
     """
-    total = 0
-    for e in entries:
-        total += int.from_bytes(e.version or entry_version(e), "big")
-    return total % _MODULUS
+    # All in C (a loop in Python was a third of building 10,000 entries' collection).
+    return sum(map(int.from_bytes, map(_version_of, entries), repeat("big"))) % _MODULUS
+
+
+def _version_of(entry: Entry) -> bytes:
+    return entry.version or entry_version(entry)
 
 
 def _term(ref: FeedRef, version: str) -> int:
