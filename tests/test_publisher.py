@@ -268,3 +268,29 @@ def test_render_cache_is_bounded_least_recently_used_first(publisher) -> None:
     renders = publisher.renders
     publisher.feed(SITE_FEED, "rss", base)  # evicted long ago: rendered again
     assert publisher.renders == renders + 1
+
+
+def test_an_author_is_named_as_the_newest_entry_with_a_bio_names_them(publisher) -> None:
+    """Name and bio from the newest entry that gives a bio, else the newest entry's."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from feedsvc.collection import Collection
+    from feedsvc.model import Author
+
+    base = list(publisher.collection.entries[:4])  # newest first
+
+    def by(entry, name: str, bio: str | None):  # only the byline matters here
+        return replace(entry, article=SimpleNamespace(authors=(Author(name, "pat", bio),)))
+
+    cases = [
+        ([("Pat N", None), ("Pat B", "bio b"), ("Pat C", "bio c"), ("Pat D", None)], "Pat B"),
+        ([("Pat N", "bio n"), ("Pat B", "bio b"), ("Pat C", None), ("Pat D", None)], "Pat N"),
+        ([("Pat N", None), ("Pat B", None), ("Pat C", None), ("Pat D", "bio d")], "Pat D"),
+        ([("Pat N", None), ("Pat B", None), ("Pat C", None), ("Pat D", None)], "Pat N"),
+    ]
+    for names, expected in cases:
+        entries = [by(e, name, bio) for e, (name, bio) in zip(base, names, strict=True)]
+        info = Collection(entries).author("pat")
+        assert info is not None and info.author.name == expected and info.count == 4
+        assert info.author.bio == dict(names)[expected]
