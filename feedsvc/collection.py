@@ -9,17 +9,25 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import operator
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 from . import urls
+from .layered import Layered
 from .model import Article, Author, Entry, Stamp, Topic, TopicRef
 from .topics import TopicCatalog
 
 FEED_KINDS = ("site", "topic", "author")
+
+#: Versions are sums of 128-bit digests modulo 2**128: a set's digest that one
+#: edit updates by a subtraction and an addition, whatever the set's size.
+_MODULUS = 1 << 128
+_updated_of = operator.attrgetter("updated")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -119,7 +127,9 @@ class Collection:
 
     Built whole from entries, or from the previous collection by
     :meth:`evolve` when a few entries changed: both give equal collections
-    (tests check it), the second in time proportional to the feeds touched.
+    (tests check it), the second in time proportional to the entries
+    changed (and C-speed copies of the indexes), so one edit among 100,000
+    articles costs no pass over them in Python.
     """
 
     def __init__(self, entries: Iterable[Entry]) -> None:
@@ -129,6 +139,9 @@ class Collection:
             for ref in _refs_of(entry):
                 members.setdefault(ref, []).append(entry)
         members.setdefault(SITE_FEED, [])
+        self._sums: dict[FeedRef, int] = {ref: _sum(items) for ref, items in members.items()}
+        self._newest: dict[FeedRef, datetime] = {
+            ref: max(map(_updated_of, items)) for ref, items in members.items() if items}
         self._finish(
             {ref: tuple(items) for ref, items in members.items()},
             {e.slug: e for e in ordered},
@@ -136,6 +149,7 @@ class Collection:
         )
         self._parent: weakref.ref[Collection] | None = None
         self._touched: frozenset[FeedRef] = frozenset()
+        self._delta: tuple[tuple[Entry, ...], tuple[Entry, ...]] = ((), ())
 
     def evolve(self, removed: Iterable[Entry], added: Iterable[Entry]) -> Collection:
         """A new collection with ``removed`` taken out and ``added`` put in.
@@ -146,6 +160,7 @@ class Collection:
         removed, added = list(removed), list(added)
         feeds = dict(self._feeds)
         touched: dict[FeedRef, list[Entry]] = {}
+        changes: dict[FeedRef, tuple[list[Entry], list[Entry]]] = {}
         for entry in removed:
             for ref in _refs_of(entry):
                 items = touched.setdefault(ref, list(feeds.get(ref, ())))
@@ -153,67 +168,107 @@ class Collection:
                 while items[index] is not entry:
                     index += 1
                 del items[index]
+                changes.setdefault(ref, ([], []))[0].append(entry)
         for entry in added:
             for ref in _refs_of(entry):
                 items = touched.setdefault(ref, list(feeds.get(ref, ())))
                 bisect.insort(items, entry, key=_newest_first)
+                changes.setdefault(ref, ([], []))[1].append(entry)
         for ref, items in touched.items():
             if items or ref == SITE_FEED:
                 feeds[ref] = tuple(items)
             else:
                 feeds.pop(ref, None)
-        by_slug = dict(self.by_slug)
+        by_slug = (self.by_slug if isinstance(self.by_slug, Layered)
+                   else Layered.over(self.by_slug)).edit()  # shared, not copied
         for entry in removed:
             by_slug.pop(entry.slug, None)
         for entry in added:
             by_slug[entry.slug] = entry
         new = Collection.__new__(Collection)
-        new._finish(feeds, by_slug, previous=(self, set(touched)))
+        new._finish(feeds, by_slug.done(), previous=(self, changes))
         new._parent = weakref.ref(self)  # weak: a chain of versions must not pile up
         new._touched = frozenset(touched)
+        new._delta = (tuple(removed), tuple(added))
+        if "_ordered_refs" in self.__dict__ and all(
+                (ref in feeds) == (ref in self._feeds) for ref in touched):
+            new.__dict__["_ordered_refs"] = self._ordered_refs  # the same feeds: no sort
         return new
 
     def _finish(
         self,
         feeds: dict[FeedRef, tuple[Entry, ...]],
-        by_slug: dict[str, Entry],
-        previous: tuple[Collection, set[FeedRef]] | None,
+        by_slug: Mapping[str, Entry],
+        previous: tuple[Collection, dict[FeedRef, tuple[list[Entry], list[Entry]]]] | None,
     ) -> None:
         """Derive topics, authors and versions; reuse ``previous`` for untouched feeds.
 
-        Everything here is a dict copy plus work per touched feed; orderings
-        (feed_refs, topics, authors) and the whole-site version are derived
-        on first use, so an edit among 100,000 articles does not sort them.
+        ``previous`` is the collection evolved from and, by touched feed, the
+        entries taken out of it and put in. Everything here is a dict copy plus
+        work per changed entry: a feed's version and newest date are updated
+        from the entries that changed, not recomputed over the feed (the site
+        feed holds every entry); orderings (feed_refs, topics, authors) are
+        derived on first use, so an edit among 100,000 articles sorts nothing.
         """
         self._feeds = feeds
         self.entries: tuple[Entry, ...] = feeds[SITE_FEED]
-        self.by_slug: dict[str, Entry] = by_slug
-        if previous is None:
-            touched: Iterable[FeedRef] = feeds
+        #: Every entry by slug: a dict, or after an edit a Layered mapping over it.
+        self.by_slug: Mapping[str, Entry] = by_slug
+        changes: dict[FeedRef, tuple[list[Entry], list[Entry]]]
+        if previous is None:  # __init__ has summed every feed
             self._versions: dict[FeedRef, str] = {}
             self._topics: dict[str, Topic] = {}
             self._authors: dict[str, AuthorInfo] = {}
+            self._total = 0
+            changes = {ref: ([], []) for ref in feeds}
         else:
-            old, touched = previous
+            old, changes = previous
+            self._sums = dict(old._sums)
+            self._newest = dict(old._newest)
             self._versions = dict(old._versions)
             self._topics = dict(old._topics)
             self._authors = dict(old._authors)
-        for ref in touched:
+            self._total = old._total
+        for ref, (out, into) in changes.items():
             items = feeds.get(ref)
             table: dict[str, Any] | None = (
                 self._topics if ref.kind == "topic" else
                 self._authors if ref.kind == "author" else None
             )
+            was = self._versions.get(ref)
+            if was is not None:
+                self._total -= _term(ref, was)
             if items is None:  # the feed is gone
                 self._versions.pop(ref, None)
+                self._sums.pop(ref, None)
+                self._newest.pop(ref, None)
                 if table is not None:
                     table.pop(ref.slug, None)
                 continue
-            self._versions[ref] = _version(items)
+            if previous is not None:
+                self._sums[ref] = (self._sums.get(ref, 0) + _sum(into) - _sum(out)) % _MODULUS
+                self._newest_after(ref, items, out, into)
+            version = self._versions[ref] = f"{self._sums[ref]:032x}"
+            self._total += _term(ref, version)
             if ref.kind == "topic":
                 self._topics[ref.slug] = _topic(ref.slug, items)
             elif ref.kind == "author":
                 self._authors[ref.slug] = _author_info(ref.slug, items)
+        self._total %= _MODULUS
+
+    def _newest_after(
+        self, ref: FeedRef, items: tuple[Entry, ...], out: list[Entry], into: list[Entry]
+    ) -> None:
+        """The feed's newest ``updated`` after a change: a pass over it (in C) only when
+        the entry that held the newest date was taken out."""
+        newest = self._newest.get(ref)
+        top = max(map(_updated_of, into)) if into else None
+        if not items:
+            self._newest.pop(ref, None)
+        elif newest is not None and top is not None and top >= newest:
+            self._newest[ref] = top
+        elif newest is None or any(e.updated >= newest for e in out):
+            self._newest[ref] = max(map(_updated_of, items))
 
     @functools.cached_property
     def _ordered_refs(self) -> list[FeedRef]:
@@ -233,13 +288,14 @@ class Collection:
         """Every author by slug, in slug order."""
         return {slug: self._authors[slug] for slug in sorted(self._authors)}
 
-    @functools.cached_property
+    @property
     def version(self) -> str:
-        """A digest of every feed's version: changes when anything shown changes."""
-        return hashlib.blake2b(
-            "".join(f"{r.kind}/{r.slug}={self._versions[r]};" for r in self._ordered_refs).encode(),
-            digest_size=16,
-        ).hexdigest()
+        """A digest of every feed's version: changes when anything shown changes.
+
+        The sum of a digest of each feed's name and version, kept by
+        :meth:`_finish` as feeds change, so no edit walks every feed.
+        """
+        return f"{self._total:032x}"
 
     def feed_entries(self, ref: FeedRef) -> tuple[Entry, ...] | None:
         """The entries of one feed, newest first; None for an unknown feed."""
@@ -264,10 +320,49 @@ class Collection:
         """One author, without building the ordered :attr:`authors`."""
         return self._authors.get(slug)
 
-    @functools.cached_property
+    @property
     def updated(self) -> datetime | None:
         """The newest ``updated`` of any entry: what the site last changed at."""
-        return max((e.updated for e in self.entries), default=None)
+        return self._newest.get(SITE_FEED)
+
+    def feed_updated(self, ref: FeedRef) -> datetime | None:
+        """The newest ``updated`` among one feed's entries; None if it has none."""
+        return self._newest.get(ref)
+
+    def legacy_feed_version(self, ref: FeedRef) -> str | None:
+        """A feed's version as releases before the sums made it: an ordered digest.
+
+        Only for carrying the moments an earlier release stored over an upgrade
+        (:func:`feedsvc.stamping.store_moments`); a pass over the feed.
+        """
+        items = self._feeds.get(ref)
+        if items is None:
+            return None
+        legacy = self._legacy.get(ref)
+        if legacy is None:
+            legacy = self._legacy[ref] = hashlib.blake2b(
+                b"".join(e.version or entry_version(e) for e in items), digest_size=16
+            ).hexdigest()
+        return legacy
+
+    def legacy_version(self) -> str:
+        """:attr:`version` as releases before the sums made it (see legacy_feed_version)."""
+        return hashlib.blake2b(
+            "".join(f"{r.kind}/{r.slug}={self.legacy_feed_version(r)};"
+                    for r in self._ordered_refs).encode(),
+            digest_size=16,
+        ).hexdigest()
+
+    @functools.cached_property
+    def _legacy(self) -> dict[FeedRef, str]:
+        return {}
+
+    def delta_from(self, old: Collection) -> tuple[tuple[Entry, ...], tuple[Entry, ...]] | None:
+        """The entries taken out of ``old`` and put in to make this collection, if it
+        was evolved from ``old``; None if it was built some other way."""
+        if self._parent is not None and self._parent() is old:
+            return self._delta
+        return None
 
 
 def _topic(slug: str, entries: tuple[Entry, ...]) -> Topic:
@@ -277,17 +372,37 @@ def _topic(slug: str, entries: tuple[Entry, ...]) -> Topic:
 
 
 def _author_info(slug: str, entries: tuple[Entry, ...]) -> AuthorInfo:
-    """An author as their newest entry names them, with the newest bio there is."""
-    named = [a for e in entries for a in e.authors if a.slug == slug]
-    author = next((a for a in named if a.bio), named[0])
+    """An author as their newest entry names them, with the newest bio there is.
+
+    Stops at the first entry that gives a bio (mostly the newest): a list of
+    every entry's names was 7 ms of each edit to a 2,000-entry author feed.
+    """
+    named = (a for e in entries for a in e.authors if a.slug == slug)
+    first = next(named)
+    author = first if first.bio else next((a for a in named if a.bio), first)
     return AuthorInfo(author=author, count=len(entries))
 
 
-def _version(entries: tuple[Entry, ...]) -> str:
-    """A feed's version: a digest of its entries' versions, in order."""
-    return hashlib.blake2b(
-        b"".join(e.version or entry_version(e) for e in entries), digest_size=16
-    ).hexdigest()
+def _sum(entries: Iterable[Entry]) -> int:
+    """The sum of the entries' versions as 128-bit numbers, modulo 2**128.
+
+    A feed's version is the sum over its entries: order needs no digest of
+    its own, as a feed's order follows from its entries' dates and ids,
+    which their versions cover. Entries are distinct (one id each), so no two
+    cancel out.
+    """
+    # All in C (a loop in Python was a third of building 10,000 entries' collection).
+    return sum(map(int.from_bytes, map(_version_of, entries), repeat("big"))) % _MODULUS
+
+
+def _version_of(entry: Entry) -> bytes:
+    return entry.version or entry_version(entry)
+
+
+def _term(ref: FeedRef, version: str) -> int:
+    """One feed's share of the collection's version."""
+    return int.from_bytes(hashlib.blake2b(
+        f"{ref.kind}/{ref.slug}={version}".encode(), digest_size=16).digest(), "big")
 
 
 def changed_feeds(old: Collection, new: Collection) -> list[FeedRef]:

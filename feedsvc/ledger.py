@@ -35,7 +35,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -457,7 +457,8 @@ class Ledger:
         return result
 
     def moments(
-        self, versions: Mapping[str, tuple[str, int]], now: float
+        self, versions: Mapping[str, tuple[str, int]], now: float,
+        aliases: Callable[[str], str | None] | None = None,
     ) -> dict[str, int]:
         """When each feed document's current version first existed, in unix seconds.
 
@@ -469,7 +470,8 @@ class Ledger:
         ``max(now, floor, newest stored moment + 1)``: later than any earlier
         version's, so it never goes backwards and an ``If-Modified-Since``
         client sees every change even within one second. One transaction; at
-        most :data:`VERSIONS_KEPT` versions of a document are kept.
+        most :data:`VERSIONS_KEPT` versions of a document are kept. ``aliases``:
+        see :func:`feedsvc.stamping.store_moments`.
         """
         if not versions:
             return {}
@@ -487,7 +489,8 @@ class Ledger:
                     return {doc: k[1] for doc, k in known.items() if k is not None}
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    result, wrote = stamping.store_moments(sqlite_tx(conn), versions, now)
+                    result, wrote = stamping.store_moments(sqlite_tx(conn), versions, now,
+                                                              aliases)
                     conn.execute("COMMIT" if wrote else "ROLLBACK")
                 except BaseException:
                     _rollback(conn)

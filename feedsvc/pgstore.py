@@ -42,7 +42,7 @@ import socket
 import threading
 import time
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import stamping
@@ -319,7 +319,8 @@ class PostgresStore:
             rows = tx.all(f"SELECT path, {stamping.ROW} FROM articles")
         return {row[0]: stamping.stamp_of(row[1:]) for row in rows}
 
-    def moments(self, versions: Mapping[str, tuple[str, int]], now: float) -> dict[str, int]:
+    def moments(self, versions: Mapping[str, tuple[str, int]], now: float,
+                aliases: Callable[[str], str | None] | None = None) -> dict[str, int]:
         """As :meth:`feedsvc.ledger.Ledger.moments`: one value for every worker and host."""
         if not versions:
             return {}
@@ -335,7 +336,7 @@ class PostgresStore:
         if todo:
             with self._tx() as tx:
                 self._lock_stamps(tx)
-                stored, _ = stamping.store_moments(tx, todo, now)
+                stored, _ = stamping.store_moments(tx, todo, now, aliases)
             result.update(stored)
         return result
 

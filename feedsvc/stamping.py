@@ -12,7 +12,7 @@ advisory lock. Nothing here knows which engine runs it.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 from .model import Stamp
@@ -288,13 +288,18 @@ def newest_version(tx: Tx, doc: str) -> tuple[str, int] | None:
 
 
 def store_moments(
-    tx: Tx, versions: Mapping[str, tuple[str, int]], now: float
+    tx: Tx, versions: Mapping[str, tuple[str, int]], now: float,
+    aliases: Callable[[str], str | None] | None = None,
 ) -> tuple[dict[str, int], bool]:
     """The moment of each document's version, storing new ones; (moments, anything written).
 
     A version new to the store (or one come back after a newer one) gets
     ``max(now, floor, newest stored moment + 1)``, so it never goes backwards;
     at most :data:`VERSIONS_KEPT` versions of a document are kept.
+    ``aliases(doc)`` names the digest an earlier release gave the same
+    version (asked only of documents whose newest digest differs): a newest
+    row under that digest is renamed and keeps its moment, so an upgrade
+    moves no ``Last-Modified``.
     """
     result: dict[str, int] = {}
     wrote = False
@@ -302,6 +307,13 @@ def store_moments(
         newest = newest_version(tx, doc)
         if newest is not None and newest[0] == digest:
             result[doc] = newest[1]
+            continue
+        if newest is not None and aliases is not None and aliases(doc) == newest[0]:
+            tx.execute("DELETE FROM feed_versions WHERE doc = ? AND digest = ?", (doc, digest))
+            tx.execute("UPDATE feed_versions SET digest = ? WHERE doc = ? AND digest = ?",
+                       (digest, doc, newest[0]))
+            result[doc] = newest[1]
+            wrote = True
             continue
         moment = max(int(now), int(floor), newest[1] + 1 if newest else 0)
         tx.execute(

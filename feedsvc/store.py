@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -177,7 +177,8 @@ class Store(Protocol):
         """Give the writer lease up (at exit), so another process takes over at once."""
         ...
 
-    def moments(self, versions: Mapping[str, tuple[str, int]], now: float) -> dict[str, int]:
+    def moments(self, versions: Mapping[str, tuple[str, int]], now: float,
+                aliases: Callable[[str], str | None] | None = None) -> dict[str, int]:
         """When each feed document's version first existed; see Ledger.moments."""
         ...
 
@@ -387,8 +388,9 @@ class SqliteStore:
     def stamps_of(self, paths: Iterable[str]) -> dict[str, Stamp]:
         return self.ledger.stamps_of(paths)
 
-    def moments(self, versions: Mapping[str, tuple[str, int]], now: float) -> dict[str, int]:
-        return self.ledger.moments(versions, now)
+    def moments(self, versions: Mapping[str, tuple[str, int]], now: float,
+                aliases: Callable[[str], str | None] | None = None) -> dict[str, int]:
+        return self.ledger.moments(versions, now, aliases)
 
     def path_of_slug(self, slug: str) -> str | None:
         return self.ledger.path_of_slug(slug)

@@ -14,12 +14,14 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .collection import Collection, FeedRef, changed_feeds, make_entry
 from .errors import ArticleError
 from .identity import find_duplicates
+from .layered import Draft, Layered
 from .model import Article, Entry, Stamp
 from .store import FileRecord, Snapshot, Store, decode_article
 from .topics import TopicCatalog
@@ -29,16 +31,21 @@ log = logging.getLogger("feedsvc")
 
 @dataclass(slots=True)
 class ViewState:
-    """Everything a view holds; replaced whole, never edited in place."""
+    """Everything a view holds; replaced whole, never edited in place.
 
-    articles: dict[str, Article] = field(default_factory=dict)
+    The per-path tables are plain dicts after a full load and
+    :class:`~feedsvc.layered.Layered` mappings after a change: the new
+    version shares the old one's dict rather than copying it.
+    """
+
+    articles: Mapping[str, Article] = field(default_factory=dict)
     parse_errors: dict[str, ArticleError] = field(default_factory=dict)
     listing_errors: dict[str, ArticleError] = field(default_factory=dict)
-    stamps: dict[str, Stamp] = field(default_factory=dict)
+    stamps: Mapping[str, Stamp] = field(default_factory=dict)
     collection: Collection = field(default_factory=lambda: Collection(()))
     next_due: float | None = None
-    entries: dict[str, Entry] = field(default_factory=dict)  # published ones, by path
-    versions: dict[str, str] = field(default_factory=dict)  # path -> version held
+    entries: Mapping[str, Entry] = field(default_factory=dict)  # published ones, by path
+    versions: Mapping[str, str] = field(default_factory=dict)  # path -> version held
     seq: int = -1
     generation: int = -1
     complete: bool = False
@@ -46,11 +53,20 @@ class ViewState:
     duplicates: dict[str, str] = field(default_factory=dict)
     #: Paths of the publishable (not draft) articles by content hash: duplicates are
     #: looked for only among the hashes a change touched.
-    by_hash: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    by_hash: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def present(self, path: str) -> bool:
         """Whether the folder has a file at ``path`` now (published, rejected or not)."""
         return path in self.versions or path in self.parse_errors or path in self.listing_errors
+
+
+def _edit(table: Mapping[str, Any]) -> Draft[str, Any]:
+    """A draft of the next version of a per-path table, sharing what it does not change."""
+    return (table if isinstance(table, Layered) else Layered.over(table)).edit()  # type: ignore[arg-type]
+
+
+def _done(table: Any) -> Any:
+    return table.done() if isinstance(table, Draft) else table
 
 
 def _without_gc(build: Callable[[], ViewState]) -> ViewState:
@@ -132,19 +148,23 @@ class StoreView:
             return ViewState(old.articles, old.parse_errors, old.listing_errors, old.stamps,
                              collection, next_due, entries, old.versions, old.seq,
                              old.generation, old.complete, old.duplicates, old.by_hash)
+        articles: Any
+        stamps: Any
+        versions: Any
+        reuse: Mapping[str, Article]
         if snapshot.full:
-            articles: dict[str, Article] = {}
+            articles = {}
             parse_errors: dict[str, ArticleError] = {}
             listing_errors: dict[str, ArticleError] = {}
             stamps = dict(snapshot.stamps)
-            versions: dict[str, str] = {}
+            versions = {}
             touched: set[str] | None = None
             records: Iterable[FileRecord] = snapshot.files.values()
             reuse = old.articles if old.generation == snapshot.generation else {}
         else:
-            articles, parse_errors = dict(old.articles), dict(old.parse_errors)
-            listing_errors, stamps = dict(old.listing_errors), dict(old.stamps)
-            versions = dict(old.versions)
+            # Drafts over the old tables: one edit among 100,000 copies none of them.
+            articles, stamps, versions = _edit(old.articles), _edit(old.stamps), _edit(old.versions)
+            parse_errors, listing_errors = dict(old.parse_errors), dict(old.listing_errors)
             touched = set(snapshot.changed)
             for path in touched:
                 for table in (articles, parse_errors, listing_errors, stamps, versions):
@@ -175,6 +195,7 @@ class StoreView:
                     continue
             articles[path] = article
             versions[path] = record.version
+        articles, stamps, versions = _done(articles), _done(stamps), _done(versions)
         base = old if not snapshot.full or old.generation == snapshot.generation else ViewState()
         if snapshot.full:
             touched = None
@@ -192,13 +213,13 @@ class StoreView:
 
     def _build(
         self,
-        articles: dict[str, Article],
-        stamps: dict[str, Stamp],
+        articles: Mapping[str, Article],
+        stamps: Mapping[str, Stamp],
         old: ViewState,
         now: float,
         touched: set[str] | None,
         duplicates: dict[str, str] | None = None,
-    ) -> tuple[Collection, float | None, dict[str, Entry]]:
+    ) -> tuple[Collection, float | None, Mapping[str, Entry]]:
         """A new collection, rebuilding only the entries of ``touched`` paths.
 
         ``touched=None`` looks at every article (first load, or a scheduled
@@ -206,12 +227,13 @@ class StoreView:
         cheap after one edit among thousands, and keeps their rendered
         fragments cached (:class:`~feedsvc.render.FragmentCache`).
         """
+        entries: Any
         if touched is None:
-            entries: dict[str, Entry] = {}
+            entries = {}
             next_due: float | None = None
             paths: Iterable[str] = articles
         else:
-            entries, next_due, paths = dict(old.entries), old.next_due, touched
+            entries, next_due, paths = _edit(old.entries), old.next_due, touched
         for path in paths:
             entries.pop(path, None)
             article, stamp = articles.get(path), stamps.get(path)
@@ -229,7 +251,8 @@ class StoreView:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             entries[path] = entry
-        scope = old.entries.keys() | entries.keys() if touched is None else touched
+        entries = _done(entries)
+        scope = set(old.entries).union(entries) if touched is None else touched
         removed = [e for p in scope if (e := old.entries.get(p)) and entries.get(p) is not e]
         added = [e for p in scope if (e := entries.get(p)) and old.entries.get(p) is not e]
         if len(removed) + len(added) <= max(64, len(entries) // 10):
@@ -242,7 +265,7 @@ def _publishable(article: Article | None) -> bool:
 
 
 def _all_duplicates(
-    articles: dict[str, Article], stamps: dict[str, Stamp]
+    articles: Mapping[str, Article], stamps: Mapping[str, Stamp]
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
     """The hash index of every publishable article, and the duplicates among them."""
     groups: dict[str, list[str]] = {}
@@ -255,14 +278,15 @@ def _all_duplicates(
 
 
 def _duplicates(
-    old: ViewState, articles: dict[str, Article], stamps: dict[str, Stamp], touched: set[str]
-) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    old: ViewState, articles: Mapping[str, Article], stamps: Mapping[str, Stamp],
+    touched: set[str]
+) -> tuple[Mapping[str, tuple[str, ...]], dict[str, str]]:
     """The hash index and the duplicates after a change, looking only at touched hashes.
 
-    One edit among 100,000 articles costs a dict copy, not a pass over every
-    article (feedsvc.identity decides which copy is first).
+    One edit among 100,000 articles costs neither a copy of the index nor a
+    pass over every article (feedsvc.identity decides which copy is first).
     """
-    by_hash = dict(old.by_hash)
+    by_hash = _edit(old.by_hash)
     affected: set[str] = set()
     for path in touched:
         for article, add in ((old.articles.get(path), False), (articles.get(path), True)):
@@ -283,4 +307,4 @@ def _duplicates(
                   if p not in touched and p in articles
                   and articles[p].content_hash not in affected}
     duplicates.update(found)
-    return by_hash, duplicates
+    return by_hash.done(), duplicates

@@ -108,3 +108,68 @@ def test_last_modified_survives_a_restart(make_app, articles_dir: Path) -> None:
     again = make_app(articles_dir)
     assert _poll(again.test_client(), "/topics/nato/feed.atom", stamp) == (304, stamp)
     assert stamp != http_date(0)
+
+
+def _ordered_digests(publisher) -> dict[str, str]:  # noqa: ANN001
+    """Every document's version digest as the release before this one computed it:
+    blake2b over the feed's entry versions in order, and over every feed's for pages.
+    Written out here, not taken from feedsvc, so that the test pins the old formula."""
+    import hashlib
+
+    from feedsvc.collection import FEED_KINDS
+    from feedsvc.publisher import PAGES, version_key
+
+    collection = publisher.collection
+    refs = sorted(collection.feed_refs(), key=lambda r: (FEED_KINDS.index(r.kind), r.slug))
+    feeds = {ref: hashlib.blake2b(b"".join(e.version for e in collection.feed_entries(ref)),
+                                  digest_size=16).hexdigest() for ref in refs}
+    pages = hashlib.blake2b("".join(f"{r.kind}/{r.slug}={feeds[r]};" for r in refs).encode(),
+                            digest_size=16).hexdigest()
+    return {PAGES: pages, **{version_key(ref): digest for ref, digest in feeds.items()}}
+
+
+def test_an_upgrade_from_ordered_digests_keeps_every_last_modified(
+    articles_dir: Path, tmp_path: Path
+) -> None:
+    """Moments the previous release stored under its ordered digests carry over to the
+    summed ones: restarting on the new code moves no document's Last-Modified."""
+    import sqlite3
+
+    from feedsvc.config import load_settings
+    from feedsvc.publisher import PAGES, Publisher, version_key
+
+    settings = load_settings({"articles_dir": str(articles_dir),
+                              "base_url": "https://news.example.org"}, environ={})
+    ledger = tmp_path / "ledger.sqlite3"
+    start = 1_900_000_000.0  # later than any article date: the moments are the clock's
+    first = Publisher(settings, ledger, clock=lambda: start)
+    first.refresh()
+    refs = list(first.collection.feed_refs())
+    before = {version_key(ref): first.last_modified(ref, first.collection.updated)
+              for ref in refs}
+    before[PAGES] = first.last_modified(None, first.collection.updated)
+    old = _ordered_digests(first)
+    first.close()
+    # What the previous release left: the same moments under its own digests; one
+    # document's digest is unknown to either release, and moves as a new version must.
+    stranger = version_key(refs[-1])
+    conn = sqlite3.connect(ledger)
+    with conn:
+        for doc, digest in old.items():
+            conn.execute("UPDATE feed_versions SET digest = ? WHERE doc = ?",
+                         ("f" * 32 if doc == stranger else digest, doc))
+    conn.close()
+    later = start + 5000
+    second = Publisher(settings, ledger, clock=lambda: later)
+    second.refresh()
+    after = {version_key(ref): second.last_modified(ref, second.collection.updated)
+             for ref in refs}
+    after[PAGES] = second.last_modified(None, second.collection.updated)
+    assert before[stranger].timestamp() == start and after[stranger].timestamp() == later
+    del before[stranger], after[stranger]
+    assert after == before and len(after) > 10
+    second.close()
+    conn = sqlite3.connect(ledger)
+    renamed = dict(conn.execute("SELECT doc, digest FROM feed_versions"))
+    conn.close()
+    assert not set(renamed.values()) & set(old.values())  # renamed, not kept beside

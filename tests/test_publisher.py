@@ -133,6 +133,8 @@ def _snapshot(collection):
         list(collection.feed_refs()),
         {ref: collection.feed_entries(ref) for ref in collection.feed_refs()},
         {ref: collection.feed_version(ref) for ref in collection.feed_refs()},
+        {ref: collection.feed_updated(ref) for ref in collection.feed_refs()},
+        collection.updated,
         collection.topics,
         collection.authors,
         collection.by_slug,
@@ -166,6 +168,43 @@ def test_evolving_a_collection_equals_building_it_afresh(publisher) -> None:
         evolved = collection.evolve(removed, added)
         kept = [e for e in current if all(e is not r for r in removed)]
         assert _snapshot(evolved) == _snapshot(Collection(kept + added))
+        collection = evolved
+
+
+def test_evolved_newest_dates_and_versions_follow_removals_of_the_newest(publisher) -> None:
+    """The incremental newest ``updated`` (Last-Modified's floor) and versions, when the
+    entry holding the newest date goes, comes back older, or is outdated by another."""
+    import random
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from feedsvc.collection import Collection, entry_version
+
+    def dated(entry, days: int):
+        moved = replace(entry, updated=entry.updated + timedelta(days=days, seconds=0.5))
+        object.__setattr__(moved, "version", entry_version(moved))
+        return moved
+
+    rng = random.Random(11)
+    collection = publisher.collection
+    for step in range(30):
+        current = list(collection.entries)
+        newest = max(current, key=lambda e: e.updated)
+        if step % 3 == 0:  # the newest goes, maybe coming back older
+            removed = [newest]
+            added = [dated(newest, -rng.randint(1, 900))] if step % 2 else []
+        else:
+            removed = rng.sample(current, k=rng.randint(0, 2))
+            added = [dated(e, rng.randint(-30, 30)) for e in removed]
+        evolved = collection.evolve(removed, added)
+        fresh = Collection([e for e in current if all(e is not r for r in removed)] + added)
+        assert _snapshot(evolved) == _snapshot(fresh), step
+        assert evolved.updated == max(e.updated for e in fresh.entries)
+        for ref in fresh.feed_refs():
+            items = fresh.feed_entries(ref)
+            assert evolved.feed_updated(ref) == (max(e.updated for e in items) if items else None)
+        if removed or added:
+            assert evolved.version != collection.version
         collection = evolved
 
 
@@ -229,3 +268,29 @@ def test_render_cache_is_bounded_least_recently_used_first(publisher) -> None:
     renders = publisher.renders
     publisher.feed(SITE_FEED, "rss", base)  # evicted long ago: rendered again
     assert publisher.renders == renders + 1
+
+
+def test_an_author_is_named_as_the_newest_entry_with_a_bio_names_them(publisher) -> None:
+    """Name and bio from the newest entry that gives a bio, else the newest entry's."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from feedsvc.collection import Collection
+    from feedsvc.model import Author
+
+    base = list(publisher.collection.entries[:4])  # newest first
+
+    def by(entry, name: str, bio: str | None):  # only the byline matters here
+        return replace(entry, article=SimpleNamespace(authors=(Author(name, "pat", bio),)))
+
+    cases = [
+        ([("Pat N", None), ("Pat B", "bio b"), ("Pat C", "bio c"), ("Pat D", None)], "Pat B"),
+        ([("Pat N", "bio n"), ("Pat B", "bio b"), ("Pat C", None), ("Pat D", None)], "Pat N"),
+        ([("Pat N", None), ("Pat B", None), ("Pat C", None), ("Pat D", "bio d")], "Pat D"),
+        ([("Pat N", None), ("Pat B", None), ("Pat C", None), ("Pat D", None)], "Pat N"),
+    ]
+    for names, expected in cases:
+        entries = [by(e, name, bio) for e, (name, bio) in zip(base, names, strict=True)]
+        info = Collection(entries).author("pat")
+        assert info is not None and info.author.name == expected and info.count == 4
+        assert info.author.bio == dict(names)[expected]
