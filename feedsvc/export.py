@@ -234,7 +234,8 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
             url_path = item.url_path if isinstance(item, FeedDoc) else item
             relative = item.file if isinstance(item, FeedDoc) else _page_file(url_path)
             source = sources.of(item)
-            names = (relative.as_posix(), relative.as_posix() + ".gz")
+            name = relative.as_posix()
+            names = (name, name + ".gz")
             kept = [_unchanged_on_disk(outdir, n, trusted.get(n), source) for n in names]
             if all(kept):
                 for name, record in zip(names, kept, strict=True):
@@ -442,11 +443,15 @@ def _disk_files(outdir: Path) -> set[str]:
 
 def _unchanged_on_disk(outdir: Path, name: str, record: list | None,
                        source: str) -> list | None:
-    """The manifest's record of ``name`` if the document and the file are as it says."""
+    """The manifest's record of ``name`` if the document and the file are as it says.
+
+    A string path for os.stat, not ``outdir / name``: pathlib's parsing was a
+    third of a no-change rebuild's time in this loop (2,000 articles, cProfile).
+    """
     if record is None or len(record) != 4 or record[3] != source or source == "asset":
         return None
     try:
-        st = (outdir / name).stat()
+        st = os.stat(f"{outdir}/{name}")
     except OSError:
         return None
     return record if st.st_size == record[1] and st.st_mtime_ns == record[2] else None
