@@ -43,25 +43,30 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-
-from flask import Flask
-from flask.testing import FlaskClient
+from typing import TYPE_CHECKING
 
 from . import urls
-from .collection import FeedRef
-from .documents import archive_count
 from .errors import FeedsvcError
-from .formats import formats
-from .publisher import Publisher
-from .surrogate import feed_signatures, page_signature, site_signatures
+
+# The rest of feedsvc is imported where it is used: a no-change rebuild
+# (rebuild_unchanged) walks the build while the publisher's modules load.
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient
+
+    from .collection import FeedRef
+    from .config import Settings
+    from .publisher import Publisher
 
 #: Written at the top of every build; a folder without it is never replaced.
 MARKER = ".feedsvc-build"
@@ -99,6 +104,7 @@ class BuildSummary:
     previews: int = 0  # HTML previews of feed documents (``feed.atom.html``)
     changed: int = 0  # files written by this build (new or with new bytes)
     removed: int = 0  # files of the previous build no longer produced
+    rejected: int = 0  # article files left out (``feedsvc check`` says why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,9 @@ def site_paths(app: Flask, base_url: str | None = None,
                ) -> tuple[list[FeedDoc], list[str], list[str]]:
     """Every document the site has: feeds, pages (with OPML, robots.txt and the
     sitemaps), static assets (URL paths)."""
+    from .documents import archive_count
+    from .formats import formats
+
     publisher: Publisher = app.extensions["feedsvc"]
     collection = publisher.collection
     size = app.config["FEEDSVC"].feed_size
@@ -212,9 +221,11 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     fragments.max_entries = max(fragments.max_entries, 2 * len(publisher.collection.entries) + 64)
     fragments.max_bytes = max(fragments.max_bytes, 1 << 40)
     version = publisher.version
+    seq = publisher.view.state.seq
+    valid_until = _valid_until(publisher)
     feeds, pages, assets = site_paths(app, base)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
-    context = _context(app, base)
+    context = _context(settings, publisher, base)
     previous = _load_manifest(outdir)
     recorded: dict[str, list] = previous.get("files", {}) if previous else {}
     trusted = recorded if previous and previous.get("context") == context else {}
@@ -282,10 +293,19 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
                            feeds=len(feeds) - previews, previews=previews,
                            pages=len(pages), assets=len(assets),
                            files=len(files), bytes=written,
-                           seconds=0.0, changed=len(changed), removed=len(removed))
+                           seconds=0.0, changed=len(changed), removed=len(removed),
+                           rejected=len(publisher.rejections))
     manifest = {"format": 1, "generator": "feedsvc", "base_url": base, "version": version,
                 "context": context, "changed": changed, "removed": removed,
                 "files": files}
+    from .store import SqliteStore
+
+    if isinstance(publisher.store, SqliteStore):
+        robots_extra = app.extensions.get("feedsvc.robots_extra", "")
+        manifest["store"] = {
+            "key": _store_key(settings, context, publisher.store.path, robots_extra),
+            "seq": seq, "valid_until": valid_until, "rejected": summary.rejected,
+            "tree": _tree_digest((name, r[1], r[2]) for name, r in files.items())}
     if changed or removed or previous is None or _manifest_differs(previous, manifest):
         _commit(staging, outdir, staged, removed, files, manifest, summary)
     else:
@@ -359,6 +379,10 @@ class _Sources:
     once per feed: when it and the file are as recorded, the file is not rendered."""
 
     def __init__(self, publisher: Publisher, size: int, robots_extra: str = "") -> None:
+        from .collection import FeedRef
+        from .surrogate import feed_signatures, page_signature, site_signatures
+
+        self._ref, self._feed_sigs, self._page_sig = FeedRef, feed_signatures, page_signature
         self.collection = publisher.collection
         self.site = publisher.site
         self.size = size
@@ -371,15 +395,15 @@ class _Sources:
         if isinstance(item, FeedDoc):
             sigs = self._feeds.get(item.ref)
             if sigs is None:
-                sigs = self._feeds[item.ref] = feed_signatures(item.ref, self.collection,
+                sigs = self._feeds[item.ref] = self._feed_sigs(item.ref, self.collection,
                                                                self.site, self.size)
             return f"feed:{sigs.get(item.archive, '')}"
         if item in self._site:
             return f"page:{self._site[item][1]}"
         for kind, prefix in (("topic", urls.TOPICS), ("author", urls.AUTHORS)):
             if item.startswith(prefix) and item.endswith("/") and item != prefix:
-                ref = FeedRef(kind, item[len(prefix):-1])
-                return f"page:{page_signature(ref, self.collection, self.site)}"
+                ref = self._ref(kind, item[len(prefix):-1])
+                return f"page:{self._page_sig(ref, self.collection, self.site)}"
         article = urls.article("")
         if item.startswith(article):
             entry = self.collection.by_slug.get(item[len(article):])
@@ -407,13 +431,204 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def _context(app: Flask, base: str) -> str:
+def _context(settings: Settings, publisher: Publisher, base: str) -> str:
     """Everything besides the articles that the bytes of every file depend on."""
-    settings = app.config["FEEDSVC"]
-    publisher: Publisher = app.extensions["feedsvc"]
     parts = [base, repr(publisher.site), str(settings.feed_size), repr(settings.websub_hubs),
              _code_digest()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _store_key(settings: Settings, context: str, ledger: Path, robots_extra: str) -> str:
+    """What, besides the store's change counter, a no-change rebuild must find as recorded.
+
+    Conservative: every setting (any change takes the normal path), the topic
+    file's and the robots.txt lines' bytes, and which ledger file it is (a
+    restore renames another file into place: a new inode, so a counter equal
+    by chance is not taken for the same articles).
+    """
+    st = os.stat(ledger)
+    try:
+        topics = settings.topics_file.read_bytes() if settings.topics_file else b""
+    except OSError:
+        topics = b"\0unreadable"
+    parts = [context, repr(settings), f"{os.path.realpath(ledger)}:{st.st_dev}:{st.st_ino}",
+             hashlib.sha256(topics).hexdigest(), hashlib.sha256(robots_extra.encode()).hexdigest()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _valid_until(publisher: Publisher) -> float | None:
+    """Until when the documents stay as they are with no change in the store, if not forever.
+
+    Two things change with time alone: a scheduled article falls due (the
+    view's ``next_due``), and the news sitemap drops an article once it is
+    :data:`~feedsvc.sitemaps.NEWS_DAYS` old. Taken before rendering: earlier,
+    never later, than what the rendered documents show.
+    """
+    from .sitemaps import NEWS_DAYS, news_entries
+
+    moments = [e.published + timedelta(days=NEWS_DAYS)
+               for e in news_entries(publisher.collection, datetime.now(UTC))]
+    times = [m.timestamp() for m in moments]
+    due = publisher.view.state.next_due
+    if due is not None:
+        times.append(due)
+    return min(times) if times else None
+
+
+def rebuild_unchanged(settings: Settings, outdir: str | os.PathLike[str],
+                      ledger: Path) -> BuildSummary | None:
+    """A rebuild with nothing changed, without loading the articles: its summary, else None.
+
+    Syncs the folder into the store (the store's change counter then says
+    whether any article changed), then compares with what the last build
+    recorded in its marker (``store``): the counter, the settings, code and
+    ledger (:func:`_store_key`), and that no scheduled article or news
+    sitemap entry has come due since. If all match, one walk of the folder
+    with a stat of every file checks that the files, their sizes and mtimes
+    are exactly those recorded (:func:`_tree_digest`); nothing is rendered
+    or written, not even the manifest, which is not even read (10 MB at
+    10,000 articles). Any difference (or a build of a release without the
+    record, or a PostgreSQL store) returns None: :func:`build_site` then
+    builds as usual, rendering only what changed. Raises
+    :class:`ExportError` for a folder that is not an earlier build, as
+    :func:`build_site` does.
+    """
+    started = time.perf_counter()
+    outdir = Path(outdir)
+    base = (settings.base_url or "").rstrip("/")
+    if not base or (settings.database_url is not None
+                    and settings.database_url.dialect == "postgresql"):
+        return None
+    _check_replaceable(outdir)
+    try:
+        marker = json.loads((outdir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    record = marker.get("store") if isinstance(marker, dict) else None
+    if not isinstance(record, dict) or marker.get("base_url") != base:
+        return None
+    counts = {k: marker.get(k) for k in ("feeds", "previews", "pages", "assets", "files")}
+    if not all(isinstance(v, int) for v in counts.values()):
+        return None
+    # The walk runs in a child process while this one imports the publisher and
+    # syncs the folder: at 10,000 articles each takes about as long as the other.
+    walk = _TreeWalk(outdir)
+    try:
+        from .publisher import Publisher
+
+        publisher = Publisher(settings, ledger)
+        try:
+            # The folder sync runs as for every build (a rescan: only changed files are read).
+            publisher.refresh(follow=False)
+            seq, _generation, complete = publisher.store.seq()
+            if not complete or seq != record.get("seq"):
+                return None
+            until = record.get("valid_until")
+            if until is not None and time.time() >= until:
+                return None
+            robots_extra = (settings.robots_extra.read_text(encoding="utf-8", errors="replace")
+                            if settings.robots_extra else "")
+            context = _context(settings, publisher, base)
+            if record.get("key") != _store_key(settings, context, ledger, robots_extra):
+                return None
+        finally:
+            publisher.close()
+        if walk.result() != (counts["files"], record.get("tree")):
+            return None
+    finally:
+        walk.cancel()
+    return BuildSummary(outdir=outdir, base_url=base, version=str(marker.get("version")),
+                        bytes=0, changed=0, removed=0, rejected=int(record.get("rejected") or 0),
+                        seconds=round(time.perf_counter() - started, 3), **counts)
+
+
+def _tree_digest(files: Iterable[tuple[str, int, int]]) -> str:
+    """A digest of (file, size, mtime_ns) of every file, whatever the order given."""
+    lines = sorted(f"{name}\0{size}\0{mtime}\n" for name, size, mtime in files)
+    return hashlib.sha256("".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class _TreeWalk:
+    """:func:`_walk` and :func:`_tree_digest` of ``outdir`` in a child process.
+
+    A process, not a thread: the walk is a Python loop around 60,000 stat
+    calls, and on a thread it got the GIL back once per switch interval
+    while the main thread imported the publisher's modules and synced the
+    folder, so it ran after them instead of beside them. A forked child
+    runs on the other core and sends ``"<files> <digest>"`` down a pipe; it
+    only walks, hashes and writes, so forking with a thread about (the
+    CLI's spinner) is safe.
+    """
+
+    def __init__(self, outdir: Path) -> None:
+        self._pid = 0
+        self._fd = -1
+        self._result: tuple[int, str] | None = None
+        if not hasattr(os, "fork"):
+            self._result = self._digest(outdir)
+            return
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: walk, answer, leave without cleaning up the parent's state
+            try:
+                os.close(read)
+                got = self._digest(outdir)
+                os.write(write, (f"{got[0]} {got[1]}" if got else "-").encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        self._pid, self._fd = pid, read
+
+    @staticmethod
+    def _digest(outdir: Path) -> tuple[int, str] | None:
+        try:
+            found = _walk(outdir)
+        except OSError:
+            return None  # a file or folder went away mid-walk: not as recorded
+        return len(found), _tree_digest(found)
+
+    def result(self) -> tuple[int, str] | None:
+        """(files, digest), or None if the walk failed."""
+        if self._fd >= 0:
+            chunks = []
+            while chunk := os.read(self._fd, 4096):
+                chunks.append(chunk)
+            self._close()
+            count, _, digest = b"".join(chunks).decode().partition(" ")
+            self._result = (int(count), digest) if count.isdigit() else None
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop the walk if it still runs (its answer is not needed)."""
+        if self._fd >= 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+            self._close()
+
+    def _close(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        os.waitpid(self._pid, 0)
+
+
+def _walk(outdir: Path) -> list[tuple[str, int, int]]:
+    """(file, size, mtime_ns) of every file of the build in ``outdir``: one scandir walk,
+    one stat a file (as ``find OUTDIR -type f`` with a stat), without the marker, the
+    manifest and a build's hidden folders. A symlink counts as a file (not followed)."""
+    out: list[tuple[str, int, int]] = []
+    stack = [("", os.fspath(outdir))]
+    while stack:
+        prefix, folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not prefix and (entry.name in (MARKER, MANIFEST) or _ours(entry.name)):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((f"{prefix}{entry.name}/", entry.path))
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    out.append((prefix + entry.name, st.st_size, st.st_mtime_ns))
+    return out
 
 
 def _load_manifest(outdir: Path) -> dict | None:
@@ -481,8 +696,8 @@ def _same_file(outdir: Path, name: str, record: list | None, digest: str, data: 
 
 
 def _manifest_differs(previous: dict, manifest: dict) -> bool:
-    keys = ("format", "base_url", "version", "context", "changed", "removed", "files")
-    return any(previous.get(k) != manifest[k] for k in keys)
+    keys = ("format", "base_url", "version", "context", "changed", "removed", "files", "store")
+    return any(previous.get(k) != manifest.get(k) for k in keys)
 
 
 def _commit(staging: Path, outdir: Path, staged: dict[str, str], removed: list[str],
@@ -529,6 +744,8 @@ def _commit(staging: Path, outdir: Path, staged: dict[str, str], removed: list[s
             done.append(("manifest", MANIFEST, MANIFEST))
         _write_atomically(outdir / MANIFEST, json.dumps(manifest, separators=(",", ":")) + "\n")
         record = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(summary).items()}
+        if "store" in manifest:  # what a no-change rebuild reads (rebuild_unchanged)
+            record["store"] = manifest["store"]
         _write_atomically(outdir / MARKER, json.dumps(record, indent=1) + "\n")
     except OSError as exc:
         for _action, name, kept in reversed(done):
