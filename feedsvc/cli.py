@@ -236,8 +236,7 @@ def _hub_list(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .export import build_site
-    from .web import create_app
+    from .export import BuildSummary, build_site, rebuild_unchanged
 
     # No reloading while building: every file must come from one version.
     overrides: dict[str, object] = {"reload_interval": 0}
@@ -247,22 +246,36 @@ def _build(args: argparse.Namespace) -> int:
         overrides["articles_dir"] = args.folder
     if args.base_url:
         overrides["base_url"] = args.base_url  # also the authority of new ids, as when serving
-    with busy(f"loading {load_settings(overrides).articles_dir}"):
-        app = create_app(overrides)
-    publisher = app.extensions["feedsvc"]
-    progress = Progress("build")
-    try:
-        summary = build_site(app, args.outdir, progress=progress)
-    finally:
-        progress.close()
-        publisher.close()
+    settings = load_settings(overrides)
+    summary: BuildSummary | None = None
+    shortcut = ""
+    url = settings.database_url
+    if url is None or url.dialect != "postgresql":
+        # Nothing changed since the last build (the store's counter says so after the
+        # folder sync): a stat of every file, and neither the app nor the articles loaded.
+        with busy(f"syncing {settings.articles_dir}"):
+            summary = rebuild_unchanged(settings, args.outdir, ledger_path(settings))
+    if summary is not None:
+        shortcut = " (nothing changed since the last build: every file checked by a stat)"
+    else:
+        from .web import create_app
+
+        with busy(f"loading {settings.articles_dir}"):
+            app = create_app(overrides)
+        publisher = app.extensions["feedsvc"]
+        progress = Progress("build")
+        try:
+            summary = build_site(app, args.outdir, progress=progress)
+        finally:
+            progress.close()
+            publisher.close()
     print(f"built {summary.files} files ({summary.feeds} feeds, {summary.pages} pages, "
           f"{summary.assets} assets; each with a .gz) for {summary.base_url} "
           f"in {summary.outdir} in {summary.seconds:.1f} s: {summary.changed} written, "
-          f"{summary.removed} removed, the rest untouched")
-    rejected = len(publisher.rejections)
-    if rejected:
-        print(f"{rejected} article file(s) rejected and left out; `feedsvc check` says why")
+          f"{summary.removed} removed, the rest untouched{shortcut}")
+    if summary.rejected:
+        print(f"{summary.rejected} article file(s) rejected and left out; "
+              "`feedsvc check` says why")
     return 0
 
 

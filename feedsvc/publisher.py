@@ -242,6 +242,7 @@ class Publisher:
         *,
         sync: bool = True,
         paths: set[str] | None = None,
+        follow: bool = True,
     ) -> ReloadReport:
         """Sync the folder into the store (if this process is the writer), then follow it.
 
@@ -249,10 +250,12 @@ class Publisher:
         file caught mid-write waits for the next rescan, except on the first
         load or when ``paths`` (from inotify: closed after writing, or renamed
         into place) name it; a file that turns bad keeps its last good
-        version published and is reported. ``sync=False`` only follows.
+        version published and is reported. ``sync=False`` only follows;
+        ``follow=False`` only syncs (the view is not loaded: ``feedsvc build``
+        asks the store's counter first, see :func:`feedsvc.export.rebuild_unchanged`).
         """
         with self._lock:
-            report = self._refresh(progress, sync, paths)
+            report = self._refresh(progress, sync, paths, follow)
         for observer in self.report_observers:
             try:
                 observer(report)
@@ -269,6 +272,7 @@ class Publisher:
         progress: Callable[[int, int, str], None] | None,
         sync: bool,
         paths: set[str] | None,
+        follow: bool = True,
     ) -> ReloadReport:
         started = time.perf_counter()
         now = self.clock()
@@ -318,6 +322,8 @@ class Publisher:
             if done is not None:
                 listed, read, parsed = done.listed, done.read, done.parsed
                 self._errors.pop("sync", None)
+        if not follow:
+            return self._report(listed, read, False, started, None, list_seconds, parsed)
         old = self.view.state
         try:
             changed = self.view.poll(now)

@@ -174,3 +174,27 @@ def test_with_the_store_a_rebuild_after_one_edit_reads_and_renders_only_that(
     entry = next(e for e in publisher.collection.entries if e.article.path == victim.name)
     feeds = 1 + len(entry.topics) + len(entry.authors)
     assert 0 < rendered <= feeds * 3 * 2 + 1 + feeds + 1, rendered
+
+
+def test_a_build_renders_each_entry_fragment_once_whatever_the_cache_bound(
+        make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """More fragments than the cache's byte bound holds: none is rendered twice.
+
+    At 10,000 articles the bound evicted during the build, and 57,820
+    fragments were rendered for 20,000. The bound is back afterwards.
+    """
+    folder = tmp_path / "many"
+    body = "A lead paragraph that is long enough to make the fragment weigh something. " * 12
+    for number in range(150):
+        write_article(folder, f"story-{number:03d}.txt", f"Story number {number}",
+                      author=f"Writer {number % 7}", topic=f"beat {number % 5}", body=body)
+    app = make_app(folder, cache_bytes=1024 * 1024)  # the smallest bound allowed
+    publisher = app.extensions["feedsvc"]
+    fragments = publisher.fragments
+    bounds = fragments.max_entries, fragments.max_bytes
+    entries = len(publisher.collection.entries)
+    assert entries == 150
+    build_site(app, tmp_path / "site")
+    assert fragments.misses == 2 * entries  # each entry once in Atom, once in RSS
+    assert fragments.bytes > bounds[1], "the build's fragments did not outgrow the bound"
+    assert (fragments.max_entries, fragments.max_bytes) == bounds
