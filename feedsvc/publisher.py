@@ -602,6 +602,16 @@ class Publisher:
         if version is None or record is None:
             return None
         size = self.settings.feed_size
+        if archive is None and limit is not None:  # one of a few documents, whatever the
+            limit = canonical_limit(limit, size, self.settings.max_limit)  # query said
+            if limit is not None:  # and limits past the feed's length are one document
+                limit = min(limit, max(1, len(collection.feed_entries(ref) or ())))
+        key = RenderKey.feed(ref, fmt, base_url, archive=archive, limit=limit, preview=preview)
+        # A hit is the whole answer: selecting the entries and listing their surrogate
+        # keys again, 50 of each, was a fifth of a fast-path request's time.
+        hit = self.cache.get(key, version)
+        if hit is not None:
+            return hit
         hubs = self.settings.advertised_hubs
         if archive is not None:
             doc = documents.archive_document(ref, collection, self.site, size, archive, hubs)
@@ -610,16 +620,12 @@ class Publisher:
             )
             kind: DocumentKind = "archive" if complete else "feed"
         else:
-            if limit is not None:  # one of a few documents, whatever the query said
-                limit = canonical_limit(limit, size, self.settings.max_limit)
-            if limit is not None:  # and limits past the feed's length are one document
-                limit = min(limit, max(1, len(collection.feed_entries(ref) or ())))
             doc = documents.subscription_document(ref, collection, self.site, size, hubs, limit)
             kind = "feed"
         if doc is None:
             return None
         return self.cached(
-            RenderKey.feed(ref, fmt, base_url, archive=archive, limit=limit, preview=preview),
+            key,
             version,
             lambda: self._render(doc, fmt, base_url, ref, preview),
             kind,
