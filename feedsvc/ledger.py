@@ -685,6 +685,14 @@ def _rows(conn: sqlite3.Connection) -> list[tuple]:
     return conn.execute(f"SELECT path, {_ROW} FROM articles ORDER BY path").fetchall()
 
 
+def _install(partial: Path, dest: Path) -> None:
+    """Put a finished copy at ``dest`` in one rename, durably: a crash leaves the old
+    file or the new one, never half of either."""
+    _fsync_file(partial)
+    os.replace(partial, dest)
+    _fsync_dir(dest.parent)
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -726,9 +734,7 @@ def backup(ledger_path: Path, dest: Path) -> LedgerCopy:
             raise LedgerError(str(dest), "the copy differs from the ledger; nothing was written")
         target.close()
         target = None
-        _fsync_file(partial)
-        os.replace(partial, dest)
-        _fsync_dir(dest.parent)
+        _install(partial, dest)
     except sqlite3.Error as exc:
         raise LedgerError(str(ledger_path), f"cannot back up: {_reason(exc)}") from exc
     except OSError as exc:

@@ -286,7 +286,7 @@ def backup(source: DatabaseURL, dest: Path,
     ``-wal``), integrity-checked, and only then renamed to ``dest``: ``dest``
     is never half a back-up.
     """
-    from .ledger import _check_copy, _fsync_dir, _fsync_file
+    from .ledger import _check_copy, _install
 
     dest = Path(dest)
     partial = dest.parent / f".{dest.name}.partial-{os.getpid()}"
@@ -301,9 +301,7 @@ def backup(source: DatabaseURL, dest: Path,
             _check_copy(conn, dest)
         finally:
             conn.close()
-        _fsync_file(partial)
-        os.replace(partial, dest)
-        _fsync_dir(dest.parent)
+        _install(partial, dest)
     except sqlite3.Error as exc:
         raise LedgerError(str(dest), f"the back-up does not check: {exc}") from exc
     except OSError as exc:

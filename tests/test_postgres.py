@@ -39,6 +39,23 @@ def _copy(tmp_path: Path, name: str) -> Path:
     return target
 
 
+def _two_hosts(tmp_path: Path, url: str, interval: float, workers: int) -> list:
+    """Two gunicorn "hosts" (not started) on one database, each with its own folder copy:
+    [(Gunicorn, articles folder), ...]."""
+    from tests.deploy_harness import Gunicorn
+
+    hosts = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        articles = _copy(folder, "articles")
+        hosts.append((Gunicorn(folder, {
+            "FEEDSVC_ARTICLES_DIR": str(articles), "FEEDSVC_DATABASE_URL": url,
+            "FEEDSVC_BASE_URL": BASE_URL, "FEEDSVC_RELOAD_INTERVAL": f"{interval:g}",
+            "FEEDSVC_LOG_LEVEL": "info"}, workers=workers), articles))
+    return hosts
+
+
 def _settings(articles: Path, url: str, **more: object):
     return load_settings({"articles_dir": str(articles), "base_url": BASE_URL,
                           "database_url": url, "reload_interval": 0, **more})
@@ -398,18 +415,10 @@ def test_a_stopped_writer_host_is_replaced_and_follows_when_it_resumes(
     """SIGSTOP the writer's gunicorn worker (the kernel still answers keepalives): the
     other host takes over within 2 x the reload interval and publishes; the stopped
     one, resumed, serves that, and neither writes nor publishes its own folder's file."""
-    from tests.deploy_harness import Gunicorn, fetch
+    from tests.deploy_harness import fetch
 
     interval = 2.0
-    hosts = []
-    for name in ("a", "b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        articles = _copy(folder, "articles")
-        hosts.append((Gunicorn(folder, {
-            "FEEDSVC_ARTICLES_DIR": str(articles), "FEEDSVC_DATABASE_URL": postgres_url,
-            "FEEDSVC_BASE_URL": BASE_URL, "FEEDSVC_RELOAD_INTERVAL": str(interval),
-            "FEEDSVC_LOG_LEVEL": "info"}, workers=1), articles))
+    hosts = _two_hosts(tmp_path, postgres_url, interval, workers=1)
     watcher = PostgresStore(postgres_url, "news.example.org")
     stopped_pid = None
     try:
@@ -867,17 +876,9 @@ def test_migrate_shows_a_progress_bar_on_a_terminal(postgres_url: str, tmp_path:
 def test_two_gunicorn_hosts_on_one_database(postgres_url: str, tmp_path: Path) -> None:
     """Real gunicorn, two workers each, two folder copies: the same bytes and ETags from
     every worker of both hosts, a new article on both, and a killed writer host replaced."""
-    from tests.deploy_harness import Gunicorn, fetch
+    from tests.deploy_harness import fetch
 
-    hosts = []
-    for name in ("a", "b"):
-        folder = tmp_path / name
-        folder.mkdir()
-        articles = _copy(folder, "articles")
-        hosts.append((Gunicorn(folder, {
-            "FEEDSVC_ARTICLES_DIR": str(articles), "FEEDSVC_DATABASE_URL": postgres_url,
-            "FEEDSVC_BASE_URL": BASE_URL, "FEEDSVC_RELOAD_INTERVAL": "1",
-            "FEEDSVC_LOG_LEVEL": "info"}, workers=2), articles))
+    hosts = _two_hosts(tmp_path, postgres_url, 1, workers=2)
     try:
         def replies(path: str, gzip: bool = True) -> list:
             headers = {"Accept-Encoding": "gzip"} if gzip else {}
