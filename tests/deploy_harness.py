@@ -93,6 +93,17 @@ def nginx_modules() -> str:
     return "".join(lines)
 
 
+def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop a server started by a test: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Nginx:
     """nginx in the foreground (``daemon off``) with everything in one folder."""
 
@@ -151,13 +162,7 @@ http {{
         return "\n".join(parts)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=10)
         self.log.close()
 
 
@@ -308,13 +313,7 @@ class Gunicorn:
                     time.sleep(0.05)
                 if alive(self.master):
                     os.kill(self.master, signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=30)
         self.log.close()
         return self.log_path.read_text(errors="replace")
 
@@ -364,13 +363,7 @@ class Varnish:
         return (self.folder / "varnishd.out").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=15)
         self.log.close()
 
 
