@@ -56,6 +56,24 @@ def _two_hosts(tmp_path: Path, url: str, interval: float, workers: int) -> list:
     return hosts
 
 
+def _sync_together(hosts: list[Publisher]) -> None:
+    """Every host's folder sync at the same instant (as if each held the writer lock),
+    then each host's refresh."""
+    barrier = threading.Barrier(len(hosts))
+
+    def run(h: Publisher) -> None:
+        barrier.wait()
+        h.sync.run(time.time())
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for h in hosts:
+        h.refresh()
+
+
 def _settings(articles: Path, url: str, **more: object):
     return load_settings({"articles_dir": str(articles), "base_url": BASE_URL,
                           "database_url": url, "reload_interval": 0, **more})
@@ -163,19 +181,7 @@ def test_same_new_file_in_both_folders_at_once_gets_one_id(postgres_url: str,
         h.refresh()
     for d in dirs:  # the same new file lands on both hosts in the same second
         write_article(d, "news/new.txt", "Breaking news")
-    barrier = threading.Barrier(2)
-
-    def run(h: Publisher) -> None:
-        barrier.wait()
-        h.sync.run(time.time())  # both stamp, as if each held the writer lock
-
-    threads = [threading.Thread(target=run, args=(h,)) for h in hosts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for h in hosts:
-        h.refresh()
+    _sync_together(hosts)  # both stamp, as if each held the writer lock
     stamps = [h.store.stamps_of(["news/new.txt"])["news/new.txt"] for h in hosts]
     assert stamps[0] == stamps[1]
     assert _shown(hosts[0]) == _shown(hosts[1])
@@ -671,19 +677,7 @@ def test_stampede_of_500_new_files(postgres_url: str, tmp_path: Path) -> None:
     for d in (a_dir, b_dir):
         for n in range(500):
             write_article(d, f"burst/{n:03}.txt", f"Burst article {n}", body=f"Body {n}.")
-    barrier = threading.Barrier(2)
-
-    def run(h: Publisher) -> None:
-        barrier.wait()
-        h.sync.run(time.time())
-
-    threads = [threading.Thread(target=run, args=(h,)) for h in hosts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for h in hosts:
-        h.refresh()
+    _sync_together(hosts)
     assert len(hosts[0].collection.entries) == 501
     assert _shown(hosts[0]) == _shown(hosts[1])
     ids = [e.id for e in hosts[0].collection.entries]
