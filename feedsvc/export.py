@@ -58,7 +58,7 @@ from . import urls
 from .errors import FeedsvcError
 
 # The rest of feedsvc is imported where it is used: a no-change rebuild
-# (rebuild_unchanged) walks the build while the publisher's modules load.
+# (rebuild_unchanged) needs only the store and the folder sync, never the app.
 if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
@@ -224,7 +224,7 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     valid_until = _valid_until(publisher)
     feeds, pages, assets = site_paths(app, base)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
-    context = _context(settings, publisher, base)
+    context = _context(settings, base)
     previous = _load_manifest(outdir)
     recorded: dict[str, list] = previous.get("files", {}) if previous else {}
     trusted = recorded if previous and previous.get("context") == context else {}
@@ -430,9 +430,13 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def _context(settings: Settings, publisher: Publisher, base: str) -> str:
+def _context(settings: Settings, base: str) -> str:
     """Everything besides the articles that the bytes of every file depend on."""
-    parts = [base, repr(publisher.site), str(settings.feed_size), repr(settings.websub_hubs),
+    from .model import Site
+
+    site = Site(title=settings.site_title, subtitle=settings.site_subtitle,
+                language=settings.language)
+    parts = [base, repr(site), str(settings.feed_size), repr(settings.websub_hubs),
              _code_digest()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -508,34 +512,62 @@ def rebuild_unchanged(settings: Settings, outdir: str | os.PathLike[str],
     counts = {k: marker.get(k) for k in ("feeds", "previews", "pages", "assets", "files")}
     if not all(isinstance(v, int) for v in counts.values()):
         return None
-    # One stat a file first (the most likely difference, and no import needed).
     listing = record.get("stat")
     if not isinstance(listing, str) or listing.count("\n") != counts["files"]:
         return None
-    if not _as_recorded(outdir, listing):
+    # One stat a file, on a thread while this one syncs the folder: both are mostly
+    # system calls (stat, scandir, SQLite), so the two overlap on two cores.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsvc-stat") as pool:
+        as_recorded = pool.submit(_as_recorded, outdir, listing)
+        counter = _synced_counter(settings, ledger)
+        if not as_recorded.result() or counter is None or counter != record.get("seq"):
+            return None
+    until = record.get("valid_until")
+    if until is not None and time.time() >= until:
         return None
-    from .publisher import Publisher
-
-    publisher = Publisher(settings, ledger)
-    try:
-        # The folder sync runs as for every build (a rescan: only changed files are read).
-        publisher.refresh(follow=False)
-        seq, _generation, complete = publisher.store.seq()
-        if not complete or seq != record.get("seq"):
-            return None
-        until = record.get("valid_until")
-        if until is not None and time.time() >= until:
-            return None
-        robots_extra = (settings.robots_extra.read_text(encoding="utf-8", errors="replace")
-                        if settings.robots_extra else "")
-        context = _context(settings, publisher, base)
-        if record.get("key") != _store_key(settings, context, ledger, robots_extra):
-            return None
-    finally:
-        publisher.close()
+    robots_extra = (settings.robots_extra.read_text(encoding="utf-8", errors="replace")
+                    if settings.robots_extra else "")
+    context = _context(settings, base)
+    if record.get("key") != _store_key(settings, context, ledger, robots_extra):
+        return None
     return BuildSummary(outdir=outdir, base_url=base, version=str(marker.get("version")),
                         bytes=0, changed=0, removed=0, rejected=int(record.get("rejected") or 0),
                         seconds=round(time.perf_counter() - started, 3), **counts)
+
+
+def _synced_counter(settings: Settings, ledger: Path) -> int | None:
+    """The store's change counter once the folder is synced into it, or None if the
+    store is not complete (a first import still running elsewhere).
+
+    The writer's pass alone (:func:`feedsvc.sync.sync_once`): neither the view
+    nor the renderers are loaded or imported, which a no-change rebuild never
+    needs. Any failure (a missing folder, a broken ledger, a lost lease) also
+    gives None: the normal build then meets it and reports it as it always does.
+    """
+    from .identity import id_authority
+    from .store import open_store
+    from .sync import sync_once, writer_lease_seconds
+
+    if not settings.articles_dir.is_dir():
+        return None
+    try:
+        store = open_store(ledger, id_authority(settings.base_url))
+    except (OSError, FeedsvcError):
+        return None
+    wrote = False
+    try:
+        wrote = sync_once(store, settings.articles_dir, settings.max_article_bytes,
+                          writer_lease_seconds(settings.reload_interval), time.time())
+        seq, _generation, complete = store.seq()
+    except (OSError, FeedsvcError):  # LeaseLost is one
+        return None
+    finally:
+        try:
+            if wrote:
+                store.release()
+        finally:
+            store.close()
+    return seq if complete else None
 
 
 def _stat_list(files: dict[str, list]) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -77,6 +79,47 @@ def test_rebuild_unchanged_loads_no_article(build, articles_dir: Path, tmp_path:
     other = load_settings({"articles_dir": str(articles_dir), "base_url": BASE_URL,
                            "reload_interval": 0, "hub": "off", "feed_size": 3})
     assert rebuild_unchanged(other, build.out, tmp_path / "ledger.sqlite3") is None
+
+
+def test_rebuild_unchanged_imports_neither_the_app_nor_the_renderers(
+        build, articles_dir: Path, tmp_path: Path) -> None:
+    """In a fresh interpreter (what `feedsvc build` is), the shortcut syncs the folder
+    with the store and sync modules alone: Flask, feedgen, Jinja and the publisher
+    stay unimported (they were a fifth of a no-change rebuild at 10,000 articles)."""
+    build()
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from feedsvc.config import load_settings\n"
+        "from feedsvc.export import rebuild_unchanged\n"
+        f"s = load_settings({{'articles_dir': {str(articles_dir)!r}, 'base_url': {BASE_URL!r},"
+        " 'reload_interval': 0, 'hub': 'off'})\n"
+        f"summary = rebuild_unchanged(s, Path({str(build.out)!r}),"
+        f" Path({str(tmp_path / 'ledger.sqlite3')!r}))\n"
+        "assert summary is not None and summary.changed == 0, summary\n"
+        "heavy = ['flask', 'feedgen', 'jinja2', 'lxml', 'feedsvc.publisher', 'feedsvc.web',"
+        " 'feedsvc.render', 'feedsvc.view']\n"
+        "print(' '.join(m for m in heavy if m in sys.modules) or 'none')\n"
+    )
+    env = dict(os.environ)  # the same settings as the build's (the key covers them all)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
+
+
+def test_a_missing_folder_takes_the_normal_build_and_its_error(
+        build, articles_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shortcut never reports a failure itself: the normal build meets it and says
+    what it always says."""
+    build()
+    settings = load_settings({"articles_dir": str(tmp_path / "gone"), "base_url": BASE_URL,
+                              "reload_interval": 0, "hub": "off"})
+    assert rebuild_unchanged(settings, build.out, tmp_path / "ledger.sqlite3") is None
+    assert main(["build", str(build.out), "--folder", str(tmp_path / "gone"),
+                 "--base-url", BASE_URL]) != 0
+    assert "is not a folder that exists" in capsys.readouterr().err
 
 
 def test_an_edited_article_is_noticed_by_the_sync(build, articles_dir: Path) -> None:
