@@ -47,7 +47,7 @@ import stat
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -85,6 +85,9 @@ class ExportError(FeedsvcError):
         self.outdir = outdir
         self.reason = reason
         super().__init__(f"{outdir}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ExportError], tuple[Path, str]]:
+        return type(self), (self.outdir, self.reason)  # raised in a build worker, re-raised here
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +179,8 @@ def file_for(url_path: str, content_type: str) -> PurePosixPath:
 
 
 def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None = None,
-               progress: Progress | None = None) -> BuildSummary:
+               progress: Progress | None = None, processes: int | None = None,
+               ) -> BuildSummary:
     """Write the site of ``app`` into ``outdir``, touching only the files that changed.
 
     ``base_url`` is the public URL the files will be served at; it defaults
@@ -196,6 +200,10 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     :class:`ExportError` if ``outdir`` holds anything but an earlier build,
     or if the articles changed while building (run it again; the CLI's app
     does not reload while it builds).
+
+    Many documents to render are rendered by ``processes`` forked workers (by
+    default one per core, see :func:`_render_processes`); ``processes=1``
+    renders them all in this process.
     """
     started = time.perf_counter()
     outdir = Path(outdir)
@@ -235,55 +243,46 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     files: dict[str, list] = {}
     staged: dict[str, str] = {}  # changed file -> its name in the (flat) staging folder
     written = 0
-    # gzip, SHA-256 and file writes release the GIL: threads do them while this
-    # thread renders the next documents (see _Stager).
-    stager = _Stager(outdir, staging, recorded, on_disk)
+    # First what is kept as it is (no rendering), then the documents to render.
+    plan: list[_Planned] = []
+    for done, item in enumerate(todo, 1):
+        url_path = item.url_path if isinstance(item, FeedDoc) else item
+        relative = item.file if isinstance(item, FeedDoc) else _page_file(url_path)
+        source = sources.of(item)
+        name = relative.as_posix()
+        names = (name, name + ".gz")
+        kept = [_unchanged_on_disk(outdir, n, trusted.get(n), source) for n in names]
+        if all(kept):
+            for name, record in zip(names, kept, strict=True):
+                files[name] = record  # type: ignore[assignment]
+            if progress is not None:
+                progress(done, len(todo), url_path)
+        else:
+            plan.append(_Planned(item, url_path, relative, names, source))
+    job = _Job(app, publisher, base, outdir, staging, recorded, on_disk, plan)
     try:
-        client = app.test_client()
-        for done, item in enumerate(todo, 1):
-            url_path = item.url_path if isinstance(item, FeedDoc) else item
-            relative = item.file if isinstance(item, FeedDoc) else _page_file(url_path)
-            source = sources.of(item)
-            name = relative.as_posix()
-            names = (name, name + ".gz")
-            kept = [_unchanged_on_disk(outdir, n, trusted.get(n), source) for n in names]
-            if all(kept):
-                for name, record in zip(names, kept, strict=True):
-                    files[name] = record  # type: ignore[assignment]
-            else:
-                if isinstance(item, FeedDoc):
-                    got, body, packed = _feed(publisher, item, base, outdir)
-                else:
-                    got, body, packed = _fetch(app, client, url_path, base, outdir)
-                if got != relative:
-                    raise ExportError(outdir, f"{url_path}: expected {relative}, got {got}")
-                stager.submit(names, body, packed, source)
-            for name, record, staged_as in stager.finished():
+        workers = _render_processes(len(plan)) if processes is None else processes
+        finished = len(todo) - len(plan)
+        for url_path, results in _render_all(job, workers):
+            for name, record, staged_as in results:
                 files[name] = record
                 if staged_as is not None:
                     staged[name] = staged_as
                     written += record[1]
+            finished += 1
             if progress is not None:
-                progress(done, len(todo), url_path)
-        for name, record, staged_as in stager.finished(wait=True):
-            files[name] = record
-            if staged_as is not None:
-                staged[name] = staged_as
-                written += record[1]
+                progress(finished, len(todo), url_path)
         if publisher.version != version:
             raise ExportError(outdir, "the articles changed during the build; run it again")
     except OSError as exc:
-        stager.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
                           "the previous build is unchanged") from None
     except BaseException:
-        stager.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         fragments.max_entries, fragments.max_bytes = bounds
-    stager.close()
     changed = sorted(staged)
     gone = set(recorded) if previous is not None else set(on_disk or ())
     removed = sorted(gone - files.keys())
@@ -312,6 +311,134 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     return replace(summary, seconds=round(time.perf_counter() - started, 3))
 
 
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A document to render: what it is, its URL, where it goes, its two files, its source."""
+
+    item: FeedDoc | str
+    url_path: str
+    relative: PurePosixPath
+    names: tuple[str, str]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What every renderer of one build shares (forked workers inherit it)."""
+
+    app: Flask
+    publisher: Publisher
+    base: str
+    outdir: Path
+    staging: Path
+    recorded: dict[str, list]
+    on_disk: set[str] | None
+    plan: list[_Planned]
+
+
+#: Fewer documents to render than this are rendered in the building process: a
+#: rebuild after one edit renders about 20, and forking workers would cost more.
+PARALLEL_MIN = 400
+#: Documents a forked worker renders per task: enough to keep the hand-over small,
+#: few enough that the workers finish together (documents of one feed stay together,
+#: so its entries' fragments are rendered once per worker).
+CHUNK = 64
+
+_Record = tuple[str, list, "str | None"]
+#: The job of this build, for forked workers (set before the fork, never pickled).
+_forked: _Job | None = None
+#: A forked worker's own stager, made at its first task.
+_worker_stager: _Stager | None = None
+
+
+def _render_processes(documents: int) -> int:
+    """How many processes render ``documents`` documents: one per core, past a threshold.
+
+    Rendering is pure Python under one GIL; the gzip, SHA-256 and writes it
+    hands to threads took a third of a 10,000-article build, and forked
+    workers take the rest of the machine (each its own GIL).
+    """
+    if documents < PARALLEL_MIN:
+        return 1
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
+def _render_all(job: _Job, processes: int) -> Iterator[tuple[str, list[_Record]]]:
+    """Render and stage every planned document: (URL path, its files' records), each
+    once, in any order."""
+    if processes <= 1 or len(job.plan) < 2:
+        stager = _Stager(job.outdir, job.staging, job.recorded, job.on_disk)
+        try:
+            yield from _render_here(job, range(len(job.plan)), stager)
+        finally:
+            stager.close()
+        return
+    yield from _render_forked(job, processes)
+
+
+def _render_here(job: _Job, indices: Iterable[int],
+                 stager: _Stager) -> Iterator[tuple[str, list[_Record]]]:
+    """Render ``job.plan[i]`` for each index in this process, staging the files on
+    ``stager``'s threads while the next documents render."""
+    client = job.app.test_client()
+    pending: deque[str] = deque()
+    for index in indices:
+        doc = job.plan[index]
+        if isinstance(doc.item, FeedDoc):
+            got, body, packed = _feed(job.publisher, doc.item, job.base, job.outdir)
+        else:
+            got, body, packed = _fetch(job.app, client, doc.url_path, job.base, job.outdir)
+        if got != doc.relative:
+            raise ExportError(job.outdir, f"{doc.url_path}: expected {doc.relative}, got {got}")
+        stager.submit(doc.names, body, packed, doc.source)
+        pending.append(doc.url_path)
+        for results in stager.finished():
+            yield pending.popleft(), results
+    for results in stager.finished(wait=True):
+        yield pending.popleft(), results
+
+
+def _render_forked(job: _Job, processes: int) -> Iterator[tuple[str, list[_Record]]]:
+    """Render the plan in ``processes`` forked workers, chunk by chunk.
+
+    The workers inherit the loaded view, the app and the raised fragment
+    bounds through the fork (nothing of it is pickled); the store's
+    connections are closed first, so that each worker opens its own. Each
+    worker stages its files under names of its own (its pid), and hands
+    back only the manifest records. A worker's failure (an ExportError, a
+    full disk) is raised here; the caller removes the staging folder.
+    """
+    import multiprocessing
+
+    global _forked
+    job.publisher.before_fork()
+    _forked = job
+    chunks = [range(start, min(start + CHUNK, len(job.plan)))
+              for start in range(0, len(job.plan), CHUNK)]
+    pool = multiprocessing.get_context("fork").Pool(processes)
+    try:
+        for chunk_results in pool.imap_unordered(_render_chunk, chunks):
+            yield from chunk_results
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+        _forked = None
+
+
+def _render_chunk(indices: range) -> list[tuple[str, list[_Record]]]:
+    """In a forked worker: render and stage one chunk of the plan."""
+    global _worker_stager
+    job = _forked
+    assert job is not None, "a build worker runs only in a process forked by a build"
+    if _worker_stager is None:
+        _worker_stager = _Stager(job.outdir, job.staging, job.recorded, job.on_disk,
+                                 prefix=f"w{os.getpid()}-")
+    return list(_render_here(job, indices, _worker_stager))
+
+
 class _Stager:
     """Digests each document's two files and writes the new ones to the staging folder,
     on threads, while the caller renders the next documents.
@@ -326,8 +453,9 @@ class _Stager:
     """
 
     def __init__(self, outdir: Path, staging: Path, recorded: dict[str, list],
-                 on_disk: set[str] | None) -> None:
+                 on_disk: set[str] | None, prefix: str = "") -> None:
         self.outdir = outdir
+        self.prefix = prefix  # of staged names: each forked worker has its own
         self.staging = staging
         self.recorded = recorded
         self.on_disk = on_disk
@@ -343,12 +471,13 @@ class _Stager:
         self.count += len(names)
         self.pending.append(self.pool.submit(self._stage, names, body, packed, source, first))
 
-    def finished(self, wait: bool = False) -> Iterator[tuple[str, list, str | None]]:
-        """(file, manifest record, staged name or None if the file on disk is kept), in
-        order; with ``wait`` every one, else those done (and enough to bound memory)."""
+    def finished(self, wait: bool = False) -> Iterator[list[tuple[str, list, str | None]]]:
+        """Per document, in order: its files' (file, manifest record, staged name or None
+        if the file on disk is kept); with ``wait`` every one, else those done (and
+        enough to bound memory)."""
         while self.pending and (wait or self.pending[0].done()
                                 or len(self.pending) > self.limit):
-            yield from self.pending.popleft().result()
+            yield self.pending.popleft().result()
 
     def close(self) -> None:
         """Stop: nothing more is written (call before removing the staging folder)."""
@@ -365,7 +494,7 @@ class _Stager:
             if same is not None:
                 out.append((name, [digest, len(content), same, source], None))
                 continue
-            staged = str(number)
+            staged = f"{self.prefix}{number}"
             target = self.staging / staged
             target.write_bytes(content)
             # The mtime it will have in place: a rename keeps it.
