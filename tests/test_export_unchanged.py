@@ -133,6 +133,48 @@ def test_an_edited_article_is_noticed_by_the_sync(build, articles_dir: Path) -> 
     assert SHORTCUT in build()  # and then nothing changed again
 
 
+def test_an_edit_with_every_file_as_recorded_stats_nothing_twice(build, articles_dir,
+                                                                 monkeypatch) -> None:
+    """After one edit the shortcut has statted every file and found it as recorded: the
+    normal build that follows trusts that (no second stat of each file) and still
+    writes exactly the files whose bytes changed."""
+    from feedsvc import export as export_module
+
+    first = build()
+    stats = {"n": 0}
+    real = export_module.os.stat
+
+    def counted(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if str(path).startswith(str(build.out)):
+            stats["n"] += 1
+        return real(path, *args, **kwargs)
+
+    files = int(first.split("built ")[1].split(" ")[0])
+    write_article(articles_dir, "fresh.txt", "A Story Among Files As Recorded")
+    monkeypatch.setattr(export_module.os, "stat", counted)
+    printed = build()
+    monkeypatch.setattr(export_module.os, "stat", real)
+    assert SHORTCUT not in printed and 0 < _written(printed) < files
+    # The shortcut's one stat a file, and a few for the files the edit rewrote.
+    assert files <= stats["n"] < files + 3 * _written(printed), (stats, files)
+    assert b"A Story Among Files As Recorded" in (build.out / "feed.atom").read_bytes()
+
+
+def test_an_edit_and_a_damaged_file_rewrite_both(build, articles_dir) -> None:
+    """A file changed by hand makes the shortcut's stats differ: the normal build then
+    stats every file itself, so it writes the damaged file again along with the edit."""
+    build()
+    damaged = build.out / "topics" / "index.html"
+    good = damaged.read_bytes()
+    damaged.write_bytes(b"<p>vandalised</p>")
+    write_article(articles_dir, "fresh.txt", "A Story Beside A Damaged File")
+    printed = build()
+    assert SHORTCUT not in printed
+    assert b"A Story Beside A Damaged File" in (build.out / "feed.atom").read_bytes()
+    assert damaged.read_bytes() != b"<p>vandalised</p>"
+    assert b"Topics" in damaged.read_bytes() and len(damaged.read_bytes()) >= len(good) // 2
+
+
 def test_a_changed_setting_takes_the_normal_build(build, monkeypatch) -> None:
     build()
     monkeypatch.setenv("FEEDSVC_SITE_TITLE", "A Retitled Site")
