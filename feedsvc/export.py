@@ -520,6 +520,7 @@ class _Sources:
         self.site = publisher.site
         self.size = size
         self._feeds: dict[FeedRef, dict[int | None, str]] = {}
+        self._listed: dict[bytes, str] = {}  # what pages list of each entry, by version
         self._site = site_signatures(self.collection, self.site)
         # robots.txt shows only the base URL (in the manifest's context) and the extra lines.
         self._site[urls.ROBOTS] = ("robots", hashlib.sha256(robots_extra.encode()).hexdigest())
@@ -536,7 +537,7 @@ class _Sources:
         for kind, prefix in (("topic", urls.TOPICS), ("author", urls.AUTHORS)):
             if item.startswith(prefix) and item.endswith("/") and item != prefix:
                 ref = self._ref(kind, item[len(prefix):-1])
-                return f"page:{self._page_sig(ref, self.collection, self.site)}"
+                return f"page:{self._page_sig(ref, self.collection, self.site, self._listed)}"
         article = urls.article("")
         if item.startswith(article):
             entry = self.collection.by_slug.get(item[len(article):])
