@@ -627,11 +627,12 @@ class Publisher:
     def _render(self, doc: FeedDocument, fmt: str, base_url: str, ref: FeedRef,
                 preview: bool = False) -> tuple[bytes, str, datetime]:
         updated = self.last_modified(ref, doc.updated)
+        if preview:  # shows no entry's content: nothing to fetch from the store
+            return (render_preview(doc, fmt, self.site, base_url, self.fragments),
+                    PREVIEW_TYPE, updated)
         # The entries' content comes from the store: one query for the document,
         # not one per entry (a 1,000-entry ?limit document made 1,000).
         with self.store.prefetched(e.article for e in doc.entries):
-            if preview:
-                return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, updated
             body = render_feed(doc, fmt, self.site, base_url, self.fragments)
         return body, content_types()[fmt], updated
 

@@ -131,9 +131,23 @@ class FragmentCache:
         return b"".join(parts)
 
     def _fragment(self, entry: Entry, fmt: str, site: Site, base_url: str) -> bytes:
+        def make() -> bytes:
+            single = FeedDocument(title="x", subtitle="x", path="/feed", html_path="/",
+                                  entries=(entry,), updated=entry.updated)
+            body = _RENDERERS[fmt](single, site, base_url)
+            start = body.rindex(self._OPEN[fmt]) + 1
+            return body[start : len(body) - len(self._CLOSE[fmt])]
+
+        return self.remember(entry, fmt, base_url, make)
+
+    def remember(self, entry: Entry, kind: str, base_url: str,
+                 make: Callable[[], bytes]) -> bytes:
+        """The fragment of ``entry`` of this kind (a feed format, or another
+        representation's, such as the HTML preview's list item): cached, else
+        ``make()``, kept within the bounds."""
         # entry.version digests everything an entry shows: a cheap key (hashing
         # the whole frozen Entry cost 3.7 ms a refresh); hand-made entries have none.
-        key = (entry.version or entry, fmt, base_url)
+        key = (entry.version or entry, kind, base_url)
         with self._lock:
             found = self._items.get(key)
             if found is not None:
@@ -141,11 +155,7 @@ class FragmentCache:
                 self._items.move_to_end(key)
                 return found
             self.misses += 1
-        single = FeedDocument(title="x", subtitle="x", path="/feed", html_path="/",
-                              entries=(entry,), updated=entry.updated)
-        body = _RENDERERS[fmt](single, site, base_url)
-        start = body.rindex(self._OPEN[fmt]) + 1
-        fragment = body[start : len(body) - len(self._CLOSE[fmt])]
+        fragment = make()
         with self._lock:
             if key not in self._items:
                 self._items[key] = fragment
