@@ -520,3 +520,27 @@ def test_an_internal_error_carries_the_safety_headers_too(app, monkeypatch) -> N
     assert b"boom" not in response.data and b"Traceback" not in response.data
     for name in SAFETY_HEADERS:
         assert response.headers[name] == PAGE_SECURITY_HEADERS[name], name
+
+
+def test_a_preview_render_reads_no_template_file_once_loaded(app, client,
+                                                             monkeypatch) -> None:
+    """Templates are loaded once: rendering previews stats no template file (Jinja's
+    auto_reload would, three files a preview), as Flask's own pages outside debug."""
+    import os
+
+    for path in ("/feed.rss", "/"):  # their templates loaded
+        client.get(path, headers={"Accept": CHROME_ACCEPT})
+    app.extensions["feedsvc"].cache.clear()  # and every document to be rendered again
+    real = os.stat
+    seen: list[str] = []
+
+    def watched(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if str(path).endswith(".html"):
+            seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", watched)
+    for path in ("/feed.atom", "/topics/nato/feed.json", "/feed.rss?limit=10", "/"):
+        assert client.get(path, headers={"Accept": CHROME_ACCEPT}).status_code == 200
+    monkeypatch.setattr(os, "stat", real)
+    assert seen == []
