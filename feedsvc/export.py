@@ -225,14 +225,14 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     publisher: Publisher = app.extensions["feedsvc"]
     # Every entry appears in several feeds (site, topics, author; archives):
     # keep every rendered entry for the build instead of re-rendering it each
-    # time a bounded cache dropped it (Atom, RSS and the previews' list item:
-    # three fragments an entry). The byte bound
+    # time a bounded cache dropped it (Atom, RSS, JSON Feed and the previews'
+    # list item: four fragments an entry). The byte bound
     # too: at 10,000 articles its share of the cache held a third of them, and
     # 57,820 fragments were rendered for 20,000 (a fifth of the build's time).
     # Both bounds come back afterwards; the next fragment made evicts down to them.
     fragments = publisher.fragments
     bounds = fragments.max_entries, fragments.max_bytes
-    fragments.max_entries = max(fragments.max_entries, 3 * len(publisher.collection.entries) + 64)
+    fragments.max_entries = max(fragments.max_entries, 4 * len(publisher.collection.entries) + 64)
     fragments.max_bytes = max(fragments.max_bytes, 1 << 40)
     version = publisher.version
     seq = publisher.view.state.seq
