@@ -262,7 +262,7 @@ def _build(args: argparse.Namespace) -> int:
         from .web import create_app
 
         with busy(f"loading {settings.articles_dir}"):
-            app = create_app(overrides)
+            app = create_app(overrides, sync=not check.synced)
         publisher = app.extensions["feedsvc"]
         progress = Progress("build")
         try:

@@ -629,6 +629,9 @@ class UnchangedCheck:
 
     summary: BuildSummary | None
     files_as_recorded: bool = False
+    #: This process has just synced the folder into the store: the build that
+    #: follows need not list it again (10,000 files: a listing and a store read).
+    synced: bool = False
 
 
 def rebuild_unchanged(settings: Settings, outdir: str | os.PathLike[str],
@@ -682,8 +685,8 @@ def check_unchanged(settings: Settings, outdir: str | os.PathLike[str],
     # system calls (stat, scandir, SQLite), so the two overlap on two cores.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsvc-stat") as pool:
         as_recorded = pool.submit(_as_recorded, outdir, listing)
-        counter = _synced_counter(settings, ledger)
-        nothing = UnchangedCheck(None, files_as_recorded=as_recorded.result())
+        counter, synced = _synced_counter(settings, ledger)
+        nothing = UnchangedCheck(None, files_as_recorded=as_recorded.result(), synced=synced)
         if not nothing.files_as_recorded or counter is None or counter != record.get("seq"):
             return nothing
     until = record.get("valid_until")
@@ -698,12 +701,13 @@ def check_unchanged(settings: Settings, outdir: str | os.PathLike[str],
                            bytes=0, changed=0, removed=0,
                            rejected=int(record.get("rejected") or 0),
                            seconds=round(time.perf_counter() - started, 3), **counts)
-    return UnchangedCheck(summary, files_as_recorded=True)
+    return UnchangedCheck(summary, files_as_recorded=True, synced=synced)
 
 
-def _synced_counter(settings: Settings, ledger: Path) -> int | None:
-    """The store's change counter once the folder is synced into it, or None if the
-    store is not complete (a first import still running elsewhere).
+def _synced_counter(settings: Settings, ledger: Path) -> tuple[int | None, bool]:
+    """The store's change counter once the folder is synced into it (None if the
+    store is not complete: a first import still running elsewhere), and whether
+    this process synced it (else a running service holds the writer lease).
 
     The writer's pass alone (:func:`feedsvc.sync.sync_once`): neither the view
     nor the renderers are loaded or imported, which a no-change rebuild never
@@ -715,25 +719,25 @@ def _synced_counter(settings: Settings, ledger: Path) -> int | None:
     from .sync import sync_once, writer_lease_seconds
 
     if not settings.articles_dir.is_dir():
-        return None
+        return None, False
     try:
         store = open_store(ledger, id_authority(settings.base_url))
     except (OSError, FeedsvcError):
-        return None
+        return None, False
     wrote = False
     try:
         wrote = sync_once(store, settings.articles_dir, settings.max_article_bytes,
                           writer_lease_seconds(settings.reload_interval), time.time())
         seq, _generation, complete = store.seq()
     except (OSError, FeedsvcError):  # LeaseLost is one
-        return None
+        return None, False
     finally:
         try:
             if wrote:
                 store.release()
         finally:
             store.close()
-    return seq if complete else None
+    return (seq if complete else None), wrote
 
 
 def _stat_list(files: dict[str, list]) -> str:

@@ -160,6 +160,29 @@ def test_an_edit_with_every_file_as_recorded_stats_nothing_twice(build, articles
     assert b"A Story Among Files As Recorded" in (build.out / "feed.atom").read_bytes()
 
 
+def test_a_rebuild_after_an_edit_lists_the_folder_once(build, articles_dir,
+                                                      monkeypatch) -> None:
+    """The no-change check syncs the folder and finds the edit; the build that follows
+    loads the store it synced rather than listing the folder again."""
+    from feedsvc import publisher as publisher_module
+    from feedsvc import source, sync
+
+    build()
+    listed: list[Path] = []
+
+    def counted(root, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        listed.append(root)
+        return source.list_articles(root, *args, **kwargs)
+
+    monkeypatch.setattr(sync, "list_articles", counted)
+    monkeypatch.setattr(publisher_module, "list_articles", counted)
+    write_article(articles_dir, "fresh.txt", "A Story Listed Once")
+    printed = build()
+    assert SHORTCUT not in printed and _written(printed) > 0
+    assert b"A Story Listed Once" in (build.out / "feed.atom").read_bytes()
+    assert listed == [articles_dir]
+
+
 def test_an_edit_and_a_damaged_file_rewrite_both(build, articles_dir) -> None:
     """A file changed by hand makes the shortcut's stats differ: the normal build then
     stats every file itself, so it writes the damaged file again along with the edit."""
