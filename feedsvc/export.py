@@ -270,15 +270,18 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     try:
         workers = _render_processes(len(plan)) if processes is None else processes
         finished = len(todo) - len(plan)
-        for url_path, results in _render_all(job, workers):
-            for name, record, staged_as in results:
-                files[name] = record
-                if staged_as is not None:
-                    staged[name] = staged_as
-                    written += record[1]
-            finished += 1
-            if progress is not None:
-                progress(finished, len(todo), url_path)
+        # closing(): whatever stops this loop stops the renderers (threads, workers)
+        # before the staging folder is removed below.
+        with contextlib.closing(_render_all(job, workers)) as rendered:
+            for url_path, results in rendered:
+                for name, record, staged_as in results:
+                    files[name] = record
+                    if staged_as is not None:
+                        staged[name] = staged_as
+                        written += record[1]
+                finished += 1
+                if progress is not None:
+                    progress(finished, len(todo), url_path)
         if publisher.version != version:
             raise ExportError(outdir, "the articles changed during the build; run it again")
     except OSError as exc:
@@ -577,9 +580,7 @@ def _context(settings: Settings, base: str) -> str:
     """Everything besides the articles that the bytes of every file depend on."""
     from .model import Site
 
-    site = Site(title=settings.site_title, subtitle=settings.site_subtitle,
-                language=settings.language)
-    parts = [base, repr(site), str(settings.feed_size), repr(settings.websub_hubs),
+    parts = [base, repr(Site.of(settings)), str(settings.feed_size), repr(settings.websub_hubs),
              _code_digest()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 

@@ -171,9 +171,7 @@ class Publisher:
         writer: bool = True,
     ) -> None:
         self.settings = settings
-        self.site = Site(
-            title=settings.site_title, subtitle=settings.site_subtitle, language=settings.language
-        )
+        self.site = Site.of(settings)
         self.catalog: TopicCatalog = load_topic_catalog(settings.topics_file)
         if not settings.articles_dir.is_dir():  # before the ledger: make nothing for nothing
             raise ConfigError(
