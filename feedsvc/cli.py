@@ -236,7 +236,7 @@ def _hub_list(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .export import BuildSummary, build_site, rebuild_unchanged
+    from .export import BuildSummary, UnchangedCheck, build_site, check_unchanged
 
     # No reloading while building: every file must come from one version.
     overrides: dict[str, object] = {"reload_interval": 0}
@@ -247,25 +247,27 @@ def _build(args: argparse.Namespace) -> int:
     if args.base_url:
         overrides["base_url"] = args.base_url  # also the authority of new ids, as when serving
     settings = load_settings(overrides)
-    summary: BuildSummary | None = None
+    check = UnchangedCheck(None)
     shortcut = ""
     url = settings.database_url
     if url is None or url.dialect != "postgresql":
         # Nothing changed since the last build (the store's counter says so after the
         # folder sync): a stat of every file, and neither the app nor the articles loaded.
         with busy(f"syncing {settings.articles_dir}"):
-            summary = rebuild_unchanged(settings, args.outdir, ledger_path(settings))
+            check = check_unchanged(settings, args.outdir, ledger_path(settings))
+    summary: BuildSummary | None = check.summary
     if summary is not None:
         shortcut = " (nothing changed since the last build: every file checked by a stat)"
     else:
         from .web import create_app
 
         with busy(f"loading {settings.articles_dir}"):
-            app = create_app(overrides)
+            app = create_app(overrides, sync=not check.synced)
         publisher = app.extensions["feedsvc"]
         progress = Progress("build")
         try:
-            summary = build_site(app, args.outdir, progress=progress)
+            summary = build_site(app, args.outdir, progress=progress,
+                                 files_as_recorded=check.files_as_recorded)
         finally:
             progress.close()
             publisher.close()

@@ -47,7 +47,7 @@ import stat
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -58,7 +58,7 @@ from . import urls
 from .errors import FeedsvcError
 
 # The rest of feedsvc is imported where it is used: a no-change rebuild
-# (rebuild_unchanged) walks the build while the publisher's modules load.
+# (rebuild_unchanged) needs only the store and the folder sync, never the app.
 if TYPE_CHECKING:
     from flask import Flask
     from flask.testing import FlaskClient
@@ -85,6 +85,9 @@ class ExportError(FeedsvcError):
         self.outdir = outdir
         self.reason = reason
         super().__init__(f"{outdir}: {reason}")
+
+    def __reduce__(self) -> tuple[type[ExportError], tuple[Path, str]]:
+        return type(self), (self.outdir, self.reason)  # raised in a build worker, re-raised here
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +124,14 @@ class FeedDoc:
         return urls.feed(self.ref, self.fmt, self.archive)
 
     @property
-    def file(self) -> PurePosixPath:
+    def name(self) -> str:
         """Where it goes: the URL's path; a preview beside it with ``.html`` added."""
         relative = self.url_path.lstrip("/")
-        return PurePosixPath(relative + ".html" if self.preview else relative)
+        return relative + ".html" if self.preview else relative
+
+    @property
+    def file(self) -> PurePosixPath:
+        return PurePosixPath(self.name)
 
 
 def site_paths(app: Flask, base_url: str | None = None,
@@ -176,7 +183,8 @@ def file_for(url_path: str, content_type: str) -> PurePosixPath:
 
 
 def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None = None,
-               progress: Progress | None = None) -> BuildSummary:
+               progress: Progress | None = None, processes: int | None = None,
+               files_as_recorded: bool = False) -> BuildSummary:
     """Write the site of ``app`` into ``outdir``, touching only the files that changed.
 
     ``base_url`` is the public URL the files will be served at; it defaults
@@ -196,6 +204,12 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     :class:`ExportError` if ``outdir`` holds anything but an earlier build,
     or if the articles changed while building (run it again; the CLI's app
     does not reload while it builds).
+
+    Many documents to render are rendered by ``processes`` forked workers (by
+    default one per core, see :func:`_render_processes`); ``processes=1``
+    renders them all in this process. ``files_as_recorded`` says that every
+    file of the earlier build was just found with the size and mtime its
+    marker records (:func:`check_unchanged`): they are not statted again.
     """
     started = time.perf_counter()
     outdir = Path(outdir)
@@ -211,20 +225,21 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     publisher: Publisher = app.extensions["feedsvc"]
     # Every entry appears in several feeds (site, topics, author; archives):
     # keep every rendered entry for the build instead of re-rendering it each
-    # time a bounded cache dropped it (two formats an entry). The byte bound
+    # time a bounded cache dropped it (Atom, RSS, JSON Feed and the previews'
+    # list item: four fragments an entry). The byte bound
     # too: at 10,000 articles its share of the cache held a third of them, and
     # 57,820 fragments were rendered for 20,000 (a fifth of the build's time).
     # Both bounds come back afterwards; the next fragment made evicts down to them.
     fragments = publisher.fragments
     bounds = fragments.max_entries, fragments.max_bytes
-    fragments.max_entries = max(fragments.max_entries, 2 * len(publisher.collection.entries) + 64)
+    fragments.max_entries = max(fragments.max_entries, 4 * len(publisher.collection.entries) + 64)
     fragments.max_bytes = max(fragments.max_bytes, 1 << 40)
     version = publisher.version
     seq = publisher.view.state.seq
     valid_until = _valid_until(publisher)
     feeds, pages, assets = site_paths(app, base)
     todo: list[FeedDoc | str] = [*feeds, *pages, *assets]
-    context = _context(settings, publisher, base)
+    context = _context(settings, base)
     previous = _load_manifest(outdir)
     recorded: dict[str, list] = previous.get("files", {}) if previous else {}
     trusted = recorded if previous and previous.get("context") == context else {}
@@ -235,55 +250,49 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     files: dict[str, list] = {}
     staged: dict[str, str] = {}  # changed file -> its name in the (flat) staging folder
     written = 0
-    # gzip, SHA-256 and file writes release the GIL: threads do them while this
-    # thread renders the next documents (see _Stager).
-    stager = _Stager(outdir, staging, recorded, on_disk)
-    try:
-        client = app.test_client()
-        for done, item in enumerate(todo, 1):
-            url_path = item.url_path if isinstance(item, FeedDoc) else item
-            relative = item.file if isinstance(item, FeedDoc) else _page_file(url_path)
-            source = sources.of(item)
-            name = relative.as_posix()
-            names = (name, name + ".gz")
-            kept = [_unchanged_on_disk(outdir, n, trusted.get(n), source) for n in names]
-            if all(kept):
-                for name, record in zip(names, kept, strict=True):
-                    files[name] = record  # type: ignore[assignment]
-            else:
-                if isinstance(item, FeedDoc):
-                    got, body, packed = _feed(publisher, item, base, outdir)
-                else:
-                    got, body, packed = _fetch(app, client, url_path, base, outdir)
-                if got != relative:
-                    raise ExportError(outdir, f"{url_path}: expected {relative}, got {got}")
-                stager.submit(names, body, packed, source)
-            for name, record, staged_as in stager.finished():
-                files[name] = record
-                if staged_as is not None:
-                    staged[name] = staged_as
-                    written += record[1]
+    # First what is kept as it is (no rendering), then the documents to render.
+    plan: list[_Planned] = []
+    for done, item in enumerate(todo, 1):
+        url_path = item.url_path if isinstance(item, FeedDoc) else item
+        name = item.name if isinstance(item, FeedDoc) else _page_name(url_path)
+        source = sources.of(item)
+        names = (name, name + ".gz")
+        kept = [_unchanged_on_disk(outdir, n, trusted.get(n), source, files_as_recorded)
+                for n in names]
+        if all(kept):
+            for name, record in zip(names, kept, strict=True):
+                files[name] = record  # type: ignore[assignment]
             if progress is not None:
                 progress(done, len(todo), url_path)
-        for name, record, staged_as in stager.finished(wait=True):
-            files[name] = record
-            if staged_as is not None:
-                staged[name] = staged_as
-                written += record[1]
+        else:
+            plan.append(_Planned(item, url_path, names, source))
+    job = _Job(app, publisher, base, outdir, staging, recorded, on_disk, plan)
+    try:
+        workers = _render_processes(len(plan)) if processes is None else processes
+        finished = len(todo) - len(plan)
+        # closing(): whatever stops this loop stops the renderers (threads, workers)
+        # before the staging folder is removed below.
+        with contextlib.closing(_render_all(job, workers)) as rendered:
+            for url_path, results in rendered:
+                for name, record, staged_as in results:
+                    files[name] = record
+                    if staged_as is not None:
+                        staged[name] = staged_as
+                        written += record[1]
+                finished += 1
+                if progress is not None:
+                    progress(finished, len(todo), url_path)
         if publisher.version != version:
             raise ExportError(outdir, "the articles changed during the build; run it again")
     except OSError as exc:
-        stager.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
                           "the previous build is unchanged") from None
     except BaseException:
-        stager.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         fragments.max_entries, fragments.max_bytes = bounds
-    stager.close()
     changed = sorted(staged)
     gone = set(recorded) if previous is not None else set(on_disk or ())
     removed = sorted(gone - files.keys())
@@ -312,6 +321,133 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     return replace(summary, seconds=round(time.perf_counter() - started, 3))
 
 
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A document to render: what it is, its URL, its two files, its source."""
+
+    item: FeedDoc | str
+    url_path: str
+    names: tuple[str, str]  # the document's file and its .gz
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What every renderer of one build shares (forked workers inherit it)."""
+
+    app: Flask
+    publisher: Publisher
+    base: str
+    outdir: Path
+    staging: Path
+    recorded: dict[str, list]
+    on_disk: set[str] | None
+    plan: list[_Planned]
+
+
+#: Fewer documents to render than this are rendered in the building process: a
+#: rebuild after one edit renders about 20, and forking workers would cost more.
+PARALLEL_MIN = 400
+#: Documents a forked worker renders per task: enough to keep the hand-over small,
+#: few enough that the workers finish together (documents of one feed stay together,
+#: so its entries' fragments are rendered once per worker).
+CHUNK = 64
+
+_Record = tuple[str, list, "str | None"]
+#: The job of this build, for forked workers (set before the fork, never pickled).
+_forked: _Job | None = None
+#: A forked worker's own stager, made at its first task.
+_worker_stager: _Stager | None = None
+
+
+def _render_processes(documents: int) -> int:
+    """How many processes render ``documents`` documents: one per core, past a threshold.
+
+    Rendering is pure Python under one GIL; the gzip, SHA-256 and writes it
+    hands to threads took a third of a 10,000-article build, and forked
+    workers take the rest of the machine (each its own GIL).
+    """
+    if documents < PARALLEL_MIN:
+        return 1
+    return max(1, min(8, len(os.sched_getaffinity(0))))
+
+
+def _render_all(job: _Job, processes: int) -> Iterator[tuple[str, list[_Record]]]:
+    """Render and stage every planned document: (URL path, its files' records), each
+    once, in any order."""
+    if processes <= 1 or len(job.plan) < 2:
+        stager = _Stager(job.outdir, job.staging, job.recorded, job.on_disk)
+        try:
+            yield from _render_here(job, range(len(job.plan)), stager)
+        finally:
+            stager.close()
+        return
+    yield from _render_forked(job, processes)
+
+
+def _render_here(job: _Job, indices: Iterable[int],
+                 stager: _Stager) -> Iterator[tuple[str, list[_Record]]]:
+    """Render ``job.plan[i]`` for each index in this process, staging the files on
+    ``stager``'s threads while the next documents render."""
+    client = job.app.test_client()
+    pending: deque[str] = deque()
+    for index in indices:
+        doc = job.plan[index]
+        if isinstance(doc.item, FeedDoc):
+            got, body, packed = _feed(job.publisher, doc.item, job.base, job.outdir)
+        else:
+            got, body, packed = _fetch(job.app, client, doc.url_path, job.base, job.outdir)
+        if got.as_posix() != doc.names[0]:
+            raise ExportError(job.outdir, f"{doc.url_path}: expected {doc.names[0]}, got {got}")
+        stager.submit(doc.names, body, packed, doc.source)
+        pending.append(doc.url_path)
+        for results in stager.finished():
+            yield pending.popleft(), results
+    for results in stager.finished(wait=True):
+        yield pending.popleft(), results
+
+
+def _render_forked(job: _Job, processes: int) -> Iterator[tuple[str, list[_Record]]]:
+    """Render the plan in ``processes`` forked workers, chunk by chunk.
+
+    The workers inherit the loaded view, the app and the raised fragment
+    bounds through the fork (nothing of it is pickled); the store's
+    connections are closed first, so that each worker opens its own. Each
+    worker stages its files under names of its own (its pid), and hands
+    back only the manifest records. A worker's failure (an ExportError, a
+    full disk) is raised here; the caller removes the staging folder.
+    """
+    import multiprocessing
+
+    global _forked
+    job.publisher.before_fork()
+    _forked = job
+    chunks = [range(start, min(start + CHUNK, len(job.plan)))
+              for start in range(0, len(job.plan), CHUNK)]
+    pool = multiprocessing.get_context("fork").Pool(processes)
+    try:
+        for chunk_results in pool.imap_unordered(_render_chunk, chunks):
+            yield from chunk_results
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+        _forked = None
+
+
+def _render_chunk(indices: range) -> list[tuple[str, list[_Record]]]:
+    """In a forked worker: render and stage one chunk of the plan."""
+    global _worker_stager
+    job = _forked
+    assert job is not None, "a build worker runs only in a process forked by a build"
+    if _worker_stager is None:
+        _worker_stager = _Stager(job.outdir, job.staging, job.recorded, job.on_disk,
+                                 prefix=f"w{os.getpid()}-")
+    return list(_render_here(job, indices, _worker_stager))
+
+
 class _Stager:
     """Digests each document's two files and writes the new ones to the staging folder,
     on threads, while the caller renders the next documents.
@@ -326,8 +462,9 @@ class _Stager:
     """
 
     def __init__(self, outdir: Path, staging: Path, recorded: dict[str, list],
-                 on_disk: set[str] | None) -> None:
+                 on_disk: set[str] | None, prefix: str = "") -> None:
         self.outdir = outdir
+        self.prefix = prefix  # of staged names: each forked worker has its own
         self.staging = staging
         self.recorded = recorded
         self.on_disk = on_disk
@@ -343,12 +480,13 @@ class _Stager:
         self.count += len(names)
         self.pending.append(self.pool.submit(self._stage, names, body, packed, source, first))
 
-    def finished(self, wait: bool = False) -> Iterator[tuple[str, list, str | None]]:
-        """(file, manifest record, staged name or None if the file on disk is kept), in
-        order; with ``wait`` every one, else those done (and enough to bound memory)."""
+    def finished(self, wait: bool = False) -> Iterator[list[tuple[str, list, str | None]]]:
+        """Per document, in order: its files' (file, manifest record, staged name or None
+        if the file on disk is kept); with ``wait`` every one, else those done (and
+        enough to bound memory)."""
         while self.pending and (wait or self.pending[0].done()
                                 or len(self.pending) > self.limit):
-            yield from self.pending.popleft().result()
+            yield self.pending.popleft().result()
 
     def close(self) -> None:
         """Stop: nothing more is written (call before removing the staging folder)."""
@@ -365,7 +503,7 @@ class _Stager:
             if same is not None:
                 out.append((name, [digest, len(content), same, source], None))
                 continue
-            staged = str(number)
+            staged = f"{self.prefix}{number}"
             target = self.staging / staged
             target.write_bytes(content)
             # The mtime it will have in place: a rename keeps it.
@@ -386,6 +524,7 @@ class _Sources:
         self.site = publisher.site
         self.size = size
         self._feeds: dict[FeedRef, dict[int | None, str]] = {}
+        self._listed: dict[bytes, str] = {}  # what pages list of each entry, by version
         self._site = site_signatures(self.collection, self.site)
         # robots.txt shows only the base URL (in the manifest's context) and the extra lines.
         self._site[urls.ROBOTS] = ("robots", hashlib.sha256(robots_extra.encode()).hexdigest())
@@ -402,7 +541,7 @@ class _Sources:
         for kind, prefix in (("topic", urls.TOPICS), ("author", urls.AUTHORS)):
             if item.startswith(prefix) and item.endswith("/") and item != prefix:
                 ref = self._ref(kind, item[len(prefix):-1])
-                return f"page:{self._page_sig(ref, self.collection, self.site)}"
+                return f"page:{self._page_sig(ref, self.collection, self.site, self._listed)}"
         article = urls.article("")
         if item.startswith(article):
             entry = self.collection.by_slug.get(item[len(article):])
@@ -410,13 +549,20 @@ class _Sources:
         return "asset"  # static files: compared by their bytes
 
 
-def _page_file(url_path: str) -> PurePosixPath:
-    """Where a page, the OPML list or an asset goes (as :func:`file_for` puts it)."""
+def _page_name(url_path: str) -> str:
+    """Where a page, the OPML list or an asset goes (as :func:`file_for` puts it).
+
+    A string, not a path object: the build asks it of every page, and
+    pathlib's parsing was a tenth of a rebuild after one edit.
+    """
+    relative = url_path.lstrip("/")
     if url_path == urls.OPML or url_path.startswith(urls.STATIC + "/"):
-        return PurePosixPath(url_path.lstrip("/"))
+        return relative
     if url_path.endswith((".xml", ".txt")):  # robots.txt and the sitemaps (re-rendered each
-        return PurePosixPath(url_path.lstrip("/"))  # build, kept when their bytes are equal)
-    return file_for(url_path, "text/html")
+        return relative  # build, kept when their bytes are equal)
+    if not relative or relative.endswith("/"):
+        return relative + "index.html"
+    return relative + "/index.html"
 
 
 def _code_digest() -> str:
@@ -430,9 +576,11 @@ def _code_digest() -> str:
     return h.hexdigest()
 
 
-def _context(settings: Settings, publisher: Publisher, base: str) -> str:
+def _context(settings: Settings, base: str) -> str:
     """Everything besides the articles that the bytes of every file depend on."""
-    parts = [base, repr(publisher.site), str(settings.feed_size), repr(settings.websub_hubs),
+    from .model import Site
+
+    parts = [base, repr(Site.of(settings)), str(settings.feed_size), repr(settings.websub_hubs),
              _code_digest()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
@@ -474,9 +622,29 @@ def _valid_until(publisher: Publisher) -> float | None:
     return min(times) if times else None
 
 
+@dataclass(frozen=True, slots=True)
+class UnchangedCheck:
+    """What :func:`check_unchanged` found: the no-change rebuild's summary, if nothing
+    changed, and whether every file of the earlier build has the size and mtime
+    its marker records (then a normal build need not stat them again)."""
+
+    summary: BuildSummary | None
+    files_as_recorded: bool = False
+    #: This process has just synced the folder into the store: the build that
+    #: follows need not list it again (10,000 files: a listing and a store read).
+    synced: bool = False
+
+
 def rebuild_unchanged(settings: Settings, outdir: str | os.PathLike[str],
                       ledger: Path) -> BuildSummary | None:
-    """A rebuild with nothing changed, without loading the articles: its summary, else None.
+    """A rebuild with nothing changed, without loading the articles: its summary, else None
+    (see :func:`check_unchanged`)."""
+    return check_unchanged(settings, outdir, ledger).summary
+
+
+def check_unchanged(settings: Settings, outdir: str | os.PathLike[str],
+                    ledger: Path) -> UnchangedCheck:
+    """A rebuild with nothing changed, without loading the articles, if nothing changed.
 
     Syncs the folder into the store (the store's change counter then says
     whether any article changed), then compares with what the last build
@@ -485,57 +653,92 @@ def rebuild_unchanged(settings: Settings, outdir: str | os.PathLike[str],
     sitemap entry has come due since. If all match, and one stat of every
     file of the build finds the size and mtime recorded (:func:`_stat_list`),
     nothing is rendered or written, not even the manifest, which is not
-    even read (10 MB at 10,000 articles). Any difference (or a build of a release without the
-    record, or a PostgreSQL store) returns None: :func:`build_site` then
-    builds as usual, rendering only what changed. Raises
+    even read (10 MB at 10,000 articles). Any difference (or a build of a
+    release without the record, or a PostgreSQL store) gives no summary:
+    :func:`build_site` then builds as usual, rendering only what changed,
+    and without statting the files again if they were all found as recorded
+    (a rebuild after one edit at 10,000 articles: 63,226 stats). Raises
     :class:`ExportError` for a folder that is not an earlier build, as
     :func:`build_site` does.
     """
     started = time.perf_counter()
     outdir = Path(outdir)
+    nothing = UnchangedCheck(None)
     base = (settings.base_url or "").rstrip("/")
     if not base or (settings.database_url is not None
                     and settings.database_url.dialect == "postgresql"):
-        return None
+        return nothing
     _check_replaceable(outdir)
     try:
         marker = json.loads((outdir / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return nothing
     record = marker.get("store") if isinstance(marker, dict) else None
     if not isinstance(record, dict) or marker.get("base_url") != base:
-        return None
+        return nothing
     counts = {k: marker.get(k) for k in ("feeds", "previews", "pages", "assets", "files")}
     if not all(isinstance(v, int) for v in counts.values()):
-        return None
-    # One stat a file first (the most likely difference, and no import needed).
+        return nothing
     listing = record.get("stat")
     if not isinstance(listing, str) or listing.count("\n") != counts["files"]:
-        return None
-    if not _as_recorded(outdir, listing):
-        return None
-    from .publisher import Publisher
+        return nothing
+    # One stat a file, on a thread while this one syncs the folder: both are mostly
+    # system calls (stat, scandir, SQLite), so the two overlap on two cores.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsvc-stat") as pool:
+        as_recorded = pool.submit(_as_recorded, outdir, listing)
+        counter, synced = _synced_counter(settings, ledger)
+        nothing = UnchangedCheck(None, files_as_recorded=as_recorded.result(), synced=synced)
+        if not nothing.files_as_recorded or counter is None or counter != record.get("seq"):
+            return nothing
+    until = record.get("valid_until")
+    if until is not None and time.time() >= until:
+        return nothing
+    robots_extra = (settings.robots_extra.read_text(encoding="utf-8", errors="replace")
+                    if settings.robots_extra else "")
+    context = _context(settings, base)
+    if record.get("key") != _store_key(settings, context, ledger, robots_extra):
+        return nothing
+    summary = BuildSummary(outdir=outdir, base_url=base, version=str(marker.get("version")),
+                           bytes=0, changed=0, removed=0,
+                           rejected=int(record.get("rejected") or 0),
+                           seconds=round(time.perf_counter() - started, 3), **counts)
+    return UnchangedCheck(summary, files_as_recorded=True, synced=synced)
 
-    publisher = Publisher(settings, ledger)
+
+def _synced_counter(settings: Settings, ledger: Path) -> tuple[int | None, bool]:
+    """The store's change counter once the folder is synced into it (None if the
+    store is not complete: a first import still running elsewhere), and whether
+    this process synced it (else a running service holds the writer lease).
+
+    The writer's pass alone (:func:`feedsvc.sync.sync_once`): neither the view
+    nor the renderers are loaded or imported, which a no-change rebuild never
+    needs. Any failure (a missing folder, a broken ledger, a lost lease) also
+    gives None: the normal build then meets it and reports it as it always does.
+    """
+    from .identity import id_authority
+    from .store import open_store
+    from .sync import sync_once, writer_lease_seconds
+
+    if not settings.articles_dir.is_dir():
+        return None, False
     try:
-        # The folder sync runs as for every build (a rescan: only changed files are read).
-        publisher.refresh(follow=False)
-        seq, _generation, complete = publisher.store.seq()
-        if not complete or seq != record.get("seq"):
-            return None
-        until = record.get("valid_until")
-        if until is not None and time.time() >= until:
-            return None
-        robots_extra = (settings.robots_extra.read_text(encoding="utf-8", errors="replace")
-                        if settings.robots_extra else "")
-        context = _context(settings, publisher, base)
-        if record.get("key") != _store_key(settings, context, ledger, robots_extra):
-            return None
+        store = open_store(ledger, id_authority(settings.base_url))
+    except (OSError, FeedsvcError):
+        return None, False
+    wrote = False
+    try:
+        wrote = sync_once(store, settings.articles_dir, settings.max_article_bytes,
+                          writer_lease_seconds(settings.reload_interval), time.time())
+        seq, _generation, complete = store.seq()
+    except (OSError, FeedsvcError):  # LeaseLost is one
+        return None, False
     finally:
-        publisher.close()
-    return BuildSummary(outdir=outdir, base_url=base, version=str(marker.get("version")),
-                        bytes=0, changed=0, removed=0, rejected=int(record.get("rejected") or 0),
-                        seconds=round(time.perf_counter() - started, 3), **counts)
+        try:
+            if wrote:
+                store.release()
+        finally:
+            store.close()
+    return (seq if complete else None), wrote
 
 
 def _stat_list(files: dict[str, list]) -> str:
@@ -589,14 +792,17 @@ def _disk_files(outdir: Path) -> set[str]:
 
 
 def _unchanged_on_disk(outdir: Path, name: str, record: list | None,
-                       source: str) -> list | None:
-    """The manifest's record of ``name`` if the document and the file are as it says.
+                       source: str, as_recorded: bool = False) -> list | None:
+    """The manifest's record of ``name`` if the document and the file are as it says
+    (``as_recorded``: the file was just statted and found so).
 
     A string path for os.stat, not ``outdir / name``: pathlib's parsing was a
     third of a no-change rebuild's time in this loop (2,000 articles, cProfile).
     """
     if record is None or len(record) != 4 or record[3] != source or source == "asset":
         return None
+    if as_recorded:
+        return record
     try:
         st = os.stat(f"{outdir}/{name}")
     except OSError:
@@ -647,13 +853,19 @@ def _commit(staging: Path, outdir: Path, staged: dict[str, str], removed: list[s
     aside = Path(tempfile.mkdtemp(prefix=OLD_PREFIX, dir=outdir))
     done: list[tuple[str, str, str | None]] = []  # (action, name, its name aside), to undo
     created: list[Path] = []
-    folders: set[Path] = {outdir}  # known to exist
+    # Strings, not path objects, in this loop of one step a changed file: pathlib's
+    # joins and parents were more than the renames themselves (63,226 files).
+    out, stage, side = os.fspath(outdir), os.fspath(staging), os.fspath(aside)
+    folders: set[str] = {out}  # known to exist
     try:
         for number, name in enumerate(sorted(staged)):
-            target = outdir / name
-            if target.parent not in folders:
-                created += _make_parents(target.parent, outdir)
-                folders.update(target.parents)
+            target = f"{out}/{name}"
+            parent = target.rpartition("/")[0]
+            if parent not in folders:
+                made = _make_parents(Path(parent), outdir)
+                created += made
+                folders.add(parent)
+                folders.update(os.fspath(folder) for folder in made)
             kept = None
             try:
                 had = stat.S_ISREG(os.lstat(target).st_mode)
@@ -661,8 +873,8 @@ def _commit(staging: Path, outdir: Path, staged: dict[str, str], removed: list[s
                 had = False
             if had:
                 kept = str(number)
-                os.link(target, aside / kept)
-            (staging / staged[name]).rename(target)
+                os.link(target, f"{side}/{kept}")
+            os.rename(f"{stage}/{staged[name]}", target)
             done.append(("write", name, kept))
         for number, name in enumerate(removed, len(staged)):
             source = outdir / name
@@ -739,30 +951,33 @@ def _feed(publisher: Publisher, doc: FeedDoc, base_url: str,
 
 
 def _fetch(app: Flask, client: FlaskClient, url_path: str, base_url: str,
-           outdir: Path) -> tuple[PurePosixPath, bytes, bytes]:
+           outdir: Path) -> tuple[PurePosixPath, bytes, bytes | Callable[[], bytes]]:
     """A page or asset through the app's routes: the file and its gzip form.
 
-    One request, taking gzip: the plain bytes are its decompression, so both
-    files are exactly what the service sends (ETags and all). Pages are
-    dispatched in a request context of their own rather than through the
-    test client: the same view, hooks and response, without the WSGI round
-    trip, which cost 1.5 ms a page against 0.4 ms (10,000 article pages: 11 s
-    of CPU). Assets (streamed files) go through the test client.
+    Pages are dispatched in a request context of their own rather than
+    through the test client: the same view, hooks and response, without the
+    WSGI round trip, which cost 1.5 ms a page against 0.4 ms (10,000 article
+    pages: 11 s of CPU). Their gzip form is :func:`feedsvc.http.gzip_form`
+    of the body, what the service sends with ``Accept-Encoding: gzip``,
+    made by a stager thread (asking the app for it, then unpacking it,
+    cost the rendering thread 0.1 ms a page). Assets (streamed files) go
+    through the test client, and are sent as they are.
     """
-    headers = {"Accept-Encoding": "gzip"}
     if url_path.startswith(urls.STATIC + "/"):
-        response = client.get(url_path, base_url=base_url, headers=headers)
+        response = client.get(url_path, base_url=base_url)
     else:
-        with app.test_request_context(url_path, base_url=base_url, headers=headers):
+        with app.test_request_context(url_path, base_url=base_url):
             response = app.full_dispatch_request()
     if response.status_code != 200:
         raise ExportError(outdir, f"{url_path}: the app answered {response.status_code} "
                           f"{response.get_data()[:200]!r}")
-    data = response.get_data()
-    if response.headers.get("Content-Encoding") == "gzip":
-        packed, body = data, gzip.decompress(data)
-    else:  # static assets: the app sends them as they are
-        packed, body = gzip.compress(data, compresslevel=9, mtime=0), data
+    body = response.get_data()
+    if url_path.startswith(urls.STATIC + "/"):  # the app sends them as they are
+        packed: bytes | Callable[[], bytes] = gzip.compress(body, compresslevel=9, mtime=0)
+    else:
+        from .http import gzip_form
+
+        packed = lambda: gzip_form(body)  # noqa: E731 - made on a stager thread
     return file_for(url_path, response.headers.get("Content-Type", "")), body, packed
 
 

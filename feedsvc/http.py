@@ -85,6 +85,12 @@ _names_html_only_memo = functools.lru_cache(maxsize=1024)(_names_html_only)
 MAX_KEY_HEADER = 16_000
 
 
+def gzip_form(body: bytes) -> bytes:
+    """The gzip bytes every response (and the static export's ``.gz`` file) carries for
+    ``body``: level 6, no timestamp, so the same body always packs the same."""
+    return gzip.compress(body, compresslevel=6, mtime=0)
+
+
 class Forms:
     """What HTTP makes of one document, once: its ETag, its gzip form and that form's ETag.
 
@@ -126,7 +132,7 @@ class Forms:
             with self._lock:
                 packed = self._gzip
                 if packed is None:
-                    data = gzip.compress(rendered.body, compresslevel=6, mtime=0)
+                    data = gzip_form(rendered.body)
                     packed = self._gzip = (data, hashlib.sha256(data).hexdigest()[:32] + "-gz")
                     made = True
             if made:

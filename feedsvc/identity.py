@@ -29,8 +29,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from urllib.parse import urlsplit
 
 from .model import Article, Stamp
+
+
+def id_authority(base_url: str | None) -> str:
+    """The tag-URI authority of new ids: the site's host, else ``localhost``."""
+    host = urlsplit(base_url).hostname if base_url else None
+    if not host or ":" in host:  # an IPv6 literal is no valid tag authority
+        return "localhost"
+    return host
+
 
 #: Shingle similarity at or above which a gone and a new file are one article.
 SIMILARITY = 0.8

@@ -10,10 +10,14 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 #: The feed formats' names (``FEED_FORMATS``, ``FormatName``) live with their
 #: registry in formats.py; re-exported here for the model's users.
 from .formats import FEED_FORMATS, FormatName  # noqa: F401
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 #: Where a topic of an article came from, in order of precedence.
 TOPIC_KINDS = ("story", "broad", "folder", "front-matter")
@@ -181,6 +185,12 @@ class Site:
     title: str = "feedsvc"
     subtitle: str = "Articles published by feedsvc"
     language: str = "en"
+
+    @classmethod
+    def of(cls, settings: Settings) -> Site:
+        """The site the settings describe (the publisher's, and what a build records)."""
+        return cls(title=settings.site_title, subtitle=settings.site_subtitle,
+                   language=settings.language)
 
 
 

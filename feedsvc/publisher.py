@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from . import documents
 from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings
 from .errors import ArticleError, ConfigError, LedgerError
 from .formats import content_types, get_format
+from .identity import id_authority
 from .model import Article, Entry, FeedDocument, Site
 from .preview import render_preview
 from .render import FragmentCache, render_feed, render_opml
@@ -34,7 +34,7 @@ from .sql import DatabaseURL
 from .store import open_store
 from .surrogate import OPML as OPML_KEY
 from .surrogate import feed_key, listing_keys
-from .sync import FolderSync, LeaseLost
+from .sync import FolderSync, LeaseLost, writer_lease_seconds
 from .topics import TopicCatalog, load_topic_catalog
 from .view import StoreView
 
@@ -152,14 +152,6 @@ def canonical_limit(requested: int, feed_size: int, max_limit: int) -> int | Non
     return None if chosen == feed_size else chosen
 
 
-def id_authority(base_url: str | None) -> str:
-    """The tag-URI authority of new ids: the site's host, else ``localhost``."""
-    host = urlsplit(base_url).hostname if base_url else None
-    if not host or ":" in host:  # an IPv6 literal is no valid tag authority
-        return "localhost"
-    return host
-
-
 class Publisher:
     """The feed service the web layer calls: the store, its writer, this process's view,
     and the render cache, wired together.
@@ -179,9 +171,7 @@ class Publisher:
         writer: bool = True,
     ) -> None:
         self.settings = settings
-        self.site = Site(
-            title=settings.site_title, subtitle=settings.site_subtitle, language=settings.language
-        )
+        self.site = Site.of(settings)
         self.catalog: TopicCatalog = load_topic_catalog(settings.topics_file)
         if not settings.articles_dir.is_dir():  # before the ledger: make nothing for nothing
             raise ConfigError(
@@ -193,7 +183,7 @@ class Publisher:
         self.writer = writer
         #: Seconds the writer lease lasts without renewal: another process takes over
         #: after it (at once if the holder is a dead process of this host).
-        self.lease_seconds = max(3 * settings.reload_interval, 10.0)
+        self.lease_seconds = writer_lease_seconds(settings.reload_interval)
         self.sync = FolderSync(self.store, settings.articles_dir, settings.max_article_bytes,
                                settle_seconds=settle_seconds,
                                renew=lambda: self.store.acquire(self.lease_seconds))
@@ -635,11 +625,12 @@ class Publisher:
     def _render(self, doc: FeedDocument, fmt: str, base_url: str, ref: FeedRef,
                 preview: bool = False) -> tuple[bytes, str, datetime]:
         updated = self.last_modified(ref, doc.updated)
+        if preview:  # shows no entry's content: nothing to fetch from the store
+            return (render_preview(doc, fmt, self.site, base_url, self.fragments),
+                    PREVIEW_TYPE, updated)
         # The entries' content comes from the store: one query for the document,
         # not one per entry (a 1,000-entry ?limit document made 1,000).
         with self.store.prefetched(e.article for e in doc.entries):
-            if preview:
-                return render_preview(doc, fmt, self.site, base_url), PREVIEW_TYPE, updated
             body = render_feed(doc, fmt, self.site, base_url, self.fragments)
         return body, content_types()[fmt], updated
 

@@ -63,8 +63,8 @@ def render_feed(
 ) -> bytes:
     """Render ``doc`` as ``fmt`` (a registered format, feedsvc.formats), UTF-8 bytes.
 
-    With ``fragments``, Atom and RSS entries rendered for earlier documents
-    are reused (see :class:`FragmentCache`); the bytes are the same either way.
+    With ``fragments``, entries rendered for earlier documents are reused
+    (see :class:`FragmentCache`); the bytes are the same either way.
     Raises ValueError for an unknown format, so a bad extension in a URL is a
     caller's 404 rather than a silent fallback to some other format.
     """
@@ -78,7 +78,8 @@ def render_feed(
 
 
 class FragmentCache:
-    """Each entry's rendered Atom/RSS form, reused by every document showing it.
+    """Each entry's rendered Atom, RSS and JSON Feed form, reused by every document
+    showing it.
 
     feedgen costs about 130 µs an entry, so after one edit re-rendering the
     site, topic and author feeds of the edited article from scratch would
@@ -93,8 +94,11 @@ class FragmentCache:
     corpus or to how many versions of it have come and gone.
     """
 
-    _CLOSE = {"atom": b"</feed>\n", "rss": b"  </channel>\n</rss>\n"}
+    #: Where a document's entries end: its shell (no entries) ends so, and they go before it.
+    _CLOSE = {"atom": b"</feed>\n", "rss": b"  </channel>\n</rss>\n", "json": b"]}"}
     _OPEN = {"atom": b"\n  <entry>", "rss": b"\n    <item>"}
+    #: Between two entries: JSON Feed's items are array members ("items" is the last key).
+    _JOIN = {"json": b","}
     #: The formats whose documents are assembled from entry fragments.
     FORMATS = frozenset(_CLOSE)
 
@@ -125,15 +129,30 @@ class FragmentCache:
         close = self._CLOSE[fmt]
         if not shell.endswith(close):  # never expected; fall back to the reference path
             return _RENDERERS[fmt](doc, site, base_url)
-        parts = [shell[: -len(close)]]
-        parts += [self._fragment(entry, fmt, site, base_url) for entry in doc.entries]
-        parts.append(close)
-        return b"".join(parts)
+        entries = self._JOIN.get(fmt, b"").join(
+            [self._fragment(entry, fmt, site, base_url) for entry in doc.entries])
+        return b"".join((shell[: -len(close)], entries, close))
 
     def _fragment(self, entry: Entry, fmt: str, site: Site, base_url: str) -> bytes:
+        def make() -> bytes:
+            if fmt == "json":  # an item's serialisation is the same alone or in its array
+                return _json_bytes(_json_item(entry, base_url))
+            single = FeedDocument(title="x", subtitle="x", path="/feed", html_path="/",
+                                  entries=(entry,), updated=entry.updated)
+            body = _RENDERERS[fmt](single, site, base_url)
+            start = body.rindex(self._OPEN[fmt]) + 1
+            return body[start : len(body) - len(self._CLOSE[fmt])]
+
+        return self.remember(entry, fmt, base_url, make)
+
+    def remember(self, entry: Entry, kind: str, base_url: str,
+                 make: Callable[[], bytes]) -> bytes:
+        """The fragment of ``entry`` of this kind (a feed format, or another
+        representation's, such as the HTML preview's list item): cached, else
+        ``make()``, kept within the bounds."""
         # entry.version digests everything an entry shows: a cheap key (hashing
         # the whole frozen Entry cost 3.7 ms a refresh); hand-made entries have none.
-        key = (entry.version or entry, fmt, base_url)
+        key = (entry.version or entry, kind, base_url)
         with self._lock:
             found = self._items.get(key)
             if found is not None:
@@ -141,11 +160,7 @@ class FragmentCache:
                 self._items.move_to_end(key)
                 return found
             self.misses += 1
-        single = FeedDocument(title="x", subtitle="x", path="/feed", html_path="/",
-                              entries=(entry,), updated=entry.updated)
-        body = _RENDERERS[fmt](single, site, base_url)
-        start = body.rindex(self._OPEN[fmt]) + 1
-        fragment = body[start : len(body) - len(self._CLOSE[fmt])]
+        fragment = make()
         with self._lock:
             if key not in self._items:
                 self._items[key] = fragment
@@ -505,7 +520,12 @@ def _render_json(doc: FeedDocument, site: Site, base_url: str) -> bytes:
     if doc.archive:
         feed["_feedsvc"] = {"archive": True}
     feed["items"] = [_json_item(entry, base_url) for entry in doc.entries]
-    return json.dumps(feed, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _json_bytes(feed)
+
+
+def _json_bytes(value: Any) -> bytes:
+    """JSON Feed's serialisation: compact, UTF-8, keys in the order given."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 # --- the built-in formats ----------------------------------------------------

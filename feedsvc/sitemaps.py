@@ -49,6 +49,23 @@ def _url(loc: str, lastmod: datetime | None) -> bytes:
     return f"<url><loc>{escape(loc)}</loc>{mod}</url>\n".encode()
 
 
+#: Bytes of a ``<url>`` element besides its escaped location, without and with ``lastmod``.
+_URL_FRAME = len(_url("", None))
+_LASTMOD = len(_url("", datetime(2000, 1, 1, tzinfo=UTC))) - _URL_FRAME
+
+
+def _url_size(loc: str, lastmod: datetime | None) -> int:
+    """``len(_url(loc, lastmod))`` without formatting the date: every W3C datetime of a
+    year from 1000 on has the same length (planning 10,000 articles formatted 10,000
+    dates, three times a build)."""
+    size = _URL_FRAME + len(escape(loc).encode())
+    if lastmod is None:
+        return size
+    if lastmod.astimezone(UTC).year < 1000:
+        return len(_url(loc, lastmod))
+    return size + _LASTMOD
+
+
 def oldest_first(collection: Collection) -> list[Entry]:
     """Every article, oldest first: new articles only ever extend the last sitemap."""
     return list(reversed(collection.entries))
@@ -65,7 +82,7 @@ def plan_article_sitemaps(entries: Sequence[Entry], base_url: str, max_urls: int
     plans: list[tuple[int, int]] = []
     start, size = 0, 0
     for index, entry in enumerate(entries):
-        cost = len(_url(base_url + urls.article(entry.slug), entry.updated))
+        cost = _url_size(base_url + urls.article(entry.slug), entry.updated)
         if index > start and (index - start >= max_urls or size + cost > budget):
             plans.append((start, index))
             start, size = index, 0

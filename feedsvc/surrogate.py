@@ -120,11 +120,26 @@ def _versions(entries: Iterable[Entry]) -> Iterator[bytes]:
         yield entry.version or b""
 
 
-def _listed(entries: Iterable[Entry]) -> Iterator[str]:
-    """What a page's list of entries shows of each (_entries.html): not the body."""
+def _listed(entries: Iterable[Entry], memo: dict[bytes, str] | None = None) -> Iterator[str]:
+    """What a page's list of entries shows of each (_entries.html): not the body.
+
+    ``memo`` (by entry version) serves a caller that lists every page: each
+    entry is on several topic and author pages (a build: 37,352 listings of
+    10,000 entries).
+    """
     for e in entries:
-        yield (f"{e.slug}|{e.title}|{e.summary}|{e.published.timestamp()}|"
-               + "|".join(f"{a.slug}={a.name}" for a in e.authors))
+        if memo is not None and e.version is not None:
+            found = memo.get(e.version)
+            if found is None:
+                found = memo[e.version] = _listed_one(e)
+            yield found
+        else:
+            yield _listed_one(e)
+
+
+def _listed_one(e: Entry) -> str:
+    return (f"{e.slug}|{e.title}|{e.summary}|{e.published.timestamp()}|"
+            + "|".join(f"{a.slug}={a.name}" for a in e.authors))
 
 
 def feed_signatures(ref: FeedRef, collection: Collection, site: Site,
@@ -150,13 +165,15 @@ def feed_signatures(ref: FeedRef, collection: Collection, site: Site,
     return out
 
 
-def page_signature(ref: FeedRef, collection: Collection, site: Site) -> str | None:
-    """A digest of a topic or author page (title, bio, count, every entry it lists)."""
+def page_signature(ref: FeedRef, collection: Collection, site: Site,
+                   memo: dict[bytes, str] | None = None) -> str | None:
+    """A digest of a topic or author page (title, bio, count, every entry it lists);
+    ``memo`` as for :func:`_listed`."""
     entries = collection.feed_entries(ref)
     if entries is None:
         return None
     title, subtitle = documents._titles(ref, collection, site)
-    return _digest([title, subtitle, str(len(entries)), *_listed(entries)])
+    return _digest([title, subtitle, str(len(entries)), *_listed(entries, memo)])
 
 
 def _listing(collection: Collection, kind: str) -> str:

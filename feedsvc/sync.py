@@ -100,6 +100,28 @@ def read_and_parse(
                   parsed=True, content_hash=article.content_hash, draft=fm.draft)
 
 
+def writer_lease_seconds(reload_interval: float) -> float:
+    """How long the writer lease lasts without renewal: three reload intervals, at least
+    10 s. Another process takes over after it (at once if the holder is a dead
+    process of this host)."""
+    return max(3 * reload_interval, 10.0)
+
+
+def sync_once(store: Store, root: Path, max_bytes: int, lease_seconds: float,
+              now: float) -> bool:
+    """One pass of the writer for a process that needs the store current and nothing
+    else (``feedsvc build``'s no-change check): whether it was the writer.
+
+    False if another process holds the lease: that writer (a running service)
+    keeps the store current itself. Holds the lease on return when True; the
+    caller releases it. Raises what :meth:`FolderSync.run` raises.
+    """
+    if not store.acquire(lease_seconds):
+        return False
+    FolderSync(store, root, max_bytes, renew=lambda: store.acquire(lease_seconds)).run(now)
+    return True
+
+
 @dataclass(slots=True)
 class SyncReport:
     """What one pass of the writer did."""

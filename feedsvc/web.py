@@ -77,12 +77,14 @@ PRELOAD_ENV = "FEEDSVC_PRELOAD"
 
 
 def create_app(config: Mapping[str, Any] | Settings | None = None,
-               instance_path: str | os.PathLike[str] | None = None) -> Flask:
+               instance_path: str | os.PathLike[str] | None = None, *,
+               sync: bool = True) -> Flask:
     """Build the app: settings, then the core, then the routes over it.
 
     ``config`` takes setting names in lower case (``{"articles_dir": ...}``)
     and wins over the environment and the TOML file, which is how tests give
-    each app its own folder and ledger.
+    each app its own folder and ledger. ``sync=False`` loads the store as it
+    is, without syncing the folder first (``feedsvc build`` has just done it).
     """
     settings = config if isinstance(config, Settings) else load_settings(config)
     app = Flask("feedsvc", instance_path=str(instance_path) if instance_path else None,
@@ -97,7 +99,7 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
     preload = os.environ.get(PRELOAD_ENV) == "1"
     # A preloading master only loads the store (its workers sync the folder), so
     # that forking a worker, and so a SIGHUP, costs milliseconds.
-    report = publisher.refresh(sync=not preload)
+    report = publisher.refresh(sync=sync and not preload)
     if publisher.loaded:
         log.info("loaded %d articles (%d rejected) from %s in %.3f s (%d files read)",
                  report.published, report.rejected, settings.articles_dir, report.seconds,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import shutil
 import socket
 import subprocess
@@ -485,19 +486,19 @@ def test_a_build_that_fails_midway_leaves_no_trace(tmp_path: Path, articles_dir:
     write_article(articles_dir, "moved.txt", "A Story That Never Lands")
     app.extensions["feedsvc"].settle_seconds = 0
     assert app.extensions["feedsvc"].refresh().changed
-    real_rename = Path.rename
+    real_rename = export_module.os.rename
     calls = {"n": 0}
 
-    def flaky(self: Path, target):  # noqa: ANN001, ANN202
+    def flaky(source, target):  # noqa: ANN001, ANN202
         calls["n"] += 1
         if calls["n"] == 5:  # well into the swap: some old and new entries have moved
-            raise OSError(28, "No space left on device", str(self))
-        return real_rename(self, target)
+            raise OSError(28, "No space left on device", str(source))
+        return real_rename(source, target)
 
-    monkeypatch.setattr(export_module.Path, "rename", flaky)
+    monkeypatch.setattr(export_module.os, "rename", flaky)  # Path.rename calls it too
     with pytest.raises(FeedsvcError, match="No space left on device.*previous build is unchanged"):
         build_site(app, out)
-    monkeypatch.setattr(export_module.Path, "rename", real_rename)
+    monkeypatch.setattr(export_module.os, "rename", real_rename)
     assert calls["n"] >= 5
     assert _tree(out) == before
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MARKER,
@@ -548,3 +549,76 @@ def test_a_full_disk_keeps_the_previous_build(tmpfs: Path, tmp_path: Path, artic
     assert _tree(tmpfs) == before
     assert sorted(p.name for p in tmpfs.iterdir()
                   if p.name.startswith(".feedsvc-")) == [MARKER, MANIFEST]
+
+
+def test_forked_workers_build_the_files_one_process_builds(tmp_path: Path, articles_dir: Path,
+                                                           make_app) -> None:
+    """Two forked renderers (what a large build uses, see export._render_processes) write
+    every file with the bytes, digests and sources that rendering in one process gives."""
+    for number in range(12):  # more feeds and archives than the bundled ones alone
+        write_article(articles_dir, f"forked-{number}.txt", f"Forked Story Number {number}")
+    app = make_app(articles_dir, feed_size=FEED_SIZE)
+    alone = build_site(app, tmp_path / "alone", processes=1)
+    forked = build_site(app, tmp_path / "forked", processes=2)
+    assert forked.files == alone.files > 100 and forked.changed == forked.files
+    one, two = _tree(tmp_path / "alone"), _tree(tmp_path / "forked")
+    assert {k: v for k, v in two.items() if not k.startswith(".")} == \
+        {k: v for k, v in one.items() if not k.startswith(".")}
+    records = [json.loads(one[MANIFEST])["files"], json.loads(two[MANIFEST])["files"]]
+    assert [{k: (r[0], r[1], r[3]) for k, r in files.items()} for files in records][0] == \
+        {k: (r[0], r[1], r[3]) for k, r in records[1].items()}
+    # No staged file is left, and the app in this process still reads its store.
+    assert sorted(p.name for p in (tmp_path / "forked").iterdir()
+                  if p.name.startswith(".")) == [MARKER, MANIFEST]
+    assert app.test_client().get("/feed.atom").status_code == 200
+    # Into the forked build again: nothing changed, nothing written, by workers or not
+    # (the manifest alone is rewritten: it says what this run changed).
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "forked").rglob("*.atom")}
+    again = build_site(app, tmp_path / "forked", processes=2)
+    assert again.changed == 0
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "forked").rglob("*.atom")} == mtimes
+
+
+def test_a_full_disk_in_a_forked_worker_keeps_the_previous_build(
+        tmpfs: Path, articles_dir: Path, make_app) -> None:
+    """A real ENOSPC met by a worker process: the build fails with the one clear error,
+    and the previous build stands, its staging folder gone."""
+    import os
+
+    app = make_app(articles_dir)
+    build_site(app, tmpfs, processes=2)
+    before = _tree(tmpfs)
+    fs = os.statvfs(tmpfs)
+    used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+    subprocess.run(["mount", "-o", f"remount,size={used + 32768}", str(tmpfs)], check=True)
+    write_article(articles_dir, "no-room.txt", "A Story With No Room Left",
+                  body="Words that need room. " * 4000)
+    publisher = app.extensions["feedsvc"]
+    publisher.settle_seconds = 0
+    assert publisher.refresh().changed
+    with pytest.raises(FeedsvcError, match="No space left on device.*previous build is unchanged"):
+        build_site(app, tmpfs, processes=2)
+    assert _tree(tmpfs) == before
+    assert sorted(p.name for p in tmpfs.iterdir()
+                  if p.name.startswith(".feedsvc-")) == [MARKER, MANIFEST]
+
+
+def test_an_export_error_in_a_forked_worker_is_raised_as_it_is(
+        tmp_path: Path, articles_dir: Path, make_app, monkeypatch) -> None:
+    """What a worker raises comes back whole (type, folder and reason), not as a pickling
+    error; here a feed that vanished mid-build, as _feed reports it."""
+    from feedsvc import export as export_module
+
+    app = make_app(articles_dir)
+    real = export_module._feed
+
+    def vanished(publisher, doc, base_url, outdir):  # noqa: ANN001, ANN202
+        if doc.url_path.startswith("/topics/"):
+            raise export_module.ExportError(outdir, f"{doc.url_path}: no such feed any more")
+        return real(publisher, doc, base_url, outdir)
+
+    monkeypatch.setattr(export_module, "_feed", vanished)  # inherited by the fork
+    with pytest.raises(export_module.ExportError, match="no such feed any more") as raised:
+        build_site(app, tmp_path / "site", processes=2)
+    assert raised.value.outdir == tmp_path / "site"
+    assert not [p for p in (tmp_path / "site").iterdir() if p.name.startswith(".feedsvc-")]

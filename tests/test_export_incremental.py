@@ -195,6 +195,7 @@ def test_a_build_renders_each_entry_fragment_once_whatever_the_cache_bound(
     entries = len(publisher.collection.entries)
     assert entries == 150
     build_site(app, tmp_path / "site")
-    assert fragments.misses == 2 * entries  # each entry once in Atom, once in RSS
+    # each entry once in Atom, RSS and JSON Feed, and once as the previews' list item
+    assert fragments.misses == 4 * entries
     assert fragments.bytes > bounds[1], "the build's fragments did not outgrow the bound"
     assert (fragments.max_entries, fragments.max_bytes) == bounds

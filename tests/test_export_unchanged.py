@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -79,6 +81,47 @@ def test_rebuild_unchanged_loads_no_article(build, articles_dir: Path, tmp_path:
     assert rebuild_unchanged(other, build.out, tmp_path / "ledger.sqlite3") is None
 
 
+def test_rebuild_unchanged_imports_neither_the_app_nor_the_renderers(
+        build, articles_dir: Path, tmp_path: Path) -> None:
+    """In a fresh interpreter (what `feedsvc build` is), the shortcut syncs the folder
+    with the store and sync modules alone: Flask, feedgen, Jinja and the publisher
+    stay unimported (they were a fifth of a no-change rebuild at 10,000 articles)."""
+    build()
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from feedsvc.config import load_settings\n"
+        "from feedsvc.export import rebuild_unchanged\n"
+        f"s = load_settings({{'articles_dir': {str(articles_dir)!r}, 'base_url': {BASE_URL!r},"
+        " 'reload_interval': 0, 'hub': 'off'})\n"
+        f"summary = rebuild_unchanged(s, Path({str(build.out)!r}),"
+        f" Path({str(tmp_path / 'ledger.sqlite3')!r}))\n"
+        "assert summary is not None and summary.changed == 0, summary\n"
+        "heavy = ['flask', 'feedgen', 'jinja2', 'lxml', 'feedsvc.publisher', 'feedsvc.web',"
+        " 'feedsvc.render', 'feedsvc.view']\n"
+        "print(' '.join(m for m in heavy if m in sys.modules) or 'none')\n"
+    )
+    env = dict(os.environ)  # the same settings as the build's (the key covers them all)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "none"
+
+
+def test_a_missing_folder_takes_the_normal_build_and_its_error(
+        build, articles_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shortcut never reports a failure itself: the normal build meets it and says
+    what it always says."""
+    build()
+    settings = load_settings({"articles_dir": str(tmp_path / "gone"), "base_url": BASE_URL,
+                              "reload_interval": 0, "hub": "off"})
+    assert rebuild_unchanged(settings, build.out, tmp_path / "ledger.sqlite3") is None
+    assert main(["build", str(build.out), "--folder", str(tmp_path / "gone"),
+                 "--base-url", BASE_URL]) != 0
+    assert "is not a folder that exists" in capsys.readouterr().err
+
+
 def test_an_edited_article_is_noticed_by_the_sync(build, articles_dir: Path) -> None:
     build()
     write_article(articles_dir, "fresh.txt", "A Freshly Written Story")
@@ -88,6 +131,71 @@ def test_an_edited_article_is_noticed_by_the_sync(build, articles_dir: Path) -> 
     assert b"A Freshly Written Story" in page.read_bytes()
     assert b"A Freshly Written Story" in (build.out / "feed.atom").read_bytes()
     assert SHORTCUT in build()  # and then nothing changed again
+
+
+def test_an_edit_with_every_file_as_recorded_stats_nothing_twice(build, articles_dir,
+                                                                 monkeypatch) -> None:
+    """After one edit the shortcut has statted every file and found it as recorded: the
+    normal build that follows trusts that (no second stat of each file) and still
+    writes exactly the files whose bytes changed."""
+    from feedsvc import export as export_module
+
+    first = build()
+    stats = {"n": 0}
+    real = export_module.os.stat
+
+    def counted(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if str(path).startswith(str(build.out)):
+            stats["n"] += 1
+        return real(path, *args, **kwargs)
+
+    files = int(first.split("built ")[1].split(" ")[0])
+    write_article(articles_dir, "fresh.txt", "A Story Among Files As Recorded")
+    monkeypatch.setattr(export_module.os, "stat", counted)
+    printed = build()
+    monkeypatch.setattr(export_module.os, "stat", real)
+    assert SHORTCUT not in printed and 0 < _written(printed) < files
+    # The shortcut's one stat a file, and a few for the files the edit rewrote.
+    assert files <= stats["n"] < files + 3 * _written(printed), (stats, files)
+    assert b"A Story Among Files As Recorded" in (build.out / "feed.atom").read_bytes()
+
+
+def test_a_rebuild_after_an_edit_lists_the_folder_once(build, articles_dir,
+                                                      monkeypatch) -> None:
+    """The no-change check syncs the folder and finds the edit; the build that follows
+    loads the store it synced rather than listing the folder again."""
+    from feedsvc import publisher as publisher_module
+    from feedsvc import source, sync
+
+    build()
+    listed: list[Path] = []
+
+    def counted(root, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        listed.append(root)
+        return source.list_articles(root, *args, **kwargs)
+
+    monkeypatch.setattr(sync, "list_articles", counted)
+    monkeypatch.setattr(publisher_module, "list_articles", counted)
+    write_article(articles_dir, "fresh.txt", "A Story Listed Once")
+    printed = build()
+    assert SHORTCUT not in printed and _written(printed) > 0
+    assert b"A Story Listed Once" in (build.out / "feed.atom").read_bytes()
+    assert listed == [articles_dir]
+
+
+def test_an_edit_and_a_damaged_file_rewrite_both(build, articles_dir) -> None:
+    """A file changed by hand makes the shortcut's stats differ: the normal build then
+    stats every file itself, so it writes the damaged file again along with the edit."""
+    build()
+    damaged = build.out / "topics" / "index.html"
+    good = damaged.read_bytes()
+    damaged.write_bytes(b"<p>vandalised</p>")
+    write_article(articles_dir, "fresh.txt", "A Story Beside A Damaged File")
+    printed = build()
+    assert SHORTCUT not in printed
+    assert b"A Story Beside A Damaged File" in (build.out / "feed.atom").read_bytes()
+    assert damaged.read_bytes() != b"<p>vandalised</p>"
+    assert b"Topics" in damaged.read_bytes() and len(damaged.read_bytes()) >= len(good) // 2
 
 
 def test_a_changed_setting_takes_the_normal_build(build, monkeypatch) -> None:

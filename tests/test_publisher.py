@@ -107,7 +107,8 @@ def test_rescan_with_nothing_changed_reads_nothing(publisher) -> None:
 
 
 def test_spliced_entries_are_byte_identical_to_feedgen(publisher) -> None:
-    """The fragment cache is an optimisation only: same bytes as a plain feedgen render."""
+    """The fragment cache is an optimisation only: same bytes as a plain render (feedgen's
+    Atom and RSS, JSON Feed's one serialisation), empty documents and archives included."""
     from feedsvc import documents
     from feedsvc.render import FragmentCache, render_feed
 
@@ -119,7 +120,7 @@ def test_spliced_entries_are_byte_identical_to_feedgen(publisher) -> None:
                 documents.subscription_document(ref, collection, site, 4, (), limit=2)]
         docs += [documents.archive_document(ref, collection, site, 4, k) for k in range(1, 7)]
         for doc in filter(None, docs):
-            for fmt in ("atom", "rss"):
+            for fmt in ("atom", "rss", "json"):
                 base = "https://news.example.org/prefix"
                 assert render_feed(doc, fmt, site, base, fragments) == render_feed(
                     doc, fmt, site, base), (ref, doc.path, fmt)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -243,3 +243,18 @@ def test_news_sitemap_keeps_to_googles_limit() -> None:
     assert len(found) == sitemaps.NEWS_MAX_URLS
     body = sitemaps.render_news(found, Site(title="Gen"), BASE_URL)
     assert len(_valid(WITH_NEWS, body)) == sitemaps.NEWS_MAX_URLS
+
+
+@pytest.mark.parametrize("loc", ["https://news.example.org/articles/plain",
+                                 "https://news.example.org/a?x=1&y=<2>",
+                                 "https://nyhe\u0301der.example/artikler/\u00e6bler"])
+@pytest.mark.parametrize("lastmod", [None, datetime(2026, 11, 3, 8, tzinfo=UTC),
+                                     datetime(999, 12, 31, 23, 59, tzinfo=UTC),
+                                     datetime(2026, 1, 1, 0, 30,
+                                              tzinfo=timezone(timedelta(hours=2)))])
+def test_the_planned_size_of_a_url_is_its_rendered_size(loc: str, lastmod) -> None:
+    """Planning counts each URL's bytes without rendering it: the count is exact
+    (escaped characters, UTF-8, a year before 1000, another offset)."""
+    from feedsvc.sitemaps import _url, _url_size
+
+    assert _url_size(loc, lastmod) == len(_url(loc, lastmod))

@@ -10,7 +10,7 @@ import time
 import pytest
 from lxml import etree, html
 
-from feedsvc.collection import FeedRef
+from feedsvc.collection import SITE_FEED, FeedRef
 from feedsvc.web import PAGE_SECURITY_HEADERS
 from tests.conftest import BASE_URL, write_article
 from tests.feedcheck import ATOM, CHECKS, check_atom, check_json, check_rss
@@ -423,6 +423,42 @@ def test_preview_is_rendered_once_per_feed_version(app, client, articles_dir) ->
     assert third.headers["ETag"] != second.headers["ETag"]
 
 
+def test_preview_items_are_rendered_once_per_entry_across_feeds_and_formats(
+        app, client, articles_dir) -> None:
+    """An entry's list item is the same in every preview that shows it: rendered once
+    per entry version, then taken from the fragment cache by the next feed and format;
+    an edit renders the edited entry's item again, and only it."""
+    from feedsvc.preview import PREVIEW_ITEM
+
+    publisher = app.extensions["feedsvc"]
+    items = publisher.fragments._items
+
+    def preview_items() -> set[bytes]:
+        return {key[0] for key in items if key[1] == PREVIEW_ITEM}
+
+    site = client.get("/feed.atom", headers={"Accept": CHROME_ACCEPT}).data
+    shown = preview_items()
+    assert len(shown) == len(publisher.collection.feed_entries(SITE_FEED)[:50])
+    for path in ("/feed.rss", "/feed.json", "/topics/nato/feed.atom"):
+        client.get(path, headers={"Accept": CHROME_ACCEPT})
+    nato = publisher.collection.feed_entries(FeedRef("topic", "nato"))
+    assert preview_items() == shown | {e.version for e in nato[:50]}
+    # The bytes a preview rendered without the cache has.
+    from feedsvc.documents import subscription_document
+    from feedsvc.preview import render_preview
+
+    doc = subscription_document(SITE_FEED, publisher.collection, publisher.site,
+                                app.config["FEEDSVC"].feed_size)
+    assert render_preview(doc, "atom", publisher.site, BASE_URL) == site
+    publisher.settle_seconds = 0
+    path = next(p for p in sorted(articles_dir.glob("*.txt")))
+    path.write_text(path.read_text(encoding="utf-8") + "\nOne more line, edited.\n",
+                    encoding="utf-8")
+    publisher.refresh()
+    client.get("/feed.atom", headers={"Accept": CHROME_ACCEPT})
+    assert len(preview_items() - shown - {e.version for e in nato[:50]}) == 1
+
+
 def test_preview_escapes_markup_in_every_field(make_app, articles_dir) -> None:
     write_article(articles_dir, "markup.txt", "Tags <script>alert(1)</script> & \"quotes\"",
                   author="Eve <b>Bold</b>", body="Summary with <img src=x onerror=alert(1)>.")
@@ -484,3 +520,27 @@ def test_an_internal_error_carries_the_safety_headers_too(app, monkeypatch) -> N
     assert b"boom" not in response.data and b"Traceback" not in response.data
     for name in SAFETY_HEADERS:
         assert response.headers[name] == PAGE_SECURITY_HEADERS[name], name
+
+
+def test_a_preview_render_reads_no_template_file_once_loaded(app, client,
+                                                             monkeypatch) -> None:
+    """Templates are loaded once: rendering previews stats no template file (Jinja's
+    auto_reload would, three files a preview), as Flask's own pages outside debug."""
+    import os
+
+    for path in ("/feed.rss", "/"):  # their templates loaded
+        client.get(path, headers={"Accept": CHROME_ACCEPT})
+    app.extensions["feedsvc"].cache.clear()  # and every document to be rendered again
+    real = os.stat
+    seen: list[str] = []
+
+    def watched(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if str(path).endswith(".html"):
+            seen.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", watched)
+    for path in ("/feed.atom", "/topics/nato/feed.json", "/feed.rss?limit=10", "/"):
+        assert client.get(path, headers={"Accept": CHROME_ACCEPT}).status_code == 200
+    monkeypatch.setattr(os, "stat", real)
+    assert seen == []
