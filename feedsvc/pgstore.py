@@ -439,9 +439,15 @@ class PostgresStore:
                 and now - self._cached_at < POLL_FALLBACK):
             return cached
         self._dirty = False  # before reading: a notification during the read counts
-        with self._tx() as tx:
-            rows = dict(tx.all("SELECT key, value FROM meta "  # type: ignore[arg-type]
-                               "WHERE key IN ('store_seq', 'store_complete')"))
+        try:
+            with self._tx() as tx:
+                rows = dict(tx.all("SELECT key, value FROM meta "  # type: ignore[arg-type]
+                                   "WHERE key IN ('store_seq', 'store_complete')"))
+        except BaseException:
+            # Read again next time: the listener may not have noticed the outage yet,
+            # and a cached answer then would end the failure only to log it once more.
+            self._dirty = True
+            raise
         value = (int(rows.get("store_seq", 0)), 1, rows.get("store_complete") == "1")
         self._cached, self._cached_at = value, now
         return value

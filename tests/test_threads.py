@@ -187,3 +187,34 @@ def test_process_threads_start_once_per_process_and_stop_for_good() -> None:
     assert threads.stop(1.0)
     assert _ours(before) == [] and runs[0].is_set()
     assert not threads.ensure(start) and not threads.running  # closed: never again
+
+
+def test_a_failed_read_of_the_counter_is_not_answered_from_the_cache_next(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A notification came, then the read it asked for failed (the server just went
+    down), and the listener thread has not noticed yet (as under load): the next seq()
+    must read again, not answer the cached counter. That answer ended the failure
+    for the publisher, which logged it a second time once the listener caught up."""
+    import contextlib
+
+    from feedsvc.pgstore import PostgresStore
+
+    store = PostgresStore(postgres_url, "news.example.org")
+    try:
+        cached = store.seq()
+        wait_until(lambda: store._listening)  # noqa: SLF001
+
+        @contextlib.contextmanager
+        def down():  # noqa: ANN202 - what _tx raises while the server is down
+            raise LedgerError(store.path, "PostgreSQL cannot be reached")
+            yield
+
+        monkeypatch.setattr(store, "_tx", down)
+        store._dirty = True  # noqa: SLF001 - a notification, as the listener sets it
+        for _ in range(2):
+            with pytest.raises(LedgerError):
+                store.seq()
+        monkeypatch.undo()
+        assert store.seq() == cached
+    finally:
+        store.close()
