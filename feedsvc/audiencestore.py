@@ -37,6 +37,7 @@ from .audience import (
     reader_hash,
     readers_in_window,
 )
+from .background import ProcessThreads
 from .sql import ComponentSchema, Lease, SqlDatabase, Tx, open_database
 
 log = logging.getLogger("feedsvc.audience")
@@ -267,22 +268,6 @@ class AudienceCounter:
                 self._polls[key] = self._polls.get(key, 0) + p.polls
 
 
-class _ThisProcess:
-    """A token that changes in every forked child (:func:`os.register_at_fork`).
-
-    It tells a request whether the flusher it needs was started by this
-    process without the ``getpid()`` system call the request path paid before.
-    """
-
-    token: object = object()
-
-
-def _forked() -> None:
-    _ThisProcess.token = object()
-
-
-os.register_at_fork(after_in_child=_forked)
-
 HubSource = Callable[[], Mapping[str, int]]
 #: Flushes between two upkeeps (the first flush does one).
 UPKEEP_EVERY = 12
@@ -307,10 +292,8 @@ class AudienceService:
         #: Verified hub subscriptions per feed key, when the built-in hub is on
         #: (:meth:`set_hub_source`); None otherwise.
         self.hub_source: HubSource | None = None
-        self._pid: int | None = None
-        self._started: object | None = None  # the _ThisProcess token the flusher runs under
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._background = ProcessThreads("audience")
+        self._stop = self._background.stopping
         self._thread: threading.Thread | None = None
         self._lease: Lease | None = None
 
@@ -328,28 +311,25 @@ class AudienceService:
             return {}
 
     def ensure_running(self) -> None:
-        """Start this process's flusher unless it runs: called on every counted request."""
-        if self._started is _ThisProcess.token or self.flush_interval <= 0:
-            return
-        with self._lock:
-            if self._started is _ThisProcess.token:
-                return
-            self._started = _ThisProcess.token
-            self._pid = os.getpid()
-            self.counter = AudienceCounter(self.clock)  # a forked parent's counts are not ours
-            self._lease = None
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, name="feedsvc-audience",
-                                            daemon=True)
-            self._thread.start()
+        """Start this process's flusher unless it runs: called on every counted request
+        (a fork is noticed without a ``getpid()`` call: feedsvc.background)."""
+        if self.flush_interval > 0:
+            self._background.ensure(self._start)
+
+    def _start(self, stopping: threading.Event) -> list[threading.Thread]:
+        self.counter = AudienceCounter(self.clock)  # a forked parent's counts are not ours
+        self._lease = None
+        self._stop = stopping
+        self._thread = threading.Thread(target=self._run, name="feedsvc-audience", daemon=True)
+        return [self._thread]
 
     def stop(self) -> None:
-        """Stop the flusher, flush a last time (a clean shutdown loses no counts) and
-        close the connection, before the ledger closes (web.shutdown's order)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread.ident is not None and self._pid == os.getpid():
-            thread.join(timeout=10)  # not mid-transaction while the process winds down
+        """Stop the flusher for good, flush a last time (a clean shutdown loses no counts)
+        and close the connection, before the ledger closes (web.shutdown's order)."""
+        if self._background.closed:
+            return  # stopped before: the last flush is done, the connection closed
+        # Joined first: not mid-transaction while the process winds down.
+        self._background.stop(timeout=10)
         try:
             self.flush()
         except Exception:

@@ -14,11 +14,15 @@ Two daemon threads per process, started after any fork:
   delivery per subscription and sends them from a small pool of threads,
   so one slow callback does not hold up the others.
 
-Nothing here runs on the request path or inside a reload.
+Nothing here runs on the request path or inside a reload. :meth:`Hub.stop`
+joins both threads and waits for the sends under way, so nothing of the hub
+touches the store once it returns (a send that stop interrupts records
+nothing: its claim runs out and the next lease holder sends it again).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import http.client
@@ -29,11 +33,12 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from .background import ProcessThreads
 from .collection import FeedRef
 from .config import Settings
 from .fastpath import feed_map, parse_feed_url
@@ -61,6 +66,12 @@ LEASE_TTL = 5.0
 CLAIM_HOLD = 60.0
 #: Threads sending verifications and deliveries in the lease holder.
 SENDERS = 8
+#: How long stop() waits for the sends under way: one callback's time-out and a margin.
+STOP_WAIT = DELIVERY_TIMEOUT + 5.0
+
+
+class _Stopped(Exception):
+    """Raised in a sender that finds the hub stopping: it leaves the store alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +102,12 @@ class Hub:
         self._adapter = feed_map().bind("localhost")
         self._changes: queue.Queue[list[FeedRef]] = queue.Queue(maxsize=1000)
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._pid: int | None = None
-        self._lock = threading.Lock()
-        self._inflight = 0
-        self._inflight_lock = threading.Lock()
+        self._background = ProcessThreads("hub")
+        self._stop = self._background.stopping
+        self._jobs: set[Future[None]] = set()  # the sends under way (or queued)
+        self._jobs_lock = threading.Lock()
         self._lease: Lease | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._threads: list[threading.Thread] = []
         #: Called as ``observer(outcome, seconds)`` after each delivery attempt (metrics).
         self.delivery_observers: list[Callable[[str, float], None]] = []
         self.holding = False
@@ -159,54 +168,70 @@ class Hub:
 
     def ensure_running(self) -> None:
         """Start this process's threads (again, in a process forked from one that had them)."""
-        if self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._stop = threading.Event()
-            self.holding = False
-            self._changes = queue.Queue(maxsize=1000)
-            holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-            self._lease = Lease(self.db, "hub-delivery", holder)
-            self._pool = ThreadPoolExecutor(max_workers=SENDERS,
-                                            thread_name_prefix="feedsvc-hub-send")
-            self._threads = [
-                threading.Thread(target=self._announce_loop, name="feedsvc-hub-announce",
-                                 daemon=True),
-                threading.Thread(target=self._deliver_loop, name="feedsvc-hub-deliver",
-                                 daemon=True),
-            ]
-            for thread in self._threads:
-                thread.start()
+        self._background.ensure(self._start)
+
+    def _start(self, stopping: threading.Event) -> list[threading.Thread]:
+        self._stop = stopping
+        self.holding = False
+        self._changes = queue.Queue(maxsize=1000)
+        self._jobs = set()
+        holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._lease = Lease(self.db, "hub-delivery", holder)
+        self._pool = ThreadPoolExecutor(max_workers=SENDERS,
+                                        thread_name_prefix="feedsvc-hub-send")
+        return [
+            threading.Thread(target=self._announce_loop, name="feedsvc-hub-announce",
+                             daemon=True),
+            threading.Thread(target=self._deliver_loop, name="feedsvc-hub-deliver",
+                             daemon=True),
+        ]
 
     def before_fork(self) -> None:
         """Hold no database connection across a fork (a preloading gunicorn master)."""
         self.db.close()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the threads and give the lease up, so another process takes over at once."""
-        if self._pid != os.getpid():
-            return
-        self._stop.set()
+    def stop(self, timeout: float = STOP_WAIT) -> None:
+        """Stop for good: join the threads, wait for the sends under way, give the lease up
+        (another process takes over at once) and close the connection.
+
+        A send that finds the hub stopping records nothing (:class:`_Stopped`):
+        its claim runs out (CLAIM_HOLD) and the next lease holder sends it again.
+        """
+        deadline = time.monotonic() + timeout
+        ran = self._background.running
+        self._background.stop(timeout, wake=self._wake_all)
+        pool, self._pool = self._pool, None
+        if ran and pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            with self._jobs_lock:
+                jobs = list(self._jobs)
+            _, left = concurrent.futures.wait(jobs, max(0.0, deadline - time.monotonic()))
+            if left:
+                log.warning("hub: %d send(s) still under way %.0f s after stop; they record "
+                            "nothing and are sent again by the next lease holder",
+                            len(left), timeout)
+            else:
+                pool.shutdown(wait=True)  # every sender idle: their threads end at once
+        if ran and self._lease is not None and self.holding:
+            try:
+                self._lease.release()
+            except Exception as exc:  # the store is down, say: the lease runs out by itself
+                log.warning("hub: could not give the delivery lease up (%s); it runs out "
+                            "within %g s", exc, LEASE_TTL)
+        self.holding = False
+        self.db.close()
+
+    def _wake_all(self) -> None:
         self._wake.set()
         with contextlib.suppress(queue.Full):
             self._changes.put_nowait([])  # wakes the announcer
-        for thread in self._threads:
-            thread.join(timeout)
-        if self._pool is not None:
-            # Sends under way are not waited for: a claim left behind runs out
-            # (CLAIM_HOLD) and the next lease holder sends it again.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._lease is not None and self.holding:
-            try:
-                self._lease.release()
-            except Exception:
-                log.exception("hub: giving up the delivery lease failed")
-        self.holding = False
-        self._pid = None
-        self.db.close()
+
+    @contextlib.contextmanager
+    def _storing(self) -> Iterator[None]:
+        """Around a sender's use of the store (or the publisher): not once the hub stops."""
+        if self._stop.is_set():
+            raise _Stopped
+        yield
 
     def changed(self, refs: list[FeedRef]) -> None:
         """A publisher listener: queue the changed feeds; never blocks a reload."""
@@ -297,33 +322,39 @@ class Hub:
             self._submit(self._deliver, delivery)
 
     def _free(self) -> int:
-        with self._inflight_lock:
-            return max(0, SENDERS - self._inflight)
+        with self._jobs_lock:
+            return max(0, SENDERS - len(self._jobs))
 
     def _submit(self, job: Callable, item: object) -> None:
         assert self._pool is not None
-        with self._inflight_lock:
-            self._inflight += 1
 
         def run() -> None:
             try:
                 job(item)
+            except _Stopped:
+                pass  # stop() came during the send: the claim runs out, sent again later
             except Exception:
                 log.exception("hub: %s failed", job.__name__)
-            finally:
-                with self._inflight_lock:
-                    self._inflight -= 1
-                self._wake.set()
 
-        self._pool.submit(run)
+        future = self._pool.submit(run)
+        with self._jobs_lock:
+            self._jobs.add(future)
+        future.add_done_callback(self._done)  # a cancelled job too: stop() cancels the queued
+
+    def _done(self, future: Future[None]) -> None:
+        with self._jobs_lock:
+            self._jobs.discard(future)
+        self._wake.set()
 
     def _verify(self, pending: PendingRequest) -> None:
         """Verification of intent (§5.3): only a 2xx echoing the challenge confirms."""
         request = pending.request
-        refusal = self.limit_problem(request)
+        with self._storing():
+            refusal = self.limit_problem(request)
         if refusal is not None:  # a limit reached since the request was accepted
             self._deny(request, refusal)
-            self.store.finish_request(pending.id)
+            with self._storing():
+                self.store.finish_request(pending.id)
             return
         challenge = secrets.token_urlsafe(32)
         lease = request.lease_seconds if request.mode == "subscribe" else None
@@ -339,19 +370,25 @@ class Hub:
             confirmed, problem = False, str(exc)
         except (OSError, http.client.HTTPException) as exc:
             confirmed, problem = False, _network_problem(exc)
-        if confirmed and request.mode == "subscribe":
-            topic = self.parse_topic(request.topic)
-            rendered = self.render(topic) if topic is not None else None
-            made = self.store.subscribe(
-                request, asked, _version(rendered) if rendered is not None else None,
-                (self.settings.hub_max_subscriptions, MAX_PER_CALLBACK_HOST))
-            if made is None:  # others were verified first and took the last places
-                self._deny(request, self.limit_problem(request) or "the hub is full")
+        full: str | None = None
+        with self._storing():
+            if confirmed and request.mode == "subscribe":
+                topic = self.parse_topic(request.topic)
+                rendered = self.render(topic) if topic is not None else None
+                made = self.store.subscribe(
+                    request, asked, _version(rendered) if rendered is not None else None,
+                    (self.settings.hub_max_subscriptions, MAX_PER_CALLBACK_HOST))
+                if made is None:  # others were verified first and took the last places
+                    full = self.limit_problem(request) or "the hub is full"
+            elif confirmed:
+                self.store.unsubscribe(request.topic, request.callback)
+            if full is None:
                 self.store.finish_request(pending.id)
-                return
-        elif confirmed:
-            self.store.unsubscribe(request.topic, request.callback)
-        self.store.finish_request(pending.id)
+        if full is not None:
+            self._deny(request, full)
+            with self._storing():
+                self.store.finish_request(pending.id)
+            return
         if confirmed:
             log.info("hub: verified %s of %s for %s (lease %s s)", request.mode, request.topic,
                      request.callback_host, lease if lease is not None else "-")
@@ -392,34 +429,38 @@ class Hub:
         except (OSError, http.client.HTTPException) as exc:
             problem = _network_problem(exc)
         seconds = time.perf_counter() - started
-        now = self.clock()
-        if status is not None and 200 <= status < 300:
-            self.store.delivered(delivery, str(status), now)
-            outcome = "delivered"
-        elif status == 410:
-            self.store.end_subscription(sub.id)
-            outcome = "gone"
-            log.warning("hub: %s answered 410 Gone for %s: subscription ended",
-                        sub.callback_host, delivery.topic)
-        else:
-            attempt = delivery.attempts + 1
-            if attempt >= MAX_ATTEMPTS:
-                self.store.failed(delivery, problem, now, None)
-                outcome = "dropped"
-                log.error("hub: delivery of %s to %s failed (%s), attempt %d of %d: given up",
-                          delivery.topic, sub.callback_host, problem, attempt, MAX_ATTEMPTS)
-            else:
-                wait = retry_delay(attempt, self.settings.hub_retry_seconds)
-                self.store.failed(delivery, problem, now, now + wait)
-                outcome = "failed"
-                log.warning("hub: delivery of %s to %s failed (%s), attempt %d of %d; "
-                            "next in %.0f s", delivery.topic, sub.callback_host, problem,
-                            attempt, MAX_ATTEMPTS, wait)
+        with self._storing():  # a send cut short by stop() is no failure of the callback
+            outcome = self._record(delivery, status, problem)
         for observer in self.delivery_observers:
             try:
                 observer(outcome, seconds)
             except Exception:  # metrics must never break delivery
                 log.exception("hub: delivery observer failed")
+
+    def _record(self, delivery: Delivery, status: int | None, problem: str) -> str:
+        """Store what one delivery attempt came to; returns the outcome (for metrics)."""
+        sub = delivery.subscription
+        now = self.clock()
+        if status is not None and 200 <= status < 300:
+            self.store.delivered(delivery, str(status), now)
+            return "delivered"
+        if status == 410:
+            self.store.end_subscription(sub.id)
+            log.warning("hub: %s answered 410 Gone for %s: subscription ended",
+                        sub.callback_host, delivery.topic)
+            return "gone"
+        attempt = delivery.attempts + 1
+        if attempt >= MAX_ATTEMPTS:
+            self.store.failed(delivery, problem, now, None)
+            log.error("hub: delivery of %s to %s failed (%s), attempt %d of %d: given up",
+                      delivery.topic, sub.callback_host, problem, attempt, MAX_ATTEMPTS)
+            return "dropped"
+        wait = retry_delay(attempt, self.settings.hub_retry_seconds)
+        self.store.failed(delivery, problem, now, now + wait)
+        log.warning("hub: delivery of %s to %s failed (%s), attempt %d of %d; "
+                    "next in %.0f s", delivery.topic, sub.callback_host, problem,
+                    attempt, MAX_ATTEMPTS, wait)
+        return "failed"
 
 
 def _version(rendered: Rendered) -> tuple[str, int]:

@@ -46,6 +46,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import stamping
+from .background import join_all
 from .errors import LeaseLost, LedgerError
 from .ledger import _AUTHORITY, Sighting
 from .model import Stamp
@@ -167,6 +168,7 @@ class PostgresStore:
         self._listening = False
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closed = False  # by close(): further use raises LedgerError, as the ledger's
         self._local = threading.local()  # a render's prefetched contents (prefetched())
         self._inherited: list[Any] = []  # a forked child's copies of the parent's connections
         found = self._ensure_schema()
@@ -197,6 +199,8 @@ class PostgresStore:
 
     def _get_pool(self) -> Any:
         with self._lock:
+            if self._closed:  # a thread that outlived its app must not reopen the store
+                raise LedgerError(self.path, "the store is closed")
             if self._pid != os.getpid():  # forked: the parent's sockets are not ours
                 # Kept, never closed or collected here: closing would end the parent's
                 # sessions (libpq says goodbye to the server on the shared socket).
@@ -435,9 +439,15 @@ class PostgresStore:
                 and now - self._cached_at < POLL_FALLBACK):
             return cached
         self._dirty = False  # before reading: a notification during the read counts
-        with self._tx() as tx:
-            rows = dict(tx.all("SELECT key, value FROM meta "  # type: ignore[arg-type]
-                               "WHERE key IN ('store_seq', 'store_complete')"))
+        try:
+            with self._tx() as tx:
+                rows = dict(tx.all("SELECT key, value FROM meta "  # type: ignore[arg-type]
+                                   "WHERE key IN ('store_seq', 'store_complete')"))
+        except BaseException:
+            # Read again next time: the listener may not have noticed the outage yet,
+            # and a cached answer then would end the failure only to log it once more.
+            self._dirty = True
+            raise
         value = (int(rows.get("store_seq", 0)), 1, rows.get("store_complete") == "1")
         self._cached, self._cached_at = value, now
         return value
@@ -590,20 +600,22 @@ class PostgresStore:
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or not self._heartbeat.is_alive():
-            self._heartbeat = threading.Thread(target=self._beat, name="feedsvc-heartbeat",
-                                               daemon=True)
+            self._heartbeat = threading.Thread(target=self._beat, args=(self._stop,),
+                                               name="feedsvc-heartbeat", daemon=True)
             self._heartbeat.start()
 
-    def _beat(self) -> None:
+    def _beat(self, stop: threading.Event) -> None:
         """Speak on the writer's session three times per silence while it holds the lock.
 
-        It stops with the process: a stopped or hung writer falls silent and the
-        server ends its session, which frees the lock for another host.
+        It stops with the process (or the store: ``stop``): a stopped or hung
+        writer falls silent and the server ends its session, which frees the
+        lock for another host.
         """
         import psycopg
 
         while True:
-            time.sleep(self._silence / 3)
+            if stop.wait(self._silence / 3):
+                return
             with self._writer_lock:
                 conn = self._writer_conn
                 if conn is None or not self._has_lock or self._pid != os.getpid():
@@ -668,18 +680,30 @@ class PostgresStore:
 
     def before_fork(self) -> None:
         """Close every connection and stop listening; each process opens its own."""
-        self.close()
+        self._disconnect()
         self._stop = threading.Event()
 
     def close(self) -> None:
+        """Stop and join the listener and the heartbeat, give the lock up, close the pool;
+        further use raises LedgerError (a thread left running must not reopen it)."""
+        with self._lock:
+            self._closed = True
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         self._stop.set()
+        heartbeat = self._heartbeat
         self.release()
         with self._lock:
             pool, self._pool = self._pool, None
+            listener = self._listener
             self._listener, self._listening, self._cached = None, False, None
         if pool is not None and self._pid == os.getpid():
             with contextlib.suppress(Exception):
                 pool.close(timeout=1.0)
+        if self._pid == os.getpid():  # a forked child's copies of them never ran here
+            join_all([t for t in (listener, heartbeat) if t is not None],
+                     CONNECT_TIMEOUT + 2.0, f"store {self.path}")
 
 
 def _password_of(url: DatabaseURL) -> str | None:

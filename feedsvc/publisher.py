@@ -214,6 +214,9 @@ class Publisher:
         self.change_listeners: list[Callable[[Collection, Collection], None]] = []
         #: Called with every :class:`ReloadReport`, e.g. for metrics.
         self.report_observers: list[Callable[[ReloadReport], None]] = []
+        #: Called first by :meth:`close`, in order: what runs threads over this
+        #: publisher (the web layer's reloader, hub, purges...) stops and joins them.
+        self.closing: list[Callable[[], None]] = []
 
     @property
     def settle_seconds(self) -> float:
@@ -667,8 +670,17 @@ class Publisher:
         return self.view.state.collection.version
 
     def close(self) -> None:
-        """Give the writer lease up (another process takes over at once) and close the store."""
+        """Stop what runs over this publisher (:attr:`closing`: their threads joined, so
+        none uses the store after this), give the writer lease up (another process takes
+        over at once) and close the store. Safe to call twice."""
+        hooks, self.closing = self.closing, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # closing anyway: say so, stop the others, close the store
+                log.exception("stopping %s failed", getattr(hook, "__qualname__", hook))
         if self.is_writer:
             self.store.release()
+            self.is_writer = False
         self.store.close()
 

@@ -11,7 +11,9 @@ that re-checks the claim in its WHERE clause (safe under PostgreSQL's READ
 COMMITTED too), so each purge goes out once. A failed purge is retried with
 exponential backoff, logged once per failure streak and counted; nothing
 here runs on the request path or delays a reload (the reload thread only
-puts the change on an in-process queue).
+puts the change on an in-process queue). :meth:`PurgeService.stop` joins the
+thread before it returns; rows claimed and not sent by then go back to the
+queue for the next lease holder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from .background import ProcessThreads
 from .sql import ComponentSchema, Lease, SqlDatabase, Tx
 from .surrogate import Touched
 
@@ -324,6 +327,13 @@ class PurgeQueue:
                 " WHERE dedupe = ? AND claimed_by = ?",
                 [(now, outcome, r.dedupe, holder) for r in rows])
 
+    def unclaim(self, holder: str, rows: Sequence[Claimed]) -> None:
+        """Give claimed rows back unsent (a stopping process): the next holder sends them."""
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "UPDATE purge_queue SET claimed_by = NULL, claim_until = NULL"
+                " WHERE dedupe = ? AND claimed_by = ?", [(r.dedupe, holder) for r in rows])
+
     def retry(self, holder: str, rows: Sequence[Claimed], next_at: float) -> None:
         with self.db.transaction() as tx:
             tx.executemany(
@@ -370,9 +380,8 @@ class PurgeService:
         self._changes: queue.Queue[tuple[Touched | Callable[[], Touched], str]] = queue.Queue(
             maxsize=10_000)
         self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._background = ProcessThreads("purge")
+        self._stop = self._background.stopping
         self._lease: Lease | None = None
         self._failing: set[str] = set()
         self._held: list[tuple[Touched | Callable[[], Touched], str]] = []
@@ -398,39 +407,42 @@ class PurgeService:
         try:
             self._changes.put_nowait((touched, version))
         except queue.Full:
-            log.error("purge queue full in this process; dropped a change of %d documents",
-                      len(touched.documents))
+            log.error("purge queue full in this process; dropped a change")
         self._wake.set()
 
     # -- the thread ---------------------------------------------------------------------
 
     def ensure_running(self) -> None:
-        if self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-            self._lease = Lease(self.db, LEASE_NAME, holder)
-            self._view = holder
-            self._reported = [self.version()] if self.version is not None else []
-            self._beat = 0.0
-            self._holding, self._last_try = False, float("-inf")
-            self._stop = threading.Event()
-            threading.Thread(target=self._run, name="feedsvc-purge", daemon=True).start()
+        """Start this process's thread (again in a forked child); not after :meth:`stop`."""
+        self._background.ensure(self._start)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+    def _start(self, stopping: threading.Event) -> list[threading.Thread]:
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease = Lease(self.db, LEASE_NAME, holder)
+        self._view = holder
+        self._reported = [self.version()] if self.version is not None else []
+        self._beat = 0.0
+        self._holding, self._last_try = False, float("-inf")
+        self._stop = stopping
+        return [threading.Thread(target=self._run, name="feedsvc-purge", daemon=True)]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop for good: join the thread, give the lease up, leave the views, disconnect.
+
+        Changes announced and not yet queued are dropped with the process; every
+        other worker saw them too and queues the same rows.
+        """
+        ran = self._background.running
+        self._background.stop(timeout, wake=self._wake.set)
         lease = self._lease
-        if lease is not None and self._pid == os.getpid():
+        if ran and lease is not None:
             try:
                 lease.release()
                 if self._view is not None:
                     self.queue.leave(self._view)
             except Exception:  # shutting down: the lease runs out by itself
                 log.debug("purge lease release failed", exc_info=True)
+        self.db.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -490,12 +502,18 @@ class PurgeService:
             if purger is None:  # configured no more: nothing to send it to
                 self.queue.finish(holder, rows, now, "dropped")
                 continue
+            if self._stop.is_set():  # stopping: the next lease holder sends the rest
+                self.queue.unclaim(holder, rows)
+                continue
             keys = [r.value for r in rows if r.kind == "key"]
             paths = [r.value for r in rows if r.kind == "url"]
             try:
                 purger.send(keys, paths)
             except (OSError, PurgeError, http.client.HTTPException) as exc:
-                self._failed(holder, purger, rows, exc, now)
+                if self._stop.is_set():  # the process stops: retried elsewhere, not reported
+                    self.queue.unclaim(holder, rows)
+                else:
+                    self._failed(holder, purger, rows, exc, now)
                 continue
             self.queue.finish(holder, rows, self.clock(), "sent")
             sent += len(rows)

@@ -61,9 +61,13 @@ class FolderWatcher:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop within half a second (the thread closes the inotify descriptor itself)."""
+    def stop(self, wait: float | None = None) -> None:
+        """Stop within half a second (the thread closes the inotify descriptor itself);
+        with ``wait``, join the thread for up to that long (a refresh it runs finishes)."""
         self._stop.set()
+        if wait is not None and self._thread.ident is not None \
+                and self._thread is not threading.current_thread():
+            self._thread.join(wait)
 
     def _watch_tree(self, rel: str) -> None:
         """Watch ``rel`` and every folder below it (not symlinked ones, as the listing)."""

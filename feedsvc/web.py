@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import sitemaps, urls, watch
 from .audience import feed_key
 from .audiencestore import AudienceService, AudienceStore, audience_database
+from .background import ProcessThreads
 from .collection import SITE_FEED, Collection, FeedRef
 from .config import Settings, load_settings
 from .documents import archive_count
@@ -173,7 +173,8 @@ def create_app(config: Mapping[str, Any] | Settings | None = None,
         reloader.ensure_running(until_loaded=True)
         if hub is not None:
             hub.ensure_running()
-    atexit.register(_shutdown_at_exit, weakref.ref(app))
+    publisher.closing.append(lambda: _stop_threads(app))
+    _OPEN[id(app)] = app
     # extensions: optional parts register themselves here, one line each.
     from .observability import init_app as init_observability
     init_observability(app)
@@ -297,33 +298,33 @@ class Reloader:
         self.follow_interval = min(follow_interval, interval) if interval > 0 else 0
         self.inotify = inotify
         self.watcher: FolderWatcher | None = None
-        self._pid: int | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._background = ProcessThreads("reload")
+        self._stop = self._background.stopping
 
     def ensure_running(self, *, until_loaded: bool = False) -> None:
-        """Start the thread in this process if it has none.
+        """Start the thread in this process if it has none (not after :meth:`stop`).
 
         With live reload off (interval 0) only ``until_loaded`` starts one, which
         ends once the first complete collection is in (a worker forked before it,
         or one following another process's first import).
         """
-        if self._pid == os.getpid():
+        if self._background.running:
             return
         if self.interval <= 0 and (self.publisher.loaded or not until_loaded):
             return
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()
-            self._stop = threading.Event()
-            self.watcher = None  # a forked child has no watcher thread of its own
-            threading.Thread(target=self._run, name="feedsvc-reload", daemon=True).start()
+        self._background.ensure(self._start)
 
-    def stop(self) -> None:
-        self._stop.set()
+    def _start(self, stopping: threading.Event) -> list[threading.Thread]:
+        self._stop = stopping
+        self.watcher = None  # a forked child has no watcher thread of its own
+        return [threading.Thread(target=self._run, name="feedsvc-reload", daemon=True)]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop for good and join the thread, then the folder watcher's: a rescan under
+        way finishes first, so that neither touches the store once this returns."""
+        self._background.stop(timeout)
         if self.watcher is not None:
-            self.watcher.stop()
+            self.watcher.stop(wait=timeout)
 
     def _run(self) -> None:
         next_sync = 0.0  # at once: a worker forked from the master may be the writer
@@ -386,12 +387,40 @@ def _log_reload(report: ReloadReport) -> None:
                  report.published, report.rejected, report.read, report.seconds)
 
 
+#: Every app of this process not shut down yet, in the order made: interpreter exit
+#: shuts them down (their threads keep each alive until then anyway).
+_OPEN: dict[int, Flask] = {}
+
+
+def open_apps() -> list[Flask]:
+    """The apps made in this process and not shut down yet, oldest first."""
+    return list(_OPEN.values())
+
+
 def shutdown(app: Flask) -> None:
-    """Stop rescanning and close the ledger, checkpointing its WAL into the main file.
+    """Stop every background thread, then close the ledger, checkpointing its WAL.
 
     The clean-exit path: gunicorn's ``worker_exit`` hook calls it, and so
-    does interpreter exit for any app still open.
+    does interpreter exit for any app still open; closing the publisher
+    alone does the same. Every thread is stopped and joined before the store
+    closes (none may use a closed store, nor outlive its app); a second call
+    does nothing.
     """
+    _OPEN.pop(id(app), None)
+    publisher = app.extensions.get("feedsvc")
+    if publisher is None:
+        _stop_threads(app)
+        return
+    try:
+        publisher.close()
+    except Exception:  # exiting anyway: say so, do not mask the exit
+        log.exception("closing the ledger failed")
+
+
+def _stop_threads(app: Flask) -> None:
+    """Stop and join the app's threads, the ones that make changes first (the first of
+    :attr:`Publisher.closing`). A part that is closed already stops at once."""
+    _OPEN.pop(id(app), None)
     reloader = app.extensions.get("feedsvc.reloader")
     if reloader is not None:
         reloader.stop()
@@ -407,17 +436,14 @@ def shutdown(app: Flask) -> None:
             hub.stop()
         except Exception:
             log.exception("stopping the hub failed")
-    publisher = app.extensions.get("feedsvc")
-    if publisher is not None:
-        try:
-            publisher.close()
-        except Exception:  # exiting anyway: say so, do not mask the exit
-            log.exception("closing the ledger failed")
+    notifier = app.extensions.get("feedsvc.websub")
+    if notifier is not None:
+        notifier.stop()
 
 
-def _shutdown_at_exit(ref: weakref.ref[Flask]) -> None:
-    app = ref()
-    if app is not None:
+@atexit.register
+def _shutdown_at_exit() -> None:
+    for app in reversed(open_apps()):
         shutdown(app)
 
 

@@ -6,13 +6,14 @@ websub.rocks tests) is a form POST of ``hub.mode=publish`` and
 ``hub.url=<feed URL>``, which is what we send, one request per feed URL.
 Pings go through a bounded queue to one daemon thread per process, with a
 few retries and exponential backoff, so a hub that is slow or down never
-touches serving; it is only logged.
+touches serving; it is only logged. :meth:`HubNotifier.stop` ends and joins
+the thread (pings still queued are dropped with the process).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -21,6 +22,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from .background import ProcessThreads
 
 log = logging.getLogger("feedsvc.websub")
 
@@ -64,9 +67,9 @@ class HubNotifier:
         self.attempts = attempts
         self.backoff = backoff
         self.send = send
-        self._queue: queue.Queue[Ping] = queue.Queue(maxsize=max_queued)
-        self._pid: int | None = None
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[Ping | None] = queue.Queue(maxsize=max_queued)
+        self._background = ProcessThreads("websub")
+        self._stop = self._background.stopping
         self.sent = 0
         self.failed = 0
 
@@ -91,26 +94,35 @@ class HubNotifier:
         return not self._queue.unfinished_tasks
 
     def _ensure_thread(self) -> None:
-        if self._pid == os.getpid():
-            return
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="feedsvc-websub", daemon=True).start()
+        self._background.ensure(self._start)
+
+    def _start(self, stopping: threading.Event) -> list[threading.Thread]:
+        self._stop = stopping
+        return [threading.Thread(target=self._run, name="feedsvc-websub", daemon=True)]
+
+    def stop(self) -> None:
+        """End the thread for good and join it (a ping under way has its time-out)."""
+
+        def wake() -> None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+
+        self._background.stop(self.timeout + 2.0, wake=wake)
 
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             ping = self._queue.get()
             try:
-                self._deliver(ping)
+                if ping is not None and not self._stop.is_set():
+                    self._deliver(ping)
             finally:
                 self._queue.task_done()
 
     def _deliver(self, ping: Ping) -> None:
         problem = ""
         for attempt in range(self.attempts):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+            if attempt and self._stop.wait(self.backoff * 2 ** (attempt - 1)):
+                return  # stopping: not the hub's failure
             try:
                 status = self.send(ping.hub, ping.url, self.timeout)
             except OSError as exc:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from flask import Flask
 
-from feedsvc.web import create_app
+from feedsvc.web import create_app, open_apps, shutdown
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "articles"
@@ -26,8 +26,10 @@ def articles_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> Callable[..., Flask]:
-    """Build an app over a folder, with its own ledger and no reload thread."""
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+    """Build an app over a folder, with its own ledger and no reload thread; every app
+    made is shut down (threads joined, store closed) when the test ends."""
+    made: list[Flask] = []
 
     def factory(articles: Path, **settings: object) -> Flask:
         config = {
@@ -37,9 +39,24 @@ def make_app(tmp_path: Path) -> Callable[..., Flask]:
             "reload_interval": 0,
         }
         config.update(settings)
-        return create_app(config, instance_path=tmp_path / "instance")
+        app = create_app(config, instance_path=tmp_path / "instance")
+        made.append(app)
+        return app
 
-    return factory
+    yield factory
+    for app in reversed(made):
+        shutdown(app)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):  # noqa: ANN201
+    """Once a module's last test is torn down, shut down every app still open (a module
+    fixture's, a test's own ``create_app``): no thread of its runs on into the next
+    module, using a store whose folder is gone or logging into other tests."""
+    yield
+    if nextitem is None or nextitem.module is not getattr(item, "module", None):
+        for app in reversed(open_apps()):
+            shutdown(app)
 
 
 @pytest.fixture
@@ -119,6 +136,40 @@ def db_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.sqlite3'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def subscriber():  # noqa: ANN201 - a tests.hub_subscriber.Subscriber
+    """A real WebSub subscriber on 127.0.0.1 (tests/hub_subscriber.py)."""
+    from tests.hub_subscriber import Subscriber
+
+    sub = Subscriber(hang_seconds=2.5)
+    try:
+        yield sub
+    finally:
+        sub.close()
+
+
+def in_forked_child(check: Callable[[], object]) -> bool:
+    """Run ``check`` in a forked child; whether it returned something true there.
+
+    The child reports through a pipe and exits at once: it never returns into pytest.
+    """
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, b"1" if check() else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        os.waitpid(pid, 0)
+        return os.read(read, 1) == b"1"
+    finally:
+        os.close(read)
 
 
 def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "") -> object:

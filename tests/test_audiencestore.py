@@ -9,6 +9,7 @@ import pytest
 from feedsvc.audience import DAY, AggregatorReport, day_of, period_of
 from feedsvc.audiencestore import SCHEMA, AudienceService, AudienceStore, Polls
 from feedsvc.sql import open_database
+from tests.conftest import in_forked_child
 
 NOW = 1_800_000_000.0  # a Friday in 2027; any moment works
 
@@ -204,28 +205,20 @@ def test_a_forked_worker_starts_its_own_flusher_and_the_parent_keeps_its(
         tmp_path: Path) -> None:
     """The request path asks ensure_running() every time, without a getpid() call: a
     fork must still be noticed (gunicorn's workers are forked from a preloaded app)."""
-    import os
 
     db = open_database(f"sqlite:///{tmp_path / 'x.sqlite3'}")
     service = AudienceService(AudienceStore(db), 60.0, lambda: NOW)
     service.ensure_running()
     parent_thread = service._thread
     service.counter.observe("site", "newsboat", "10.0.0.1")
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report through the pipe, never return into pytest
-        try:
-            service.ensure_running()
-            thread = service._thread
-            fresh = (thread is not None and thread is not parent_thread and thread.is_alive()
-                     and service.counter.drain() == ([], []))  # the parent's counts stay there
-            os.write(write, b"1" if fresh else b"0")
-        finally:
-            os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    assert os.read(read, 1) == b"1"
-    os.close(read)
+
+    def fresh() -> bool:
+        service.ensure_running()
+        thread = service._thread
+        return (thread is not None and thread is not parent_thread and thread.is_alive()
+                and service.counter.drain() == ([], []))  # the parent's counts stay there
+
+    assert in_forked_child(fresh)
     service.ensure_running()
     assert service._thread is parent_thread and parent_thread.is_alive()
     assert len(service.counter.drain()[1]) == 1

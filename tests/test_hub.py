@@ -45,18 +45,9 @@ from feedsvc.errors import ConfigError
 from feedsvc.hub import HubRequestError, LeasePolicy, parse_hub_request, refused_address
 from feedsvc.web import shutdown
 from tests.conftest import BASE_URL, wait_until, write_article
-from tests.hub_subscriber import Subscriber, valid_signature
+from tests.hub_subscriber import valid_signature
 
 SITE_ATOM = f"{BASE_URL}/feed.atom"
-
-
-@pytest.fixture
-def subscriber() -> Iterator[Subscriber]:
-    sub = Subscriber(hang_seconds=2.5)
-    try:
-        yield sub
-    finally:
-        sub.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import BASE_URL, BUNDLED, wait_until, write_article
 from tests.deploy_harness import Gunicorn, fetch
-from tests.hub_subscriber import Subscriber, valid_signature
+from tests.hub_subscriber import valid_signature
 
 pytestmark = pytest.mark.slow
 
@@ -50,15 +50,6 @@ def _wait(check, timeout: float, what: str):
 def folder(tmp_path: Path) -> Path:
     shutil.copytree(BUNDLED, tmp_path / "articles")
     return tmp_path
-
-
-@pytest.fixture
-def subscriber():
-    sub = Subscriber()
-    try:
-        yield sub
-    finally:
-        sub.close()
 
 
 def test_two_workers_deliver_each_change_once_within_2_s(folder, subscriber, capsys):

@@ -247,6 +247,7 @@ def test_a_failing_hub_is_retried_with_backoff() -> None:
     assert notifier.wait_idle()
     assert len(calls) == 3 and notifier.sent == 1 and notifier.failed == 0
     assert calls[2] - calls[1] >= calls[1] - calls[0] >= 0.04
+    notifier.stop()
 
 
 def test_hubs_without_base_url_is_a_config_error(make_app, articles_dir) -> None:

@@ -26,7 +26,7 @@ from feedsvc.ledger import Sighting
 from feedsvc.pgstore import PostgresStore
 from feedsvc.publisher import Publisher
 from feedsvc.sql import DatabaseURL
-from feedsvc.web import create_app
+from feedsvc.web import create_app, shutdown
 from tests.conftest import BASE_URL, BUNDLED, ROOT, write_article
 from tests.pg_harness import PASSWORD
 
@@ -81,7 +81,9 @@ def _settings(articles: Path, url: str, **more: object):
 
 def _host(articles: Path, url: str, **more: object) -> Publisher:
     settings = _settings(articles, url, **more)
-    return Publisher(settings, settings.database_url, settle_seconds=0)
+    publisher = Publisher(settings, settings.database_url, settle_seconds=0)
+    _HOSTS.append(publisher)
+    return publisher
 
 
 def _shown(publisher: Publisher) -> list[tuple]:
@@ -90,17 +92,19 @@ def _shown(publisher: Publisher) -> list[tuple]:
 
 
 _APPS: list = []
+_HOSTS: list[Publisher] = []
 
 
 @pytest.fixture(autouse=True)
 def _stop_apps():  # noqa: ANN202
-    """Every app a test made stops following its database when the test ends."""
+    """Every app and host a test made is shut down when the test ends: its threads
+    joined (none follows a database of a finished test), its store closed."""
     yield
     while _APPS:
-        app = _APPS.pop()
-        app.extensions["feedsvc.reloader"].stop()
+        shutdown(_APPS.pop())
+    while _HOSTS:
         with contextlib.suppress(Exception):  # the server may be down in this test
-            app.extensions["feedsvc"].close()
+            _HOSTS.pop().close()
 
 
 def _app(articles: Path, url: str, tmp: Path, **more: object):

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -69,11 +68,23 @@ class Clock:
         return self.now
 
 
+_SERVICES: list[PurgeService] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_services() -> Iterator[None]:
+    """Every service a test made lets its connections go (a PostgreSQL pool's threads)."""
+    yield
+    while _SERVICES:
+        _SERVICES.pop().stop()
+
+
 def _service(url: str, purger: Recorder, clock: Clock, version: str = "c1",
              **kw: object) -> PurgeService:
     service = PurgeService(open_database(url), [purger], clock=clock,
                            version=lambda: version, **kw)
-    service._pid = os.getpid()  # no thread: the test drives step() itself
+    service.ensure_running = lambda: None  # no thread: the test drives step() itself
+    _SERVICES.append(service)
     return service
 
 

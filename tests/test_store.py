@@ -411,5 +411,5 @@ def test_a_file_still_open_for_writing_is_not_read(articles_dir: Path, tmp_path:
                      if e.title == "A Story Written Slowly")
         assert "written a little later" in entry.content_html and {"slow.txt"} in seen
     finally:
-        watcher.stop()
+        watcher.stop(wait=5.0)
         publisher.close()
