@@ -682,14 +682,12 @@ def check_unchanged(settings: Settings, outdir: str | os.PathLike[str],
     listing = record.get("stat")
     if not isinstance(listing, str) or listing.count("\n") != counts["files"]:
         return nothing
-    # One stat a file, on a thread while this one syncs the folder: both are mostly
-    # system calls (stat, scandir, SQLite), so the two overlap on two cores.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedsvc-stat") as pool:
-        as_recorded = pool.submit(_as_recorded, outdir, listing)
-        counter, synced = _synced_counter(settings, ledger)
-        nothing = UnchangedCheck(None, files_as_recorded=as_recorded.result(), synced=synced)
-        if not nothing.files_as_recorded or counter is None or counter != record.get("seq"):
-            return nothing
+    # One stat a file, in a forked child while this process syncs the folder.
+    as_recorded = _as_recorded_meanwhile(outdir, listing)
+    counter, synced = _synced_counter(settings, ledger)
+    nothing = UnchangedCheck(None, files_as_recorded=as_recorded(), synced=synced)
+    if not nothing.files_as_recorded or counter is None or counter != record.get("seq"):
+        return nothing
     until = record.get("valid_until")
     if until is not None and time.time() >= until:
         return nothing
@@ -746,6 +744,34 @@ def _stat_list(files: dict[str, list]) -> str:
     what a no-change rebuild stats, read from the small marker instead of the
     manifest (whose JSON, with a SHA-256 a file, took 0.2 s to load at 10,000)."""
     return "".join(f"{name}\t{r[1]}\t{r[2]}\n" for name, r in sorted(files.items()))
+
+
+def _as_recorded_meanwhile(outdir: Path, listing: str) -> Callable[[], bool]:
+    """Start :func:`_as_recorded` in a forked child; call the result for its answer.
+
+    A child process, not a thread: both this stat loop and the folder sync
+    run a little Python between many short system calls, and as two threads
+    they took longer together (0.73-0.89 s at 10,000 articles) than one after
+    the other (0.27 s and 0.23 s): each system call handed the GIL over. The
+    child only stats and exits; without fork it runs here.
+    """
+    try:
+        pid = os.fork()
+    except OSError:
+        answer = _as_recorded(outdir, listing)
+        return lambda: answer
+    if pid == 0:  # the child: no lock taken, no buffer flushed, no exit handler run
+        try:
+            code = 0 if _as_recorded(outdir, listing) else 1
+        except BaseException:
+            code = 2
+        os._exit(code)
+
+    def wait() -> bool:
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
+
+    return wait
 
 
 def _as_recorded(outdir: Path, listing: str) -> bool:
