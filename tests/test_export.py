@@ -552,12 +552,15 @@ def test_a_full_disk_keeps_the_previous_build(tmpfs: Path, tmp_path: Path, artic
 
 
 def test_forked_workers_build_the_files_one_process_builds(tmp_path: Path, articles_dir: Path,
-                                                           make_app) -> None:
+                                                           make_app, db_url: str) -> None:
     """Two forked renderers (what a large build uses, see export._render_processes) write
-    every file with the bytes, digests and sources that rendering in one process gives."""
+    every file with the bytes, digests and sources that rendering in one process gives,
+    on either store (each worker opens its own connections)."""
     for number in range(12):  # more feeds and archives than the bundled ones alone
         write_article(articles_dir, f"forked-{number}.txt", f"Forked Story Number {number}")
-    app = make_app(articles_dir, feed_size=FEED_SIZE)
+    store = {"database_url": db_url, "ledger_path": None} if db_url.startswith("postgres") \
+        else {}
+    app = make_app(articles_dir, feed_size=FEED_SIZE, **store)
     alone = build_site(app, tmp_path / "alone", processes=1)
     forked = build_site(app, tmp_path / "forked", processes=2)
     assert forked.files == alone.files > 100 and forked.changed == forked.files
