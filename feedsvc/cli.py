@@ -79,9 +79,8 @@ def _check(args: argparse.Namespace) -> int:
                 print(f"feedsvc: {exc}; checking without it", file=sys.stderr)
                 scratch.unlink(missing_ok=True)
         publisher = Publisher(settings, scratch)
-        progress = Progress("check")
-        publisher.refresh(progress=progress)
-        progress.close()
+        with Progress("check") as progress:
+            publisher.refresh(progress=progress)
         rejections = publisher.rejections
         warnings = publisher.warnings
         duplicates = publisher.duplicates
@@ -133,11 +132,8 @@ def _backup_postgres(url: DatabaseURL, dest: Path) -> int:
     """The PostgreSQL store, as one consistent SQLite file (see feedsvc.migrate.backup)."""
     from .migrate import backup
 
-    progress = Progress("backup")
-    try:
+    with Progress("backup") as progress:
         report = backup(url, dest, progress=progress)
-    finally:
-        progress.close()
     print(f"backed up {url.redacted} to {dest}: {report.counts.get('articles', 0)} articles, "
           f"{report.counts.get('feed_versions', 0)} feed versions, one consistent snapshot; "
           f"verified (counts and digest {report.digest[:16]}), integrity ok")
@@ -161,11 +157,8 @@ def _restore_postgres(source: Path, url: DatabaseURL) -> int:
     """A back-up file copied into the (empty) PostgreSQL store (feedsvc.migrate.restore)."""
     from .migrate import restore
 
-    progress = Progress("restore")
-    try:
+    with Progress("restore") as progress:
         report = restore(source, url, progress=progress)
-    finally:
-        progress.close()
     print(f"restored {url.redacted} from {source}: {report.counts.get('articles', 0)} "
           f"articles, {report.counts.get('feed_versions', 0)} feed versions; verified "
           f"(counts and digest {report.digest[:16]})")
@@ -181,14 +174,12 @@ def _migrate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"feedsvc: {exc}", file=sys.stderr)
         return 2
-    progress = Progress("migrate")
     try:
-        report = migrate(source, target, progress=progress)
+        with Progress("migrate") as progress:
+            report = migrate(source, target, progress=progress)
     except MigrationError as exc:
-        progress.close()
         print(f"feedsvc: {exc}", file=sys.stderr)
         return 1
-    progress.close()
     rows = ", ".join(f"{n} {t}" for t, n in sorted(report.counts.items()))
     extra = f"; components {', '.join(report.components)}" if report.components else ""
     print(f"migrated {source.redacted} to {target.redacted}: {rows}{extra}; "
@@ -264,12 +255,11 @@ def _build(args: argparse.Namespace) -> int:
         with busy(f"loading {settings.articles_dir}"):
             app = create_app(overrides, sync=not check.synced)
         publisher = app.extensions["feedsvc"]
-        progress = Progress("build")
         try:
-            summary = build_site(app, args.outdir, progress=progress,
-                                 files_as_recorded=check.files_as_recorded)
+            with Progress("build") as progress:
+                summary = build_site(app, args.outdir, progress=progress,
+                                     files_as_recorded=check.files_as_recorded)
         finally:
-            progress.close()
             publisher.close()
     print(f"built {summary.files} files ({summary.feeds} feeds, {summary.pages} pages, "
           f"{summary.assets} assets; each with a .gz) for {summary.base_url} "

@@ -67,6 +67,12 @@ class Progress:
         self.stream.write(text + "\n")
         self.stream.flush()
 
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()  # the bar's line ends however the step ended
+
     def close(self, message: str | None = None) -> None:
         """End the bar's line; print ``message`` (on a terminal, over the bar)."""
         if self.tty and self._open:

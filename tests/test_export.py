@@ -369,6 +369,17 @@ def test_progress_draws_a_bar_on_a_terminal() -> None:
     assert "#" * 10 in text and text.endswith("finished\n")
 
 
+def test_progress_ends_its_bar_when_the_step_fails() -> None:
+    """As a context manager (the CLI's commands), the bar's line is cleared however the
+    step ends, so the error printed next starts on a clean line."""
+    stream = io.StringIO()
+    with pytest.raises(RuntimeError), Progress("migrate", stream, tty=True, interval=0) as bar:
+        bar(3, 10, "/item")
+        raise RuntimeError("the step failed")
+    assert "migrate [" in stream.getvalue()
+    assert stream.getvalue().endswith("\r")  # the bar overwritten: the line is free
+
+
 def test_progress_prints_a_line_per_tenth_elsewhere() -> None:
     stream = io.StringIO()
     progress = Progress("check", stream, tty=False)
