@@ -47,7 +47,7 @@ import stat
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -245,7 +245,8 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     trusted = recorded if previous and previous.get("context") == context else {}
     on_disk = None if previous is not None else _disk_files(outdir)
     sources = _Sources(publisher, settings.feed_size,
-                       app.extensions.get("feedsvc.robots_extra", ""))
+                       app.extensions.get("feedsvc.robots_extra", ""), trusted,
+                       previous.get("feeds") if trusted and previous else None)
     staging = _make_staging(outdir)
     files: dict[str, list] = {}
     staged: dict[str, str] = {}  # changed file -> its name in the (flat) staging folder
@@ -255,7 +256,7 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     for done, item in enumerate(todo, 1):
         url_path = item.url_path if isinstance(item, FeedDoc) else item
         name = item.name if isinstance(item, FeedDoc) else _page_name(url_path)
-        source = sources.of(item)
+        source = sources.of(item, name)
         names = (name, name + ".gz")
         kept = [_unchanged_on_disk(outdir, n, trusted.get(n), source, files_as_recorded)
                 for n in names]
@@ -305,7 +306,7 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
                            rejected=len(publisher.rejections))
     manifest = {"format": 1, "generator": "feedsvc", "base_url": base, "version": version,
                 "context": context, "changed": changed, "removed": removed,
-                "files": files}
+                "feeds": sources.feed_versions(), "files": files}
     from .store import SqliteStore
 
     if isinstance(publisher.store, SqliteStore):
@@ -513,24 +514,59 @@ class _Stager:
 
 class _Sources:
     """A digest per exported document of what it shows (feedsvc.surrogate), computed
-    once per feed: when it and the file are as recorded, the file is not rendered."""
+    once per feed: when it and the file are as recorded, the file is not rendered.
 
-    def __init__(self, publisher: Publisher, size: int, robots_extra: str = "") -> None:
+    A feed whose version is the one the earlier build recorded (``versions``,
+    by feed key, trusted only in the same context) shows what it showed then:
+    every document and the page of that feed take the source its file's
+    record holds, and no signature is computed. A feed's signatures are a
+    function of its entries' versions alone (titles come from its entries,
+    the site's settings are in the context), and its version is their sum;
+    computing them for all 2,534 feeds was half a second of every rebuild
+    after one edit at 10,000 articles, which touches four feeds.
+    """
+
+    def __init__(self, publisher: Publisher, size: int, robots_extra: str = "",
+                 files: Mapping[str, list] | None = None,
+                 versions: Mapping[str, str] | None = None) -> None:
         from .collection import FeedRef
-        from .surrogate import feed_signatures, page_signature, site_signatures
+        from .surrogate import feed_key, feed_signatures, page_signature, site_signatures
 
         self._ref, self._feed_sigs, self._page_sig = FeedRef, feed_signatures, page_signature
+        self._key = feed_key
         self.collection = publisher.collection
         self.site = publisher.site
         self.size = size
+        self._files = files or {}
+        self._versions = versions or {}
+        self._same: dict[FeedRef, bool] = {}
         self._feeds: dict[FeedRef, dict[int | None, str]] = {}
         self._listed: dict[bytes, str] = {}  # what pages list of each entry, by version
         self._site = site_signatures(self.collection, self.site)
         # robots.txt shows only the base URL (in the manifest's context) and the extra lines.
         self._site[urls.ROBOTS] = ("robots", hashlib.sha256(robots_extra.encode()).hexdigest())
 
-    def of(self, item: FeedDoc | str) -> str:
+    def feed_versions(self) -> dict[str, str]:
+        """Every feed's version by key: what the manifest records for the next build."""
+        collection = self.collection
+        return {self._key(ref): collection.feed_version(ref) or ""
+                for ref in collection.feed_refs()}
+
+    def _as_recorded(self, ref: FeedRef, name: str) -> str | None:
+        """The recorded source of ``name`` if its feed is the version recorded."""
+        same = self._same.get(ref)
+        if same is None:
+            version = self.collection.feed_version(ref)
+            same = self._same[ref] = (version is not None
+                                      and self._versions.get(self._key(ref)) == version)
+        record = self._files.get(name) if same else None
+        return record[3] if record is not None and len(record) == 4 else None
+
+    def of(self, item: FeedDoc | str, name: str) -> str:
         if isinstance(item, FeedDoc):
+            recorded = self._as_recorded(item.ref, name)
+            if recorded is not None:
+                return recorded
             sigs = self._feeds.get(item.ref)
             if sigs is None:
                 sigs = self._feeds[item.ref] = self._feed_sigs(item.ref, self.collection,
@@ -541,6 +577,9 @@ class _Sources:
         for kind, prefix in (("topic", urls.TOPICS), ("author", urls.AUTHORS)):
             if item.startswith(prefix) and item.endswith("/") and item != prefix:
                 ref = self._ref(kind, item[len(prefix):-1])
+                recorded = self._as_recorded(ref, name)
+                if recorded is not None:
+                    return recorded
                 return f"page:{self._page_sig(ref, self.collection, self.site, self._listed)}"
         article = urls.article("")
         if item.startswith(article):
@@ -860,7 +899,8 @@ def _same_file(outdir: Path, name: str, record: list | None, digest: str, data: 
 
 
 def _manifest_differs(previous: dict, manifest: dict) -> bool:
-    keys = ("format", "base_url", "version", "context", "changed", "removed", "files", "store")
+    keys = ("format", "base_url", "version", "context", "changed", "removed", "feeds", "files",
+            "store")
     return any(previous.get(k) != manifest.get(k) for k in keys)
 
 

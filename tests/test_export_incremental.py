@@ -199,3 +199,52 @@ def test_a_build_renders_each_entry_fragment_once_whatever_the_cache_bound(
     assert fragments.misses == 4 * entries
     assert fragments.bytes > bounds[1], "the build's fragments did not outgrow the bound"
     assert (fragments.max_entries, fragments.max_bytes) == bounds
+
+
+def test_feeds_whose_version_is_as_recorded_are_not_even_signed(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After one edit, only the edited article's feeds are signed (the rest keep the
+    source their files record); the bytes equal a fresh build's, and a topic renamed
+    in the topics file (its entries' versions move) is signed and rewritten."""
+    import feedsvc.surrogate as surrogate
+
+    out = tmp_path / "site"
+    build_site(make_app(articles_dir), out)
+    recorded = _manifest(out)["feeds"]
+    assert recorded["site"] and len(recorded) > 3
+    victim = sorted(articles_dir.glob("*.txt"))[1]
+    victim.write_text(victim.read_text(encoding="utf-8") + "\nOne more paragraph.\n",
+                      encoding="utf-8")
+    stat = victim.stat()
+    os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns - 5_000_000_000))  # settled
+    signed: list[str] = []
+    for name in ("feed_signatures", "page_signature"):
+        real = getattr(surrogate, name)
+
+        def spy(ref, *args, real=real, **kwargs):  # noqa: ANN001, ANN202
+            signed.append(surrogate.feed_key(ref))
+            return real(ref, *args, **kwargs)
+
+        monkeypatch.setattr(surrogate, name, spy)
+    app = make_app(articles_dir)  # a new process, as `feedsvc build` is each time
+    entry = next(e for e in app.extensions["feedsvc"].collection.entries
+                 if e.article.path == victim.name)
+    summary = build_site(app, out)
+    expected = {"site", *(f"topic/{t.slug}" for t in entry.topics),
+                *(f"author/{a.slug}" for a in entry.authors)}
+    assert set(signed) == expected and summary.changed > 0
+    assert _manifest(out)["feeds"] != recorded
+    build_site(app, tmp_path / "fresh")
+    fresh = {name: body for name, (body, _, _) in _state(tmp_path / "fresh").items()}
+    assert {name: body for name, (body, _, _) in _state(out).items()} == fresh
+
+    # The topics file renames the edited article's topic: its feeds are signed again.
+    slug = entry.topics[0].slug
+    topics = tmp_path / "topics.toml"
+    topics.write_text(f'[topics.{slug}]\nname = "A Renamed Beat"\n')
+    signed.clear()
+    renamed = make_app(articles_dir, topics_file=str(topics))
+    build_site(renamed, out)
+    assert f"topic/{slug}" in signed
+    assert "A Renamed Beat" in (out / "topics" / slug / "feed.atom").read_text()
