@@ -79,6 +79,14 @@ def plan_article_sitemaps(entries: Sequence[Entry], base_url: str, max_urls: int
     max_urls = MAX_URLS if max_urls is None else max_urls
     max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     budget = max_bytes - len(_URLSET_OPEN) - len(_URLSET_CLOSE)
+    if 0 < len(entries) <= max_urls:
+        # One sitemap if even the longest URL, every character escaped to the
+        # longest entity (6 bytes), fits the budget as often as there are articles:
+        # 10,000 articles take 2 MB of the 50 MB, and the loop below costs a
+        # rebuild 0.05 s each time it is planned.
+        longest = len(base_url) + len(urls.article("")) + max(len(e.slug) for e in entries)
+        if len(entries) * (_URL_FRAME + 6 * longest + _LASTMOD) <= budget:
+            return [(0, len(entries))]
     plans: list[tuple[int, int]] = []
     start, size = 0, 0
     for index, entry in enumerate(entries):

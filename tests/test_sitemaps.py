@@ -229,6 +229,26 @@ def test_a_120000_article_store_splits_within_both_limits() -> None:
     assert time.monotonic() - started < 60
 
 
+def test_the_one_sitemap_shortcut_splits_as_counting_every_url_does() -> None:
+    """Below the URL limit, one sitemap is planned without sizing each URL when even
+    the longest URL, fully escaped, fits as often as there are articles; otherwise
+    (and at every byte bound around the real size) the plan is the counted one."""
+    entries = sitemaps.oldest_first(_generated(3000))
+    assert sitemaps.plan_article_sitemaps(entries, BASE_URL) == [(0, 3000)]
+    real = len(sitemaps.render_articles(entries, BASE_URL))
+    framing = len(sitemaps._URLSET_OPEN) + len(sitemaps._URLSET_CLOSE)
+    for max_bytes in (real, real - 1, real // 2, real * 6, real * 7):
+        plans = sitemaps.plan_article_sitemaps(entries, BASE_URL, max_bytes=max_bytes)
+        assert sum(stop - start for start, stop in plans) == 3000
+        for start, stop in plans:  # each within the bound, and as full as it allows
+            body = sitemaps.render_articles(entries[start:stop], BASE_URL)
+            assert len(body) <= max_bytes
+            if stop < 3000:
+                bigger = sitemaps.render_articles(entries[start:stop + 1], BASE_URL)
+                assert len(bigger) > max_bytes
+        assert (len(plans) == 1) == (max_bytes >= real), (max_bytes, real, framing)
+
+
 @pytest.mark.parametrize(("tag", "code"), [("en", "en"), ("pt-BR", "pt"), ("zh-CN", "zh-cn"),
                                            ("zh-Hant-TW", "zh-tw"), ("zh", "zh-cn"),
                                            ("fil", "fil")])
