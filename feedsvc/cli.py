@@ -31,6 +31,7 @@ from .progress import Progress, busy
 
 if TYPE_CHECKING:
     from .audience import FeedCounts
+    from .export import BuildSummary, UnchangedCheck
     from .sql import DatabaseURL
 
 
@@ -227,7 +228,7 @@ def _hub_list(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from .export import BuildSummary, UnchangedCheck, build_site, check_unchanged
+    from .export import UnchangedCheck, build_site, check_unchanged
 
     # No reloading while building: every file must come from one version.
     overrides: dict[str, object] = {"reload_interval": 0}
@@ -247,6 +248,8 @@ def _build(args: argparse.Namespace) -> int:
         with busy(f"syncing {settings.articles_dir}"):
             check = check_unchanged(settings, args.outdir, ledger_path(settings))
     summary: BuildSummary | None = check.summary
+    if args.watch:
+        return _build_watching(args, overrides, check)
     if summary is not None:
         shortcut = " (nothing changed since the last build: every file checked by a stat)"
     else:
@@ -261,13 +264,51 @@ def _build(args: argparse.Namespace) -> int:
                                      files_as_recorded=check.files_as_recorded)
         finally:
             publisher.close()
+    _print_built(summary, shortcut)
+    return 0
+
+
+def _print_built(summary: BuildSummary, shortcut: str = "") -> None:
     print(f"built {summary.files} files ({summary.feeds} feeds, {summary.pages} pages, "
           f"{summary.assets} assets; each with a .gz) for {summary.base_url} "
           f"in {summary.outdir} in {summary.seconds:.1f} s: {summary.changed} written, "
-          f"{summary.removed} removed, the rest untouched{shortcut}")
+          f"{summary.removed} removed, the rest untouched{shortcut}", flush=True)
     if summary.rejected:
         print(f"{summary.rejected} article file(s) rejected and left out; "
-              "`feedsvc check` says why")
+              "`feedsvc check` says why", flush=True)
+
+
+def _build_watching(args: argparse.Namespace, overrides: dict[str, object],
+                    check: UnchangedCheck) -> int:
+    """`feedsvc build --watch`: build, then rebuild after every change until SIGINT or
+    SIGTERM (a build under way finishes first)."""
+    import signal
+
+    from .watchbuild import Rebuilt, WatchedBuild
+    from .web import create_app
+
+    configured = load_settings({k: v for k, v in overrides.items() if k != "reload_interval"})
+    with busy(f"loading {configured.articles_dir}"):
+        app = create_app(overrides, sync=not check.synced)
+    publisher = app.extensions["feedsvc"]
+
+    def report(built: Rebuilt) -> None:
+        after = "" if built.reason == "start" else (
+            " (after a change)" if built.reason == "change" else " (an article fell due)")
+        _print_built(built.summary, after)
+
+    watched = WatchedBuild(app, args.outdir, rescan_seconds=configured.reload_interval or 5.0,
+                           inotify=configured.inotify, on_build=report)
+    previous = {sig: signal.signal(sig, lambda *_: watched.stop())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(f"watching {configured.articles_dir}; rebuilding {args.outdir} after every change "
+          "(Ctrl-C stops)", flush=True)
+    try:
+        watched.run(files_as_recorded=check.files_as_recorded)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        publisher.close()
     return 0
 
 
@@ -374,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--folder", help="articles folder (default as for serve)")
     build.add_argument("--base-url", help="public URL the files will be served at "
                        "(default: FEEDSVC_BASE_URL)")
+    build.add_argument("--watch", action="store_true", help="stay running and rebuild after "
+                       "every change of the articles (only what it touched), until Ctrl-C")
     build.set_defaults(run=_build)
     backup = sub.add_parser("backup", help="copy the ledger (ids, slugs, dates) to FILE, "
                             "consistently, while the service runs")

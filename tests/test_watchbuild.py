@@ -1,0 +1,250 @@
+"""`feedsvc build --watch`: one process keeps a static export in step with the folder
+(feedsvc.watchbuild), and what makes its rebuilds cheap (feedsvc.export)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from feedsvc import export
+from feedsvc.export import MANIFEST, MARKER, build_site, files_checked_meanwhile
+from feedsvc.watchbuild import Rebuilt, WatchedBuild
+from tests.conftest import BASE_URL, ROOT, write_article
+
+
+def _tree(out: Path) -> dict[str, bytes]:
+    """Every file of a build but its marker and manifest, with its bytes."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*")
+            if p.is_file() and p.name not in (MARKER, MANIFEST)}
+
+
+def _wait(what: Callable[[], object], seconds: float = 15.0) -> object:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+@contextmanager
+def _watching(app: Flask, out: Path, rescan: float = 60.0) -> Iterator[
+        tuple[WatchedBuild, list[Rebuilt]]]:
+    """A watch loop on a thread of its own, stopped and joined at the end."""
+    builds: list[Rebuilt] = []
+    watched = WatchedBuild(app, out, rescan_seconds=rescan, on_build=builds.append)
+    thread = threading.Thread(target=watched.run, name="test-watch", daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: builds)
+        yield watched, builds
+    finally:
+        watched.stop()
+        thread.join(30)
+        assert not thread.is_alive(), "the watch loop did not stop"
+
+
+def _after(builds: list[Rebuilt], count: int, reason: str) -> Rebuilt:
+    return _wait(lambda: len(builds) > count and builds[-1].reason == reason
+                 and builds[-1])  # type: ignore[return-value]
+
+
+def test_each_change_is_built_as_a_fresh_build_would_write_it(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    """An edit, a new article, a deletion and a topic change, each closed on disk:
+    inotify hands them over, and after each the export equals a build from scratch."""
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    publisher = app.extensions["feedsvc"]
+    with _watching(app, out) as (_, builds):
+        assert builds[0].reason == "start" and builds[0].summary.changed > 0
+        victim = sorted(articles_dir.glob("*.txt"))[4]
+        slug = next(e.slug for e in publisher.collection.entries
+                    if e.article.path == victim.name)
+        steps: list[Callable[[], None]] = [
+            lambda: victim.write_text(victim.read_text(encoding="utf-8")
+                                      + "\nA sentence added while watching.\n",
+                                      encoding="utf-8"),
+            lambda: write_article(articles_dir, "watched-new.txt", "A Story Written Later",
+                                  topic="brand new beat"),
+            lambda: write_article(articles_dir, "watched-new.txt", "A Story Written Later",
+                                  topic="another beat entirely"),
+            victim.unlink,
+        ]
+        for step in steps:
+            count = len(builds)
+            step()
+            built = _after(builds, count, "change").summary
+            assert 0 < built.changed < built.files // 2
+            assert built.version == publisher.version
+        manifest = json.loads((out / MANIFEST).read_text())
+        assert f"articles/{slug}/index.html" in manifest["removed"]
+        assert not (out / "topics" / "brand-new-beat").exists()
+        assert (out / "topics" / "another-beat-entirely" / "feed.atom").is_file()
+        assert "A sentence added" not in (out / "feed.atom").read_text()
+    build_site(app, tmp_path / "fresh")
+    assert _tree(out) == _tree(tmp_path / "fresh")
+
+
+def test_the_manifest_and_marker_of_a_rebuild_list_every_file_as_it_is(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    """Rebuilds in one process join the unchanged records' lines as written before:
+    the manifest still holds every file's SHA-256, size and mtime, and the marker's
+    stat listing is what a no-change check reads."""
+    import hashlib
+
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    publisher = app.extensions["feedsvc"]
+    publisher.settle_seconds = 0
+    victim = sorted(articles_dir.glob("*.txt"))[2]
+    for number in range(3):
+        victim.write_text(victim.read_text(encoding="utf-8") + f"\nEdit {number}.\n",
+                          encoding="utf-8")
+        publisher.refresh()
+        build_site(app, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    on_disk = _tree(out)
+    assert set(manifest["files"]) == set(on_disk)
+    listing = []
+    for name in sorted(on_disk):
+        sha, size, mtime, _ = manifest["files"][name]
+        st = (out / name).stat()
+        assert (sha, size, mtime) == (hashlib.sha256(on_disk[name]).hexdigest(), st.st_size,
+                                      st.st_mtime_ns), name
+        listing.append(f"{name}\t{size}\t{mtime}\n")
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["store"]["stat"] == "".join(listing)
+    assert manifest["changed"] and all(name in on_disk for name in manifest["changed"])
+
+
+def test_a_manifest_another_writer_replaced_is_read_again(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    build_site(app, out)
+    kept = export._load_manifest(out)
+    assert kept is not None and export._load_manifest(out) is kept  # from memory
+    data = json.loads((out / MANIFEST).read_text())
+    data["files"].pop("feed.atom")
+    replacement = out / (MANIFEST + ".new")
+    replacement.write_text(json.dumps(data))
+    replacement.replace(out / MANIFEST)  # as another build would: a new file renamed in
+    again = export._load_manifest(out)
+    assert again is not kept and "feed.atom" not in again["files"]
+    assert files_checked_meanwhile(out) is None  # not the build this process wrote
+
+
+def test_files_changed_by_hand_are_found_and_rewritten(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The tree is checked at every rescan (a forked child stats every file): a file
+    changed or removed by hand is rewritten by the build that follows."""
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    app.extensions["feedsvc"].settle_seconds = 0
+    build_site(app, out)
+    check = files_checked_meanwhile(out)
+    assert check is not None and check() is True
+    with caplog.at_level(logging.WARNING, logger="feedsvc"), \
+            _watching(app, out, rescan=0.3) as (_, builds):
+        original = (out / "feed.atom").read_bytes()
+        (out / "feed.atom").write_bytes(b"vandalised")
+        (out / "topics" / "index.html").unlink()
+        _after(builds, len(builds), "repair")
+        assert (out / "feed.atom").read_bytes() == original
+        assert (out / "topics" / "index.html").is_file()
+    assert any("changed or removed by hand" in r.getMessage() for r in caplog.records)
+
+
+def test_a_failed_build_leaves_the_last_one_and_is_tried_again(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A new article whose page folder cannot be made (a file stands in its way):
+    the failure is logged once, the previous build stands, and once the obstacle
+    is gone the next try puts the article in."""
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    with caplog.at_level(logging.INFO, logger="feedsvc"), \
+            _watching(app, out) as (watched, builds):
+        before = _tree(out)
+        (out / "articles" / "a-blocked-story").write_bytes(b"in the way")
+        count = len(builds)
+        write_article(articles_dir, "blocked.txt", "A Blocked Story")
+        _wait(lambda: any("build failed" in r.getMessage() for r in caplog.records))
+        time.sleep(2.5)  # retried after 1 s and 2 s: the same reason is not logged again
+        failures = [r for r in caplog.records if "build failed" in r.getMessage()]
+        assert len(failures) == 1, [r.getMessage() for r in failures]
+        assert "the previous build stands" in failures[0].getMessage()
+        assert len(builds) == count
+        now = _tree(out)
+        now.pop("articles/a-blocked-story")
+        assert now == before
+        (out / "articles" / "a-blocked-story").unlink()
+        built = _after(builds, count, "change")
+        assert (out / "articles" / "a-blocked-story" / "index.html").is_file()
+        assert built.summary.version == app.extensions["feedsvc"].version
+    assert any("build succeeded again" in r.getMessage() for r in caplog.records)
+
+
+def test_a_scheduled_article_is_built_when_it_falls_due(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    due = datetime.now(UTC) + timedelta(seconds=3)
+    write_article(articles_dir, "later.txt", "A Story Scheduled Ahead",
+                  front=f"---\ndate: {due.isoformat()}\n---\n")
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    with _watching(app, out) as (_, builds):
+        assert "A Story Scheduled Ahead" not in (out / "feed.atom").read_text()
+        _after(builds, len(builds), "time")
+        assert "A Story Scheduled Ahead" in (out / "feed.atom").read_text()
+        assert datetime.now(UTC) >= due
+
+
+def test_the_command_rebuilds_after_an_edit_and_stops_on_sigterm(
+        articles_dir: Path, tmp_path: Path) -> None:
+    """`feedsvc build OUTDIR --watch` as an operator runs it."""
+    out = tmp_path / "public"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update(FEEDSVC_LEDGER_PATH=str(tmp_path / "ledger.sqlite3"),
+               FEEDSVC_BASE_URL=BASE_URL, FEEDSVC_RELOAD_INTERVAL="1")
+    proc = subprocess.Popen([sys.executable, "-m", "feedsvc.cli", "build", str(out),
+                             "--folder", str(articles_dir), "--watch"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                              daemon=True)
+    reader.start()
+    try:
+        _wait(lambda: any(line.startswith("built ") for line in lines), 60)
+        assert any(line.startswith("watching ") for line in lines), lines
+        victim = sorted(articles_dir.glob("*.txt"))[0]
+        victim.write_text(victim.read_text(encoding="utf-8").replace(
+            "\n\n", "\n\nA paragraph the watcher must publish.\n\n", 2), encoding="utf-8")
+        _wait(lambda: any("(after a change)" in line for line in lines))
+        assert any("A paragraph the watcher must publish" in p.read_text()
+                   for p in (out / "articles").glob("*/index.html"))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    assert not any("Traceback" in line for line in lines), "".join(lines)
+    assert json.loads((out / MANIFEST).read_text())["files"]
