@@ -92,12 +92,12 @@ def test_closing_stops_and_joins_every_thread(make_app, articles_dir: Path, sile
     assert _ours(before) == []
 
 
-def test_a_close_during_a_delivery_logs_nothing_and_leaves_it_to_the_next_holder(
+def test_a_close_during_a_delivery_logs_nothing_and_gives_it_back_to_the_next_holder(
         make_app, articles_dir: Path, tmp_path: Path, subscriber: Subscriber,
         caplog: pytest.LogCaptureFixture) -> None:
     """The callback hangs when the app closes: the close waits for the send (not for
-    ever), records nothing and logs nothing; the delivery is still due, for whichever
-    process holds the lease next."""
+    ever), records no attempt, warns of nothing, and gives the claim back: the delivery
+    is due at once, for whichever process holds the lease next."""
     before = _alive()
     app = make_app(articles_dir, hub="builtin", hub_allow_private_callbacks=True)
     app.extensions["feedsvc"].settle_seconds = 0
@@ -118,9 +118,11 @@ def test_a_close_during_a_delivery_logs_nothing_and_leaves_it_to_the_next_holder
     assert time.monotonic() - started < subscriber.hang_seconds + 2.0
     assert _ours(before) == []
     assert _errors(caplog) == []
-    # Nothing was recorded for the cut-short attempt: still due, no attempt counted.
+    # Nothing was recorded for the cut-short attempt: still due, no attempt counted,
+    # claimed by nobody.
     with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
-        assert db.execute("SELECT attempts FROM hub_deliveries").fetchall() == [(0,)]
+        assert db.execute("SELECT attempts, claimed_until FROM hub_deliveries").fetchall() == [
+            (0, 0)]
     time.sleep(subscriber.hang_seconds)  # the callback's answer would come now
     assert _errors(caplog) == []
 
