@@ -127,6 +127,39 @@ def test_a_close_during_a_delivery_logs_nothing_and_gives_it_back_to_the_next_ho
     assert _errors(caplog) == []
 
 
+def test_a_close_gives_back_the_sends_still_queued_unsent(
+        make_app, articles_dir: Path, tmp_path: Path, subscriber: Subscriber,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """More deliveries claimed than senders to send them (the pool has SENDERS threads;
+    raising the claim limit after it started queues two): the close cancels the queued
+    ones, and gives them back with the ones cut short."""
+    app = make_app(articles_dir, hub="builtin", hub_allow_private_callbacks=True)
+    app.extensions["feedsvc"].settle_seconds = 0
+    hub = app.extensions["feedsvc.hub"]
+    hub.poll = 0.05
+    subscriber.hang_seconds = 1.5
+    names = [f"q{n}" for n in range(hubworker.SENDERS + 2)]
+    client = app.test_client()
+    for name in names:
+        subscriber.deliver[name] = "hang"
+        client.post("/hub", data={"hub.mode": "subscribe", "hub.topic": f"{BASE_URL}/feed.atom",
+                                  "hub.callback": subscriber.url(name)})
+    wait_until(lambda: len(hub.store.subscriptions(time.time())) == len(names), what="verified")
+    monkeypatch.setattr(hubworker, "SENDERS", hubworker.SENDERS + 2)  # claims; not threads
+    write_article(articles_dir, "queued.txt", "More than the senders")
+    assert app.extensions["feedsvc"].refresh().changed
+    wait_until(lambda: sum(len(subscriber.deliveries(n)) for n in names) == len(names) - 2,
+               what="every sender busy")
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        claimed = db.execute("SELECT COUNT(*) FROM hub_deliveries WHERE claimed_until > 0")
+        assert claimed.fetchone() == (len(names),)  # and two of them queued
+    shutdown(app)
+    assert sum(len(subscriber.deliveries(n)) for n in names) == len(names) - 2  # none sent
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        rows = db.execute("SELECT attempts, claimed_until FROM hub_deliveries").fetchall()
+    assert rows == [(0, 0)] * len(names)
+
+
 def test_a_send_still_under_way_when_the_stop_gives_up_keeps_its_claim(
         make_app, articles_dir: Path, tmp_path: Path, subscriber: Subscriber,
         caplog: pytest.LogCaptureFixture) -> None:
