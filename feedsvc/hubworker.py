@@ -273,8 +273,8 @@ class Hub:
             log.warning("hub: could not give back %d unsent claim(s) (%s); they run out "
                         "within %g s", len(left), exc, CLAIM_HOLD)
             return
-        log.info("hub: stopping; %d unfinished claim(s) given back (%d delivery(ies), "
-                 "%d verification(s)) for the next lease holder", given, len(deliveries),
+        log.info("hub: stopping; %d unfinished claim(s) given back for the next lease holder "
+                 "(of %d delivery(ies) and %d verification(s) held)", given, len(deliveries),
                  len(requests))
 
     def _wake_all(self) -> None:
