@@ -12,10 +12,17 @@ whose bytes did not move (a complete archive) is not sent again. One process
 at a time (the holder of the ``hub-delivery`` lease) turns changes into one
 delivery row per subscription and works through them; every claim is an
 UPDATE whose WHERE clause re-checks it, safe under READ COMMITTED too.
+
+A claim is known by the moment it runs out (``claimed_until``), which the
+claiming process keeps with the row it took: a process that stops gives
+back what it has not finished (:meth:`HubStore.unclaim`) only where that
+moment is still the one it set, so never a row another process claimed
+once the first claim ran out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .hub import HubRequest
@@ -73,6 +80,8 @@ class PendingRequest:
     id: int
     request: HubRequest
     received: float
+    #: The end of this process's claim on it, as set (what :meth:`HubStore.unclaim` checks).
+    claimed_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,8 @@ class Delivery:
     topic: str
     content_type: str
     body: bytes
+    #: The end of this process's claim on it, as set (what :meth:`HubStore.unclaim` checks).
+    claimed_until: float
 
 
 _SUB_COLUMNS = ("id, topic, callback, callback_host, secret, lease_seconds, expires, "
@@ -229,12 +240,13 @@ class HubStore:
                 "SELECT id, mode, topic, callback, callback_host, secret, lease_seconds,"
                 " received FROM hub_requests WHERE claimed_until < ? ORDER BY id LIMIT ?",
                 (now, limit))
-            taken = []
+            taken, until = [], now + hold
             for row in rows:
                 if tx.one("UPDATE hub_requests SET claimed_until = ? WHERE id = ? "
-                          "AND claimed_until < ? RETURNING id", (now + hold, row[0], now)):
+                          "AND claimed_until < ? RETURNING id", (until, row[0], now)):
                     request = HubRequest(row[1], row[2], row[3], row[4], int(row[6]), row[5])
-                    taken.append(PendingRequest(int(row[0]), request, float(row[7])))
+                    taken.append(PendingRequest(int(row[0]), request, float(row[7]),
+                                                until))
         return taken
 
     def finish_request(self, request_id: int) -> None:
@@ -302,12 +314,12 @@ class HubStore:
                 " AND d.change_id = (SELECT MIN(e.change_id) FROM hub_deliveries e"
                 " WHERE e.subscription_id = d.subscription_id)"
                 " ORDER BY d.next_at, d.id LIMIT ?", (now, now, now, limit))
-            taken = []
+            taken, until = [], now + hold
             for row in rows:
                 if tx.one("UPDATE hub_deliveries SET claimed_until = ? WHERE id = ? "
-                          "AND claimed_until < ? RETURNING id", (now + hold, row[0], now)):
+                          "AND claimed_until < ? RETURNING id", (until, row[0], now)):
                     taken.append(Delivery(int(row[0]), int(row[1]), _subscription(row[5:]),
-                                          row[2], row[3], bytes(row[4])))
+                                          row[2], row[3], bytes(row[4]), until))
         return taken
 
     def delivered(self, delivery: Delivery, status: str, now: float) -> None:
@@ -327,6 +339,24 @@ class HubStore:
                            "claimed_until = 0 WHERE id = ?", (retry_at, delivery.id))
             tx.execute("UPDATE hub_subscriptions SET last_status = ?, last_delivery = ? "
                        "WHERE id = ?", (status, now, delivery.subscription.id))
+
+    def unclaim(self, deliveries: Iterable[Delivery] = (),
+                requests: Iterable[PendingRequest] = ()) -> int:
+        """Give claimed rows back unfinished (a stopping process); how many were still held.
+
+        Each is free to take at once (``claimed_until = 0``), but only if its
+        claim is still the one this process set: a row whose claim ran out and
+        that another process claimed since, or that was finished, is left alone.
+        """
+        given = 0
+        with self.db.transaction() as tx:
+            for table, items in (("hub_deliveries", deliveries), ("hub_requests", requests)):
+                for item in items:
+                    if tx.one(f"UPDATE {table} SET claimed_until = 0 WHERE id = ? "
+                              "AND claimed_until = ? RETURNING id",
+                              (item.id, item.claimed_until)):
+                        given += 1
+        return given
 
     def pending_deliveries(self) -> int:
         with self.db.transaction() as tx:

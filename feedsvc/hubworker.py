@@ -16,8 +16,13 @@ Two daemon threads per process, started after any fork:
 
 Nothing here runs on the request path or inside a reload. :meth:`Hub.stop`
 joins both threads and waits for the sends under way, so nothing of the hub
-touches the store once it returns (a send that stop interrupts records
-nothing: its claim runs out and the next lease holder sends it again).
+touches the store once it returns. What the stopping process claimed and did
+not finish it gives back at once (:meth:`HubStore.unclaim`), so the next
+lease holder sends it without waiting for the claim (CLAIM_HOLD) to run
+out: the claims of sends still queued, and of sends that ended while it
+stopped with anything but a final answer (a 2xx or 410 delivery, a confirmed
+verification, which are recorded). A send still under way when stop gives up
+waiting keeps its claim, so that no two sends of one delivery overlap.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 from .background import ProcessThreads
@@ -71,7 +77,15 @@ STOP_WAIT = DELIVERY_TIMEOUT + 5.0
 
 
 class _Stopped(Exception):
-    """Raised in a sender that finds the hub stopping: it leaves the store alone."""
+    """Raised in a sender that finds the hub stopping: it leaves the store alone, and
+    what it was sending stays claimed by this process, for :meth:`Hub.stop` to give back."""
+
+
+_Claim = TypeVar("_Claim", Delivery, PendingRequest)
+
+
+def _key(item: Delivery | PendingRequest) -> tuple[str, int]:
+    return ("delivery" if isinstance(item, Delivery) else "request", item.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +119,13 @@ class Hub:
         self._background = ProcessThreads("hub")
         self._stop = self._background.stopping
         self._jobs: set[Future[None]] = set()  # the sends under way (or queued)
-        self._jobs_lock = threading.Lock()
+        self._jobs_lock = threading.Lock()  # also guards _held and _busy
+        #: What this process claimed and has not finished (given back by stop()).
+        self._held: dict[tuple[str, int], Delivery | PendingRequest] = {}
+        self._busy: set[tuple[str, int]] = set()  # of those, the ones a sender works on
+        self._store_use = threading.Condition()  # senders in the store, and stop() ending it
+        self._storers = 0
+        self._store_closed = False
         self._lease: Lease | None = None
         self._pool: ThreadPoolExecutor | None = None
         #: Called as ``observer(outcome, seconds)`` after each delivery attempt (metrics).
@@ -175,6 +195,8 @@ class Hub:
         self.holding = False
         self._changes = queue.Queue(maxsize=1000)
         self._jobs = set()
+        self._held, self._busy = {}, set()  # a forked child gives back none of its parent's
+        self._storers, self._store_closed = 0, False
         holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._lease = Lease(self.db, "hub-delivery", holder)
         self._pool = ThreadPoolExecutor(max_workers=SENDERS,
@@ -191,11 +213,15 @@ class Hub:
         self.db.close()
 
     def stop(self, timeout: float = STOP_WAIT) -> None:
-        """Stop for good: join the threads, wait for the sends under way, give the lease up
-        (another process takes over at once) and close the connection.
+        """Stop for good: join the threads, wait for the sends under way, give back what
+        was claimed and not finished, give the lease up (another process takes over at
+        once) and close the connection.
 
-        A send that finds the hub stopping records nothing (:class:`_Stopped`):
-        its claim runs out (CLAIM_HOLD) and the next lease holder sends it again.
+        A send that ends while the hub stops records only a final answer; any other
+        end (a time-out, an error, another status) records nothing (:class:`_Stopped`)
+        and is given back with the sends still queued: the next lease holder sends
+        them at once, no attempt counted. One still under way when ``timeout`` runs
+        out keeps its claim (CLAIM_HOLD), so that no two sends of it overlap.
         """
         deadline = time.monotonic() + timeout
         ran = self._background.running
@@ -208,10 +234,13 @@ class Hub:
             _, left = concurrent.futures.wait(jobs, max(0.0, deadline - time.monotonic()))
             if left:
                 log.warning("hub: %d send(s) still under way %.0f s after stop; they record "
-                            "nothing and are sent again by the next lease holder",
-                            len(left), timeout)
+                            "nothing and are sent again by the next lease holder once their "
+                            "claim runs out (%g s)", len(left), timeout, CLAIM_HOLD)
             else:
                 pool.shutdown(wait=True)  # every sender idle: their threads end at once
+        if ran:
+            self._end_store_use(deadline)
+            self._give_back()
         if ran and self._lease is not None and self.holding:
             try:
                 self._lease.release()
@@ -221,17 +250,53 @@ class Hub:
         self.holding = False
         self.db.close()
 
+    def _end_store_use(self, deadline: float) -> None:
+        """From now on no sender uses the store; wait for one in a transaction to leave it."""
+        with self._store_use:
+            self._store_closed = True
+            self._store_use.wait_for(lambda: self._storers == 0,
+                                     max(1.0, deadline - time.monotonic()))
+
+    def _give_back(self) -> None:
+        """Unclaim what this process claimed and did not finish, but for the sends still
+        under way: the next lease holder takes it at once, not after CLAIM_HOLD."""
+        with self._jobs_lock:
+            left = [item for key, item in self._held.items() if key not in self._busy]
+            self._held = {}
+        if not left:
+            return
+        deliveries = [item for item in left if isinstance(item, Delivery)]
+        requests = [item for item in left if isinstance(item, PendingRequest)]
+        try:
+            given = self.store.unclaim(deliveries, requests)
+        except Exception as exc:  # the store is down, say: the claims run out by themselves
+            log.warning("hub: could not give back %d unsent claim(s) (%s); they run out "
+                        "within %g s", len(left), exc, CLAIM_HOLD)
+            return
+        log.info("hub: stopping; %d unfinished claim(s) given back for the next lease holder "
+                 "(of %d delivery(ies) and %d verification(s) held)", given, len(deliveries),
+                 len(requests))
+
     def _wake_all(self) -> None:
         self._wake.set()
         with contextlib.suppress(queue.Full):
             self._changes.put_nowait([])  # wakes the announcer
 
     @contextlib.contextmanager
-    def _storing(self) -> Iterator[None]:
-        """Around a sender's use of the store (or the publisher): not once the hub stops."""
-        if self._stop.is_set():
-            raise _Stopped
-        yield
+    def _storing(self, *, final: bool = False) -> Iterator[None]:
+        """Around a sender's use of the store (or the publisher). Once the hub stops, only
+        a ``final`` outcome is stored (a send that stop() is waiting for, answered: it
+        would be sent twice otherwise), and nothing once stop() ends the store's use."""
+        with self._store_use:
+            if self._store_closed or (self._stop.is_set() and not final):
+                raise _Stopped
+            self._storers += 1
+        try:
+            yield
+        finally:
+            with self._store_use:
+                self._storers -= 1
+                self._store_use.notify_all()
 
     def changed(self, refs: list[FeedRef]) -> None:
         """A publisher listener: queue the changed feeds; never blocks a reload."""
@@ -315,26 +380,45 @@ class Hub:
     def work_once(self, now: float) -> None:
         """One turn of the lease holder: verifications, fan-out, then due deliveries."""
         assert self._pool is not None
-        for pending in self.store.claim_requests(now, CLAIM_HOLD, self._free()):
+        for pending in self._claimed(self.store.claim_requests(now, CLAIM_HOLD, self._free())):
             self._submit(self._verify, pending)
         self.store.fan_out(now)
-        for delivery in self.store.claim_deliveries(now, CLAIM_HOLD, self._free()):
+        if self._stop.is_set():
+            return
+        for delivery in self._claimed(self.store.claim_deliveries(now, CLAIM_HOLD,
+                                                                  self._free())):
             self._submit(self._deliver, delivery)
+
+    def _claimed(self, items: list[_Claim]) -> list[_Claim]:
+        """Note claims as held (until finished), so that stop() can give them back."""
+        with self._jobs_lock:
+            self._held.update((_key(item), item) for item in items)
+        return items
 
     def _free(self) -> int:
         with self._jobs_lock:
             return max(0, SENDERS - len(self._jobs))
 
-    def _submit(self, job: Callable, item: object) -> None:
+    def _submit(self, job: Callable, item: Delivery | PendingRequest) -> None:
         assert self._pool is not None
 
+        key = _key(item)
+
         def run() -> None:
+            with self._jobs_lock:
+                self._busy.add(key)
+            finished = True
             try:
                 job(item)
-            except _Stopped:
-                pass  # stop() came during the send: the claim runs out, sent again later
-            except Exception:
+            except _Stopped:  # unfinished: still held, stop() gives it back
+                finished = False
+            except Exception:  # its claim runs out: sent again later
                 log.exception("hub: %s failed", job.__name__)
+            finally:
+                with self._jobs_lock:
+                    self._busy.discard(key)
+                    if finished:
+                        self._held.pop(key, None)
 
         future = self._pool.submit(run)
         with self._jobs_lock:
@@ -371,7 +455,7 @@ class Hub:
         except (OSError, http.client.HTTPException) as exc:
             confirmed, problem = False, _network_problem(exc)
         full: str | None = None
-        with self._storing():
+        with self._storing(final=confirmed):  # stopping: an unconfirmed one is asked again
             if confirmed and request.mode == "subscribe":
                 topic = self.parse_topic(request.topic)
                 rendered = self.render(topic) if topic is not None else None
@@ -412,6 +496,8 @@ class Hub:
 
     def _deliver(self, delivery: Delivery) -> None:
         """Content distribution (§7): the document's bytes, its type, the links, a signature."""
+        if self._stop.is_set():  # queued before stop(), started after: not sent, given back
+            raise _Stopped
         sub = delivery.subscription
         headers = {"Content-Type": delivery.content_type,
                    "Link": f'<{self.url}>; rel="hub", <{delivery.topic}>; rel="self"'}
@@ -429,7 +515,10 @@ class Hub:
         except (OSError, http.client.HTTPException) as exc:
             problem = _network_problem(exc)
         seconds = time.perf_counter() - started
-        with self._storing():  # a send cut short by stop() is no failure of the callback
+        # While the hub stops, only the subscriber's final answer is kept; a failure
+        # then may be the stop's doing (a deploy cutting it short): given back, not counted.
+        final = status is not None and (200 <= status < 300 or status == 410)
+        with self._storing(final=final):
             outcome = self._record(delivery, status, problem)
         for observer in self.delivery_observers:
             try:

@@ -34,7 +34,8 @@ class Subscriber:
 
     ``verify[name]``: "echo" (default), "wrong" (another body), "404", "302", or
     "hang" (no answer for ``hang_seconds``). ``deliver[name]``: a status to
-    answer content POSTs with (default 200), or "hang".
+    answer content POSTs with (default 200), "hang", or "slow" (200 after
+    ``hang_seconds``).
     """
 
     def __init__(self, hang_seconds: float = 3.0) -> None:
@@ -89,10 +90,11 @@ class Subscriber:
                 length = int(self.headers.get("Content-Length") or 0)
                 seen = self._record(self.rfile.read(length))
                 how = owner.deliver.get(seen.path.strip("/"), 200)
-                if how == "hang":
+                if how in ("hang", "slow"):
                     time.sleep(owner.hang_seconds)
-                    return
-                self._answer(int(how), b"")
+                    if how == "hang":
+                        return
+                self._answer(200 if how == "slow" else int(how), b"")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -594,6 +594,85 @@ def test_a_restart_delivers_pending_and_missed_changes_once(make_app, hub_app, s
     assert after.index(ok_pending[0]) < after.index(missed[0])  # in order
 
 
+def _on(backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's state in the ledger's SQLite file, or in one PostgreSQL database that
+    every app of the test shares (as the hosts of a site would)."""
+    if backend == "postgresql":
+        from feedsvc import web
+
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setattr(web, "state_database_url", lambda settings, ledger: url)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_delivery_cut_short_by_a_close_is_sent_by_the_next_process_at_once(
+        hub_app, subscriber, articles_dir, backend, request, monkeypatch, caplog):
+    """The callback stalls, the app closes (a SIGHUP, a deploy): the stopping process
+    gives its claim back, so the next one sends it now, not once the claim runs out."""
+    _on(backend, request, monkeypatch)
+    app = hub_app()
+    subscriber.deliver["cut"] = "hang"
+    subscriber.hang_seconds = 1.0
+    subscribe(app.test_client(), subscriber.url("cut"))
+    wait(lambda: subscriptions(app))
+    publish(app, articles_dir, "cut.txt", "Cut short by a close")
+    wait(lambda: subscriber.deliveries("cut"))  # under way
+    caplog.set_level("INFO", logger="feedsvc.hub")
+    shutdown(app)
+    closed = time.monotonic()
+    assert any("1 unfinished claim(s) given back" in r.getMessage() for r in caplog.records)
+    subscriber.deliver["cut"] = 200
+    again = hub_app()
+    assert again.extensions["feedsvc.hub"].db.dialect == backend
+    wait(lambda: len(subscriber.deliveries("cut")) == 2, timeout=10)
+    assert time.monotonic() - closed < 10 < hubworker.CLAIM_HOLD  # well within the claim
+    wait(lambda: again.extensions["feedsvc.hub"].store.pending_deliveries() == 0)
+    quiet()
+    first, second = subscriber.deliveries("cut")  # exactly once more
+    assert first.body == second.body and b"Cut short by a close" in second.body
+    (sub,) = subscriptions(again)
+    assert sub.last_status == "200"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_delivery_answered_while_closing_is_recorded_not_sent_again(
+        hub_app, subscriber, articles_dir, backend, request, monkeypatch):
+    _on(backend, request, monkeypatch)
+    app = hub_app()
+    subscriber.deliver["late"] = "slow"  # a 200, after hang_seconds
+    subscriber.hang_seconds = 1.0
+    subscribe(app.test_client(), subscriber.url("late"))
+    wait(lambda: subscriptions(app))
+    publish(app, articles_dir, "late.txt", "Answered as the app closes")
+    wait(lambda: subscriber.deliveries("late"))
+    shutdown(app)  # waits for the answer, and keeps it
+    again = hub_app()
+    assert again.extensions["feedsvc.hub"].store.pending_deliveries() == 0
+    (sub,) = subscriptions(again)
+    assert sub.last_status == "200"
+    quiet(1.0)
+    assert len(subscriber.deliveries("late")) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_verification_cut_short_by_a_close_is_asked_again_at_once(
+        hub_app, subscriber, backend, request, monkeypatch):
+    _on(backend, request, monkeypatch)
+    app = hub_app()
+    subscriber.verify["ask"] = "hang"
+    subscriber.hang_seconds = 1.0
+    assert subscribe(app.test_client(), subscriber.url("ask")).status_code == 202
+    wait(lambda: subscriber.verifications("ask"))  # under way
+    shutdown(app)
+    closed = time.monotonic()
+    subscriber.verify["ask"] = "echo"
+    again = hub_app()
+    wait(lambda: subscriptions(again), timeout=10)
+    assert time.monotonic() - closed < 10
+    assert len(subscriber.verifications("ask")) == 2
+    assert again.extensions["feedsvc.hub"].store.pending_requests() == 0
+
+
 def test_the_hub_works_on_postgresql(hub_app, subscriber, articles_dir, postgres_url,
                                      monkeypatch):
     """The hub's state in a PostgreSQL store, as every host of a site would share it."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from feedsvc import hubworker
 from tests.conftest import BASE_URL, BUNDLED, wait_until, write_article
 from tests.deploy_harness import Gunicorn, fetch
 from tests.hub_subscriber import valid_signature
@@ -134,3 +135,36 @@ def test_sigkill_with_pending_deliveries_then_restart(folder, subscriber):
     assert len(pending) == 1 and len(missed) == 1
     assert after.index(pending[0]) < after.index(missed[0])  # versions in order
     assert all(valid_signature(d, SECRET) for d in after)
+
+
+def test_a_sighup_during_a_stalled_delivery_hands_it_to_a_new_worker_at_once(folder,
+                                                                              subscriber,
+                                                                              capsys):
+    """A reload (SIGHUP) stops the worker sending to a stalled callback: it gives the
+    claim back, and a new worker sends it within seconds, not when the claim runs out."""
+    server = Gunicorn(folder, _env(folder), workers=2)
+    try:
+        assert _subscribe(server, f"{BASE_URL}/feed.atom", subscriber.url("hup")) == 202
+        _wait(lambda: subscriber.verifications("hup"), 10, "verification")
+        time.sleep(0.5)
+        subscriber.deliver["hup"] = "hang"
+        subscriber.hang_seconds = 4.0  # still stalled when the old worker is told to stop
+        write_article(folder / "articles", "hup.txt", "Under way at a SIGHUP")
+        _wait(lambda: subscriber.deliveries("hup"), 10, "the delivery under way")
+        subscriber.deliver["hup"] = 200
+        old = server.worker_pids()
+        hup = time.monotonic()
+        os.kill(server.proc.pid, signal.SIGHUP)
+        second = _wait(lambda: len(subscriber.deliveries("hup")) >= 2
+                       and subscriber.deliveries("hup")[1], 20, "the delivery sent again")
+        assert second.at - hup < 10 < hubworker.CLAIM_HOLD
+        assert b"Under way at a SIGHUP" in second.body and valid_signature(second, SECRET)
+        time.sleep(2.0)  # time for any third copy
+        assert len(subscriber.deliveries("hup")) == 2
+        assert not old & server.worker_pids()  # sent by a new worker
+        with capsys.disabled():
+            print(f"\nhub: SIGHUP -> sent again by a new worker: {second.at - hup:.2f} s "
+                  f"(the callback stalled {subscriber.hang_seconds:g} s)")
+    finally:
+        output = server.stop()
+    assert "1 unfinished claim(s) given back" in output, output

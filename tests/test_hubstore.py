@@ -88,6 +88,51 @@ def test_claims_expire_so_a_dead_holder_s_work_is_redone(store: HubStore) -> Non
     assert again.id == taken.id
 
 
+def test_unclaim_gives_back_only_the_rows_this_holder_still_holds(store: HubStore) -> None:
+    for name in "abcd":
+        store.subscribe(_request(callback=f"http://sub.example/{name}"), 0.0, ("d0", 1))
+    store.record_change(TOPIC, "d1", 2, "t", b"v1", 1.0)
+    assert store.fan_out(1.0) == 4
+    store.add_request(_request(callback="http://sub.example/r1"), 1.0)
+    store.add_request(_request(callback="http://sub.example/r2"), 1.0)
+    mine = store.claim_deliveries(2.0, 60.0, 10)
+    asked = store.claim_requests(2.0, 60.0, 10)
+    assert len(mine) == 4 and len(asked) == 2
+    assert {x.claimed_until for x in [*mine, *asked]} == {62.0}
+    store.delivered(mine[0], "200", 3.0)  # finished: gone
+    store.failed(mine[1], "HTTP 500", 3.0, 50.0)  # finished this attempt: waits for 50.0
+    store.finish_request(asked[0].id)
+    # The process stops: what it still holds is free at once, well within its claim.
+    assert store.unclaim(mine, asked) == 3
+    taken = store.claim_deliveries(3.0, 60.0, 10)
+    again = store.claim_requests(3.0, 60.0, 10)
+    assert sorted(d.id for d in taken) == sorted(d.id for d in mine[2:])  # not the retry
+    assert [p.id for p in again] == [asked[1].id]
+    # Another process holds them now: the first one's old claims give nothing back.
+    assert store.unclaim(mine, asked) == 0
+    assert store.claim_deliveries(4.0, 60.0, 10) == []
+    assert store.claim_requests(4.0, 60.0, 10) == []
+    (retry,) = store.claim_deliveries(50.0, 60.0, 10)  # the retry kept its time
+    assert retry.id == mine[1].id
+    assert store.unclaim(taken, again) == 3  # the new holder's own give back
+    assert len(store.claim_deliveries(5.0, 60.0, 10)) == 2
+
+
+def test_a_claim_that_ran_out_and_was_taken_again_is_not_given_back(store: HubStore) -> None:
+    store.subscribe(_request(), 0.0, ("d0", 1))
+    store.record_change(TOPIC, "d1", 2, "t", b"v1", 1.0)
+    store.fan_out(1.0)
+    store.add_request(_request(callback="http://sub.example/r"), 1.0)
+    (stale,) = store.claim_deliveries(2.0, 60.0, 10)
+    (stale_request,) = store.claim_requests(2.0, 60.0, 10)
+    (taken,) = store.claim_deliveries(62.5, 60.0, 10)  # the first claim ran out
+    (taken_request,) = store.claim_requests(62.5, 60.0, 10)
+    assert (taken.id, taken_request.id) == (stale.id, stale_request.id)
+    assert store.unclaim([stale], [stale_request]) == 0
+    assert store.claim_deliveries(63.0, 60.0, 10) == []
+    assert store.claim_requests(63.0, 60.0, 10) == []
+
+
 def test_a_subscriber_gets_its_versions_in_order_one_at_a_time(store: HubStore) -> None:
     store.subscribe(_request(), 0.0, ("d0", 1))
     store.record_change(TOPIC, "d1", 2, "t", b"v1", 1.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from feedsvc import watch
+from feedsvc import hubworker, watch
 from feedsvc.background import ProcessThreads
 from feedsvc.errors import LedgerError
 from feedsvc.web import shutdown
@@ -92,12 +92,12 @@ def test_closing_stops_and_joins_every_thread(make_app, articles_dir: Path, sile
     assert _ours(before) == []
 
 
-def test_a_close_during_a_delivery_logs_nothing_and_leaves_it_to_the_next_holder(
+def test_a_close_during_a_delivery_logs_nothing_and_gives_it_back_to_the_next_holder(
         make_app, articles_dir: Path, tmp_path: Path, subscriber: Subscriber,
         caplog: pytest.LogCaptureFixture) -> None:
     """The callback hangs when the app closes: the close waits for the send (not for
-    ever), records nothing and logs nothing; the delivery is still due, for whichever
-    process holds the lease next."""
+    ever), records no attempt, warns of nothing, and gives the claim back: the delivery
+    is due at once, for whichever process holds the lease next."""
     before = _alive()
     app = make_app(articles_dir, hub="builtin", hub_allow_private_callbacks=True)
     app.extensions["feedsvc"].settle_seconds = 0
@@ -118,11 +118,83 @@ def test_a_close_during_a_delivery_logs_nothing_and_leaves_it_to_the_next_holder
     assert time.monotonic() - started < subscriber.hang_seconds + 2.0
     assert _ours(before) == []
     assert _errors(caplog) == []
-    # Nothing was recorded for the cut-short attempt: still due, no attempt counted.
+    # Nothing was recorded for the cut-short attempt: still due, no attempt counted,
+    # claimed by nobody.
     with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
-        assert db.execute("SELECT attempts FROM hub_deliveries").fetchall() == [(0,)]
+        assert db.execute("SELECT attempts, claimed_until FROM hub_deliveries").fetchall() == [
+            (0, 0)]
     time.sleep(subscriber.hang_seconds)  # the callback's answer would come now
     assert _errors(caplog) == []
+
+
+def test_a_close_gives_back_the_sends_still_queued_unsent(
+        make_app, articles_dir: Path, tmp_path: Path, subscriber: Subscriber,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """More deliveries claimed than senders to send them (the pool has SENDERS threads;
+    raising the claim limit after it started queues two): the close cancels the queued
+    ones, and gives them back with the ones cut short."""
+    app = make_app(articles_dir, hub="builtin", hub_allow_private_callbacks=True)
+    app.extensions["feedsvc"].settle_seconds = 0
+    hub = app.extensions["feedsvc.hub"]
+    hub.poll = 0.05
+    subscriber.hang_seconds = 1.5
+    names = [f"q{n}" for n in range(hubworker.SENDERS + 2)]
+    client = app.test_client()
+    for name in names:
+        subscriber.deliver[name] = "hang"
+        client.post("/hub", data={"hub.mode": "subscribe", "hub.topic": f"{BASE_URL}/feed.atom",
+                                  "hub.callback": subscriber.url(name)})
+    wait_until(lambda: len(hub.store.subscriptions(time.time())) == len(names), what="verified")
+    monkeypatch.setattr(hubworker, "SENDERS", hubworker.SENDERS + 2)  # claims; not threads
+    write_article(articles_dir, "queued.txt", "More than the senders")
+    assert app.extensions["feedsvc"].refresh().changed
+    wait_until(lambda: sum(len(subscriber.deliveries(n)) for n in names) == len(names) - 2,
+               what="every sender busy")
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        claimed = db.execute("SELECT COUNT(*) FROM hub_deliveries WHERE claimed_until > 0")
+        assert claimed.fetchone() == (len(names),)  # and two of them queued
+    shutdown(app)
+    assert sum(len(subscriber.deliveries(n)) for n in names) == len(names) - 2  # none sent
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        rows = db.execute("SELECT attempts, claimed_until FROM hub_deliveries").fetchall()
+    assert rows == [(0, 0)] * len(names)
+
+
+def test_a_send_still_under_way_when_the_stop_gives_up_keeps_its_claim(
+        make_app, articles_dir: Path, tmp_path: Path, subscriber: Subscriber,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Given back while it may still reach the subscriber, a delivery could be sent twice
+    at once, and arrive after a newer one: it keeps its claim, and records nothing."""
+    before = _alive()
+    app = make_app(articles_dir, hub="builtin", hub_allow_private_callbacks=True)
+    app.extensions["feedsvc"].settle_seconds = 0
+    hub = app.extensions["feedsvc.hub"]
+    hub.poll = 0.05
+    subscriber.deliver["stuck"] = "hang"
+    subscriber.hang_seconds = 2.0
+    app.test_client().post("/hub", data={
+        "hub.mode": "subscribe", "hub.topic": f"{BASE_URL}/feed.atom",
+        "hub.callback": subscriber.url("stuck")})
+    wait_until(lambda: hub.store.subscriptions(time.time()), what="verified")
+    write_article(articles_dir, "stuck.txt", "Still being sent at the stop")
+    assert app.extensions["feedsvc"].refresh().changed
+    wait_until(lambda: subscriber.deliveries("stuck"), what="the delivery under way")
+    caplog.set_level(logging.INFO)
+    hub.stop(timeout=0.5)
+    assert [m for m in _errors(caplog) if "still under way" in m]
+    assert not [r for r in caplog.records if "given back" in r.getMessage()]
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        ((attempts, claimed_until),) = db.execute(
+            "SELECT attempts, claimed_until FROM hub_deliveries").fetchall()
+    assert attempts == 0 and claimed_until > time.time() + hubworker.CLAIM_HOLD - 10
+    wait_until(lambda: not [n for n in _ours(before) if n.startswith("feedsvc-hub")],
+               what="the sender ended")
+    time.sleep(0.5)
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:  # the late end recorded nothing
+        assert db.execute("SELECT attempts, claimed_until FROM hub_deliveries").fetchall() == [
+            (0, claimed_until)]
+    assert len(_errors(caplog)) == 1
+    shutdown(app)
 
 
 def test_a_close_during_a_purge_logs_nothing_and_gives_the_rows_back(
