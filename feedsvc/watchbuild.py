@@ -102,6 +102,9 @@ class WatchedBuild:
     def _loop(self, files_as_recorded: bool) -> None:
         publisher = self.publisher
         self._trusted = files_as_recorded
+        if not publisher.is_writer:
+            publisher.refresh()  # takes the writer lease if free (then inotify is on)
+        self._watch()  # before the first build: an edit during it is taken right after
         built = self._build("start")
         until = valid_until(publisher)
         next_rescan = time.monotonic() + self.rescan_seconds
