@@ -110,6 +110,8 @@ class WatchedBuild:
         next_rescan = time.monotonic() + self.rescan_seconds
         backoff = 1.0
         retry_at: float | None = None
+        #: Why a build is owed (a change, a moment, a repair), until one succeeds.
+        owed: str | None = None if built is not None else "start"
         while not self._stop.is_set():
             self._watch()
             now = time.monotonic()
@@ -124,7 +126,6 @@ class WatchedBuild:
                 paths, self._paths = self._paths, set()
                 rescan, self._rescan_all = self._rescan_all, False
             now = time.monotonic()
-            repair = False
             try:
                 if rescan or now >= next_rescan:
                     # The output tree is checked here, off the path of an edit: one stat
@@ -137,7 +138,7 @@ class WatchedBuild:
                         if checked is not None and not checked():
                             log.warning("files of %s were changed or removed by hand; "
                                         "rebuilding them", self.outdir)
-                            self._trusted, repair = False, True
+                            self._trusted, owed = False, owed or "repair"
                     next_rescan = time.monotonic() + self.rescan_seconds
                 elif paths:
                     publisher.refresh(paths=paths)
@@ -148,16 +149,17 @@ class WatchedBuild:
                 continue
             if not publisher.loaded:
                 continue  # a restore mid-import, or a first import elsewhere: wait
-            due = until is not None and time.time() >= until
-            changed = built is None or publisher.version != built.version
-            if not (changed or due or repair) or (retry_at is not None and now < retry_at):
+            if until is not None and time.time() >= until:
+                owed = "time"
+            elif built is None or publisher.version != built.version:
+                owed = owed or "change"
+            if owed is None or (retry_at is not None and now < retry_at):
                 continue
-            reason = "time" if due else "change" if changed else "repair"
             until = valid_until(publisher)  # taken before rendering, as build_site does
-            built = self._build(reason) or built
+            built = self._build(owed) or built
             if self._failure is None:
-                backoff, retry_at = 1.0, None
-            else:
+                owed, backoff, retry_at = None, 1.0, None
+            else:  # still owed: tried again after the backoff, whatever changes meanwhile
                 retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
