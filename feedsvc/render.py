@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -117,6 +117,14 @@ class FragmentCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def uncached(self, entries: Iterable[Entry], fmt: str, base_url: str) -> list[Entry]:
+        """The entries whose ``fmt`` fragment must be rendered for ``base_url`` (all of
+        them for a format not assembled from fragments): whose content is needed."""
+        if fmt not in self.FORMATS:
+            return list(entries)
+        with self._lock:
+            return [e for e in entries if (e.version or e, fmt, base_url) not in self._items]
 
     def forget(self, versions: set[bytes]) -> None:
         """Drop the fragments of these entry versions (superseded: never shown again)."""

@@ -128,6 +128,31 @@ def test_spliced_entries_are_byte_identical_to_feedgen(publisher) -> None:
     assert compared > 100 and fragments.hits > 0 and len(fragments) <= 8
 
 
+def test_only_entries_without_a_cached_fragment_are_fetched_from_the_store(
+        publisher, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feed whose entries' fragments another document rendered already asks the store
+    for no content; a format without fragments, or a cold cache, fetches them all."""
+    fetched: list[int] = []
+    real = publisher.store.prefetched
+
+    def spy(articles):  # noqa: ANN001, ANN202
+        articles = list(articles)
+        fetched.append(len(articles))
+        return real(articles)
+
+    monkeypatch.setattr(publisher.store, "prefetched", spy)
+    base = "https://news.example.org"
+    site = publisher.feed(SITE_FEED, "atom", base)
+    topic = next(r for r in publisher.collection.feed_refs() if r.kind == "topic")
+    shown = len(publisher.collection.feed_entries(topic)[:publisher.settings.feed_size])
+    assert fetched == [len(publisher.collection.entries[:publisher.settings.feed_size])]
+    topical = publisher.feed(topic, "atom", base)
+    assert fetched[-1] == 0 < shown  # all its entries are in the site feed's fragments
+    publisher.feed(topic, "rss", base)
+    assert fetched[-1] == shown  # no RSS fragment yet: each entry's content is needed
+    assert site is not None and topical is not None and b"<content" in topical.body
+
+
 def _snapshot(collection):
     return (
         collection.entries,
