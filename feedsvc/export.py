@@ -900,30 +900,31 @@ class _Lines:
             return json.dumps(manifest, separators=(",", ":")) + "\n"
         head = json.dumps({k: v for k, v in manifest.items() if k != "files"},
                           separators=(",", ":"))
-        members = []
-        cache, fresh = self._entries, {}
-        for name, record in manifest["files"].items():
-            held = cache.get(name)
-            if held is None or held[0] is not record:
-                held = (record, f"{json.dumps(name)}:{json.dumps(record, separators=(',', ':'))}")
-            fresh[name] = held
-            members.append(held[1])
-        self._entries = fresh
+        self._entries, members = _reused(
+            self._entries, manifest["files"],
+            lambda name, record: f"{json.dumps(name)}:{json.dumps(record, separators=(',', ':'))}")
         return f'{head[:-1]},"files":{{{",".join(members)}}}}}\n'
 
     def listing(self, files: dict[str, list]) -> str:
         """:func:`_stat_list` of ``files`` (sorted by name already)."""
         if not self.keep:
             return _stat_list(files)
-        cache, fresh, out = self._stats, {}, []
-        for name, record in files.items():
-            held = cache.get(name)
-            if held is None or held[0] is not record:
-                held = (record, f"{name}\t{record[1]}\t{record[2]}\n")
-            fresh[name] = held
-            out.append(held[1])
-        self._stats = fresh
-        return "".join(out)
+        self._stats, lines = _reused(self._stats, files,
+                                     lambda name, record: f"{name}\t{record[1]}\t{record[2]}\n")
+        return "".join(lines)
+
+
+def _reused(cache: dict[str, tuple[list, str]], files: dict[str, list],
+            line: Callable[[str, list], str]) -> tuple[dict[str, tuple[list, str]], list[str]]:
+    """Each file's line, from ``cache`` where its record is the very one cached: the
+    new cache and the lines in ``files``' order."""
+    fresh: dict[str, tuple[list, str]] = {}
+    for name, record in files.items():
+        held = cache.get(name)
+        if held is None or held[0] is not record:
+            held = (record, line(name, record))
+        fresh[name] = held
+    return fresh, [held[1] for held in fresh.values()]
 
 
 #: The manifest this process last wrote, by the manifest file's path, with the

@@ -17,8 +17,12 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .source import is_ignored
+
+if TYPE_CHECKING:
+    from .publisher import Publisher
 
 log = logging.getLogger("feedsvc")
 
@@ -129,3 +133,27 @@ class FolderWatcher:
                 self.on_paths(paths)
         except Exception:  # never let the watcher die: the rescan still runs
             log.exception("handling inotify events failed")
+
+
+def watch_while_writer(current: FolderWatcher | None, publisher: Publisher, *,
+                       on_paths: Callable[[set[str]], None], on_overflow: Callable[[], None],
+                       rescan_seconds: float) -> tuple[FolderWatcher | None, bool]:
+    """The watcher a process should have now: one while it is the writer (started here,
+    its ``writing`` set shared with the folder sync), none once it is not (stopped
+    here). Also whether inotify is still to be tried: False once it failed here
+    (logged; the rescan every ``rescan_seconds`` does the work). Used by the
+    serving reloader and by ``feedsvc build --watch``.
+    """
+    if publisher.is_writer and current is None and available():
+        try:
+            current = FolderWatcher(publisher.settings.articles_dir, on_paths=on_paths,
+                                    on_overflow=on_overflow).start()
+        except OSError as exc:
+            log.warning("inotify unavailable (%s); rescanning every %s s", exc, rescan_seconds)
+            return None, False
+        publisher.sync.writing = current.writing
+    elif not publisher.is_writer and current is not None:
+        current.stop()
+        current = None
+        publisher.sync.writing = set()
+    return current, True

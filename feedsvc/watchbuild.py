@@ -195,22 +195,10 @@ class WatchedBuild:
 
     def _watch(self) -> None:
         """Watch the folder while this process is the writer (as the serving reloader)."""
-        publisher = self.publisher
-        if publisher.is_writer and self.watcher is None and self.inotify:
-            try:
-                self.watcher = watch.FolderWatcher(publisher.settings.articles_dir,
-                                                   on_paths=self._changed,
-                                                   on_overflow=self._overflow).start()
-            except OSError as exc:
-                log.warning("inotify unavailable (%s); rescanning every %s s", exc,
-                            self.rescan_seconds)
-                self.inotify = False
-                return
-            publisher.sync.writing = self.watcher.writing
-        elif not publisher.is_writer and self.watcher is not None:
-            self.watcher.stop()
-            self.watcher = None
-            publisher.sync.writing = set()
+        if self.inotify:
+            self.watcher, self.inotify = watch.watch_while_writer(
+                self.watcher, self.publisher, on_paths=self._changed,
+                on_overflow=self._overflow, rescan_seconds=self.rescan_seconds)
 
     def _changed(self, paths: set[str]) -> None:
         with self._lock:

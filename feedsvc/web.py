@@ -356,24 +356,13 @@ class Reloader:
 
     def _watch(self) -> None:
         """Watch the folder while this process is the writer; stop when it is not."""
+        if not (self.inotify and self.interval > 0):
+            return
         publisher = self.publisher
-        if (publisher.is_writer and self.watcher is None and self.inotify and self.interval > 0
-                and watch.available()):
-            try:
-                self.watcher = FolderWatcher(
-                    publisher.settings.articles_dir,
-                    on_paths=lambda paths: _log_reload(publisher.refresh(paths=paths)),
-                    on_overflow=self._overflow,
-                ).start()
-            except OSError as exc:
-                log.warning("inotify unavailable (%s); rescanning every %s s", exc, self.interval)
-                self.inotify = False
-                return
-            publisher.sync.writing = self.watcher.writing
-        elif not publisher.is_writer and self.watcher is not None:
-            self.watcher.stop()
-            self.watcher = None
-            publisher.sync.writing = set()
+        self.watcher, self.inotify = watch.watch_while_writer(
+            self.watcher, publisher,
+            on_paths=lambda paths: _log_reload(publisher.refresh(paths=paths)),
+            on_overflow=self._overflow, rescan_seconds=self.interval)
 
     def _overflow(self) -> None:
         if self.watcher is not None:

@@ -22,7 +22,7 @@ from flask import Flask
 from feedsvc import export
 from feedsvc.export import MANIFEST, MARKER, build_site, files_checked_meanwhile
 from feedsvc.watchbuild import Rebuilt, WatchedBuild
-from tests.conftest import BASE_URL, ROOT, write_article
+from tests.conftest import BASE_URL, ROOT, wait_until, write_article
 
 
 def _tree(out: Path) -> dict[str, bytes]:
@@ -32,13 +32,7 @@ def _tree(out: Path) -> dict[str, bytes]:
 
 
 def _wait(what: Callable[[], object], seconds: float = 15.0) -> object:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = what()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"not within {seconds} s: {what}")
+    return wait_until(what, seconds)
 
 
 @contextmanager
