@@ -250,3 +250,29 @@ def test_the_command_rebuilds_after_an_edit_and_stops_on_sigterm(
     reader.join(5)
     assert not any("Traceback" in line for line in lines), "".join(lines)
     assert json.loads((out / MANIFEST).read_text())["files"]
+
+
+def test_postgresql_down_leaves_the_last_build_and_the_change_comes_after(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        postgres_url: str, postgres_server, caplog: pytest.LogCaptureFixture) -> None:
+    """The store stopped while watching: the loop keeps going, the export stays as it
+    was, and an article written during the outage is built once the store is back."""
+    out = tmp_path / "site"
+    app = make_app(articles_dir, database_url=postgres_url, ledger_path=None)
+    app.extensions["feedsvc"].settle_seconds = 0
+    with caplog.at_level(logging.INFO, logger="feedsvc"), \
+            _watching(app, out, rescan=0.3) as (watched, builds):
+        before = _tree(out)
+        count = len(builds)
+        postgres_server.stop()
+        try:
+            _wait(lambda: app.extensions["feedsvc"].last_error is not None, 20)
+            write_article(articles_dir, "outage.txt", "Written While The Store Was Down")
+            time.sleep(1.5)  # rescans fail meanwhile
+            assert len(builds) == count and _tree(out) == before
+        finally:
+            postgres_server.start()
+        built = _after(builds, count, "change")
+        assert "Written While The Store Was Down" in (out / "feed.atom").read_text()
+        assert built.summary.changed > 0
+    assert not any(r.getMessage().startswith("reload failed") for r in caplog.records)
