@@ -248,3 +248,20 @@ def test_feeds_whose_version_is_as_recorded_are_not_even_signed(
     build_site(renamed, out)
     assert f"topic/{slug}" in signed
     assert "A Renamed Beat" in (out / "topics" / slug / "feed.atom").read_text()
+
+
+def test_a_manifest_of_the_release_before_without_feed_versions_is_built_on(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    """A manifest with no ``feeds`` (the previous release wrote none): every feed is
+    signed, unchanged files stay untouched, and the manifest gains the versions."""
+    out = tmp_path / "site"
+    build_site(make_app(articles_dir), out)
+    data = _manifest(out)
+    versions = data.pop("feeds")
+    (out / MANIFEST).write_text(json.dumps(data))
+    _age(out)
+    _reage_manifest(out)
+    before = _state(out)
+    summary = build_site(make_app(articles_dir), out)
+    assert summary.changed == 0 and _state(out) == before
+    assert _manifest(out)["feeds"] == versions
