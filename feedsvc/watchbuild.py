@@ -16,6 +16,9 @@ builds, never during one, and the forked renderers of a large build
 running. The inotify thread only collects paths. A build that fails (a full
 disk, a permission) leaves the previous build in place, as a one-shot build
 does; it is logged once per distinct reason and tried again with backoff.
+Only the first build's failure ends the command (exit status 2, as a
+one-shot build): it is mostly one no retry mends (a folder that is not an
+earlier build, no base URL).
 """
 
 from __future__ import annotations
@@ -105,13 +108,15 @@ class WatchedBuild:
         if not publisher.is_writer:
             publisher.refresh()  # takes the writer lease if free (then inotify is on)
         self._watch()  # before the first build: an edit during it is taken right after
-        built = self._build("start")
+        # The first build's failure is the command's: a folder that is not an earlier
+        # build, a missing base URL, a full disk are said at once, not retried forever.
+        built = self._build("start", raising=True)
         until = valid_until(publisher)
         next_rescan = time.monotonic() + self.rescan_seconds
         backoff = 1.0
         retry_at: float | None = None
         #: Why a build is owed (a change, a moment, a repair), until one succeeds.
-        owed: str | None = None if built is not None else "start"
+        owed: str | None = None
         while not self._stop.is_set():
             self._watch()
             now = time.monotonic()
@@ -163,8 +168,9 @@ class WatchedBuild:
                 retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def _build(self, reason: str) -> BuildSummary | None:
-        """One build; None if it failed (logged once per reason; the old build stands).
+    def _build(self, reason: str, raising: bool = False) -> BuildSummary | None:
+        """One build; None if it failed (logged once per reason; the old build stands),
+        or with ``raising`` the failure raised.
 
         The files of the last build are taken as recorded (not statted) while the
         last check of the tree found them so: an edit's rebuild then costs no
@@ -181,6 +187,8 @@ class WatchedBuild:
             summary = build_site(self.app, self.outdir, self.base_url,
                                  files_as_recorded=self._trusted)
         except (FeedsvcError, OSError) as exc:
+            if raising:
+                raise
             if str(exc) != self._failure:
                 log.error("build failed, the previous build stands: %s", exc)
             self._failure = str(exc)

@@ -276,3 +276,22 @@ def test_postgresql_down_leaves_the_last_build_and_the_change_comes_after(
         assert "Written While The Store Was Down" in (out / "feed.atom").read_text()
         assert built.summary.changed > 0
     assert not any(r.getMessage().startswith("reload failed") for r in caplog.records)
+
+
+def test_a_first_build_that_fails_ends_the_command_with_its_error(
+        articles_dir: Path, tmp_path: Path) -> None:
+    """Into a folder that is not an earlier build: the one-line refusal of a one-shot
+    build and exit status 2, not a loop retrying a refusal forever."""
+    out = tmp_path / "not-a-build"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's file")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update(FEEDSVC_LEDGER_PATH=str(tmp_path / "ledger.sqlite3"), FEEDSVC_BASE_URL=BASE_URL)
+    done = subprocess.run([sys.executable, "-m", "feedsvc.cli", "build", str(out), "--folder",
+                           str(articles_dir), "--watch"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("feedsvc: ")]
+    assert len(said) == 1 and "holds no earlier build" in said[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
