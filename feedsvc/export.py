@@ -38,6 +38,7 @@ maps ``.atom``, ``.rss``, ``.json``, ``.html``, ``.css``):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import gzip
 import hashlib
@@ -228,10 +229,18 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     marker records (:func:`check_unchanged`): they are not statted again.
     It may be a callable (:func:`files_checked_meanwhile`), asked only once
     the documents are listed and signed, while a child stats the files.
+
+    One build at a time writes a folder (:func:`build_lock`): another
+    process's build there raises :class:`ExportError` at once.
     """
-    started = time.perf_counter()
     outdir = Path(outdir)
-    settings = app.config["FEEDSVC"]
+    _public_url(app.config["FEEDSVC"], base_url, outdir)  # before the folder is made
+    with build_lock(outdir):
+        return _build_site(app, outdir, base_url, progress, processes, files_as_recorded)
+
+
+def _public_url(settings: Settings, base_url: str | None, outdir: Path) -> str:
+    """The base URL the build's links use, or the ExportError saying why there is none."""
     if settings.base_url and base_url and base_url.rstrip("/") != settings.base_url:
         raise ExportError(outdir, f"base URL {base_url} differs from FEEDSVC_BASE_URL "
                           f"{settings.base_url}, which the app's links use")
@@ -239,6 +248,71 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
     if not base:
         raise ExportError(outdir, "a static site needs its public URL: give a base URL "
                           "or set FEEDSVC_BASE_URL")
+    return base
+
+
+#: Folders this process holds the build lock of: (st_dev, st_ino) -> [fd, depth].
+_locks: dict[tuple[int, int], list[int]] = {}
+
+
+@contextlib.contextmanager
+def build_lock(outdir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``outdir``'s build lock for the block (made if missing; re-entrant in a process).
+
+    Two builds into one folder would remove each other's staging folder (a
+    build takes left-overs for a dead build's) and fail in turn; ``feedsvc
+    build --watch`` holds the lock while it runs, so a one-shot build by hand
+    is refused with a clear reason. The lock is ``flock`` on the folder
+    itself: no file is added to the export, and the kernel releases it when
+    the process ends, however it ends. Where the filesystem has no such
+    locks (some network mounts), builds run unguarded, as before. Raises
+    :class:`ExportError` for a folder that is not an earlier build (nothing
+    is made then).
+    """
+    outdir = Path(outdir)
+    _check_replaceable(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(outdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ExportError(outdir, f"cannot write the new build: {_os_reason(exc)}; "
+                          "the previous build is unchanged") from None
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    held = _locks.get(key)
+    if held is not None:
+        os.close(fd)
+        held[1] += 1
+        try:
+            yield
+        finally:
+            held[1] -= 1
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ExportError(outdir, "another `feedsvc build` is writing it (a `--watch` runs "
+                          "until stopped); the previous build is unchanged") from None
+    except OSError:
+        pass  # no locks on this filesystem: unguarded, as builds always were
+    _locks[key] = [fd, 1]
+    try:
+        yield
+    finally:
+        held = _locks[key]
+        held[1] -= 1
+        if held[1] == 0:
+            del _locks[key]
+            os.close(fd)
+
+
+def _build_site(app: Flask, outdir: Path, base_url: str | None, progress: Progress | None,
+                processes: int | None, files_as_recorded: bool | Callable[[], bool],
+                ) -> BuildSummary:
+    started = time.perf_counter()
+    settings = app.config["FEEDSVC"]
+    base = _public_url(settings, base_url, outdir)
     _check_replaceable(outdir)
     publisher: Publisher = app.extensions["feedsvc"]
     # Every entry appears in several feeds (site, topics, author; archives):

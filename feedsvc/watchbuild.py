@@ -33,7 +33,13 @@ from typing import TYPE_CHECKING
 
 from . import watch
 from .errors import FeedsvcError
-from .export import BuildSummary, build_site, files_checked_meanwhile, valid_until
+from .export import (
+    BuildSummary,
+    build_lock,
+    build_site,
+    files_checked_meanwhile,
+    valid_until,
+)
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -96,7 +102,8 @@ class WatchedBuild:
     def run(self, files_as_recorded: bool = False) -> None:
         """Build now, then after every change, until :meth:`stop`."""
         try:
-            self._loop(files_as_recorded)
+            with build_lock(self.outdir):  # no other build writes the folder meanwhile
+                self._loop(files_as_recorded)
         finally:
             if self.watcher is not None:
                 self.watcher.stop(wait=5.0)

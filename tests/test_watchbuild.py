@@ -295,3 +295,31 @@ def test_a_first_build_that_fails_ends_the_command_with_its_error(
     assert len(said) == 1 and "holds no earlier build" in said[0], done.stderr
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_one_build_at_a_time_writes_a_folder(make_app: Callable[..., Flask],
+                                             articles_dir: Path, tmp_path: Path) -> None:
+    """While a watch holds the folder, a one-shot build by hand (with another feed size:
+    every feed to write again) is refused with the reason and writes nothing; once
+    the watch stops, the same command builds."""
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update(FEEDSVC_LEDGER_PATH=str(tmp_path / "ledger.sqlite3"), FEEDSVC_BASE_URL=BASE_URL,
+               FEEDSVC_FEED_SIZE="5")
+    command = [sys.executable, "-m", "feedsvc.cli", "build", str(out), "--folder",
+               str(articles_dir)]
+    with _watching(app, out):
+        before = _tree(out)
+        # The watch's own builds take the lock again inside it (re-entrant).
+        assert build_site(app, out).changed == 0
+        refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                                 timeout=120)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "another `feedsvc build` is writing it" in refused.stderr
+        assert _tree(out) == before and not list(out.glob(".feedsvc-staging-*"))
+    app.extensions["feedsvc"].close()  # the writer lease too: the command syncs now
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "feed.atom").read_text().count("<entry>") == 5
