@@ -292,13 +292,16 @@ def _build_watching(args: argparse.Namespace, overrides: dict[str, object],
         app = create_app(overrides, sync=not check.synced)
     publisher = app.extensions["feedsvc"]
 
+    bar = Progress("build")
+    after = {"start": "", "change": " (after a change)", "time": " (an article fell due)",
+             "repair": " (files changed by hand were rewritten)"}
+
     def report(built: Rebuilt) -> None:
-        after = "" if built.reason == "start" else (
-            " (after a change)" if built.reason == "change" else " (an article fell due)")
-        _print_built(built.summary, after)
+        bar.close()  # the first build's bar ends before its line
+        _print_built(built.summary, after.get(built.reason, ""))
 
     watched = WatchedBuild(app, args.outdir, rescan_seconds=configured.reload_interval or 5.0,
-                           inotify=configured.inotify, on_build=report)
+                           inotify=configured.inotify, on_build=report, progress=bar)
     previous = {sig: signal.signal(sig, lambda *_: watched.stop())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"watching {configured.articles_dir}; rebuilding {args.outdir} after every change "
@@ -306,6 +309,7 @@ def _build_watching(args: argparse.Namespace, overrides: dict[str, object],
     try:
         watched.run(files_as_recorded=check.files_as_recorded)
     finally:
+        bar.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         publisher.close()

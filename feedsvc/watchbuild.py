@@ -75,8 +75,12 @@ class WatchedBuild:
 
     def __init__(self, app: Flask, outdir: str | Path, *, rescan_seconds: float,
                  on_build: Callable[[Rebuilt], None], base_url: str | None = None,
-                 inotify: bool = True, follow_seconds: float = FOLLOW_SECONDS) -> None:
+                 inotify: bool = True, follow_seconds: float = FOLLOW_SECONDS,
+                 progress: Callable[[int, int, str], None] | None = None) -> None:
         self.app = app
+        #: Told the first build's progress (a first build of 10,000 articles takes a
+        #: minute); the rebuilds after a change take a second or less.
+        self.progress = progress
         self.publisher: Publisher = app.extensions["feedsvc"]
         self.outdir = Path(outdir)
         self.base_url = base_url
@@ -192,6 +196,7 @@ class WatchedBuild:
         fragments.max_bytes = max(fragments.max_bytes, 1 << 40)
         try:
             summary = build_site(self.app, self.outdir, self.base_url,
+                                 progress=self.progress if reason == "start" else None,
                                  files_as_recorded=self._trusted)
         except (FeedsvcError, OSError) as exc:
             if raising:
