@@ -299,13 +299,14 @@ def _build_watching(args: argparse.Namespace, overrides: dict[str, object],
     def report(built: Rebuilt) -> None:
         bar.close()  # the first build's bar ends before its line
         _print_built(built.summary, after.get(built.reason, ""))
+        if built.reason == "start":
+            print(f"watching {configured.articles_dir}; rebuilding {args.outdir} after every "
+                  "change (Ctrl-C stops)", flush=True)
 
     watched = WatchedBuild(app, args.outdir, rescan_seconds=configured.reload_interval or 5.0,
                            inotify=configured.inotify, on_build=report, progress=bar)
     previous = {sig: signal.signal(sig, lambda *_: watched.stop())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
-    print(f"watching {configured.articles_dir}; rebuilding {args.outdir} after every change "
-          "(Ctrl-C stops)", flush=True)
     try:
         watched.run(files_as_recorded=check.files_as_recorded)
     finally:
