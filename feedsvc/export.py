@@ -54,7 +54,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import urls
 from .errors import FeedsvcError
@@ -963,11 +963,8 @@ class _Lines:
     @staticmethod
     def of(outdir: Path) -> _Lines:
         """The lines of the build this process last wrote into ``outdir``, if it did."""
-        path = os.fspath(outdir / MANIFEST)
-        remembered = _written.get(path)
-        if remembered is not None and remembered[0] == _file_identity(path):
-            return remembered[3]
-        return _Lines(keep=False)
+        remembered = _remembered(outdir)
+        return remembered.lines if remembered is not None else _Lines(keep=False)
 
     def manifest(self, manifest: dict) -> str:
         if not self.keep:
@@ -1006,7 +1003,24 @@ def _reused(cache: dict[str, tuple[list, str]], files: dict[str, list],
 #: (:func:`_stat_list`, if made) and its lines: a process that builds again
 #: (``feedsvc build --watch``) need not read and parse 10 MB of JSON that it
 #: wrote itself (0.1 s at 10,000 articles).
-_written: dict[str, tuple[tuple[int, int, int], dict, str | None, _Lines]] = {}
+_written: dict[str, _Written] = {}
+
+
+class _Written(NamedTuple):
+    identity: tuple[int, int, int]  # the manifest file's inode, size and mtime_ns
+    manifest: dict
+    listing: str | None
+    lines: _Lines
+
+
+def _remembered(outdir: Path) -> _Written | None:
+    """What this process remembers of the manifest in ``outdir``, if it is still the file
+    it wrote (another writer replaces the file: a new inode)."""
+    path = os.fspath(outdir / MANIFEST)
+    remembered = _written.get(path)
+    if remembered is None or remembered.identity != _file_identity(path):
+        return None
+    return remembered
 
 
 def _file_identity(path: str) -> tuple[int, int, int] | None:
@@ -1024,10 +1038,9 @@ def _load_manifest(outdir: Path) -> dict | None:
     that one (same inode, size and mtime); any other writer replaces the file,
     and then it is read.
     """
-    path = os.fspath(outdir / MANIFEST)
-    remembered = _written.get(path)
-    if remembered is not None and remembered[0] == _file_identity(path):
-        return remembered[1]
+    remembered = _remembered(outdir)
+    if remembered is not None:
+        return remembered.manifest
     try:
         data = json.loads((outdir / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -1045,7 +1058,7 @@ def _remember_manifest(outdir: Path, manifest: dict, listing: str | None,
     _written.clear()
     if identity is not None:
         lines.keep = True  # a second build here: keep the lines from then on
-        _written[path] = (identity, manifest, listing, lines)
+        _written[path] = _Written(identity, manifest, listing, lines)
 
 
 def files_checked_meanwhile(outdir: str | os.PathLike[str]) -> Callable[[], bool] | None:
@@ -1059,15 +1072,14 @@ def files_checked_meanwhile(outdir: str | os.PathLike[str]) -> Callable[[], bool
     10,000 articles run on another core while the build lists and signs its
     documents.
     """
-    path = os.fspath(Path(outdir) / MANIFEST)
-    remembered = _written.get(path)
-    if remembered is None or remembered[0] != _file_identity(path):
+    remembered = _remembered(Path(outdir))
+    if remembered is None:
         return None
-    identity, manifest, listing, lines = remembered
-    if listing is None:  # no marker listing (a PostgreSQL store): made once, here
-        listing = _stat_list(manifest["files"])
-        _written[path] = (identity, manifest, listing, lines)
-    return _as_recorded_meanwhile(Path(outdir), listing)
+    if remembered.listing is None:  # no marker listing (a PostgreSQL store): made once, here
+        remembered = remembered._replace(listing=_stat_list(remembered.manifest["files"]))
+        _written[os.fspath(Path(outdir) / MANIFEST)] = remembered
+    assert remembered.listing is not None
+    return _as_recorded_meanwhile(Path(outdir), remembered.listing)
 
 
 def _disk_files(outdir: Path) -> set[str]:
@@ -1176,10 +1188,10 @@ def _commit(staging: Path, outdir: Path, staged: dict[str, str], removed: list[s
                 continue
             source.rename(aside / str(number))
             done.append(("remove", name, str(number)))
-        earlier = _written.get(os.fspath(outdir / MANIFEST))
-        if earlier is not None and earlier[1]["files"].keys() == files.keys():
+        earlier = _remembered(outdir)
+        if earlier is not None and earlier.manifest["files"].keys() == files.keys():
             # The same files as the build before (an edit): in its order, not sorted again.
-            manifest["files"] = {name: files[name] for name in earlier[1]["files"]}
+            manifest["files"] = {name: files[name] for name in earlier.manifest["files"]}
         else:
             manifest["files"] = dict(sorted(files.items()))
         if (outdir / MANIFEST).is_file():
