@@ -239,6 +239,16 @@ def build_site(app: Flask, outdir: str | os.PathLike[str], base_url: str | None 
         return _build_site(app, outdir, base_url, progress, processes, files_as_recorded)
 
 
+def keep_every_fragment(publisher: Publisher) -> tuple[int, int]:
+    """Raise the fragment cache's bounds to hold every entry's four fragments (Atom, RSS,
+    JSON Feed, the previews' list item); the bounds as they were."""
+    fragments = publisher.fragments
+    bounds = fragments.max_entries, fragments.max_bytes
+    fragments.max_entries = max(fragments.max_entries, 4 * len(publisher.collection.entries) + 64)
+    fragments.max_bytes = max(fragments.max_bytes, 1 << 40)
+    return bounds
+
+
 def _public_url(settings: Settings, base_url: str | None, outdir: Path) -> str:
     """The base URL the build's links use, or the ExportError saying why there is none."""
     if settings.base_url and base_url and base_url.rstrip("/") != settings.base_url:
@@ -323,9 +333,7 @@ def _build_site(app: Flask, outdir: Path, base_url: str | None, progress: Progre
     # 57,820 fragments were rendered for 20,000 (a fifth of the build's time).
     # Both bounds come back afterwards; the next fragment made evicts down to them.
     fragments = publisher.fragments
-    bounds = fragments.max_entries, fragments.max_bytes
-    fragments.max_entries = max(fragments.max_entries, 4 * len(publisher.collection.entries) + 64)
-    fragments.max_bytes = max(fragments.max_bytes, 1 << 40)
+    bounds = keep_every_fragment(publisher)
     version = publisher.version
     seq = publisher.view.state.seq
     until = valid_until(publisher)
