@@ -371,6 +371,7 @@ def _serve(args: argparse.Namespace) -> int:
     require_host_policy(settings)
     if not settings.articles_dir.is_dir():
         raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder")
+    _open_once(settings)
 
     class _Server(BaseApplication):  # gunicorn's documented way to embed it
         def load_config(self) -> None:
@@ -391,6 +392,23 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_once(settings: Settings) -> None:
+    """What each worker opens first (the topics file, the store), opened and closed here.
+
+    A worker that fails to boot gives a traceback and gunicorn's "Worker failed
+    to boot"; checked before the fork, the same fault is one line and status 2,
+    and nothing was bound. Nothing stays open across the fork.
+    """
+    from .identity import id_authority
+    from .store import open_store
+    from .topics import load_topic_catalog
+
+    load_topic_catalog(settings.topics_file)
+    url = settings.database_url
+    where = url if url is not None and url.dialect == "postgresql" else ledger_path(settings)
+    open_store(where, id_authority(settings.base_url)).close()
+
+
 def gunicorn_worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's hook signature
     """A worker stops cleanly: close its ledger, so the WAL is checkpointed into the file."""
     from .web import shutdown
@@ -400,6 +418,28 @@ def gunicorn_worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's h
         shutdown(app)
 
 
+def _port(text: str) -> int:
+    """``--port``: a TCP port gunicorn can bind (0 would bind a random one, never shown)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
+def _workers(text: str) -> int:
+    """``--workers``: at least one (gunicorn with none listens and answers nothing)."""
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {workers}")
+    return workers
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="feedsvc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -407,8 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("folder", nargs="?", help="articles folder (default: FEEDSVC_ARTICLES_DIR "
                        "or ./articles)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--port", type=_port, default=8000)
+    serve.add_argument("--workers", type=_workers, default=1)
     serve.set_defaults(run=_serve)
     check = sub.add_parser("check", help="report, per file, whether it is published and why not")
     check.add_argument("folder", nargs="?", help="articles folder (default as for serve)")

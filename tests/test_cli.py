@@ -185,3 +185,56 @@ def test_check_judges_duplicates_by_the_service_ledger(tmp_path: Path, articles_
     out = capsys.readouterr().out
     assert "DUPLICATE  aa-copy.txt: duplicate of zz-original.txt; not published" in out
     assert ledger.read_bytes() == before, "check never writes the service's ledger"
+
+
+def _clean_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update(settings, PYTHONPATH=str(ROOT))
+    return env
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--port", "70000"], "argument --port: expected a port from 1 to 65535, got 70000"),
+    (["--port", "-1"], "argument --port: expected a port from 1 to 65535, got -1"),
+    (["--port", "0"], "argument --port: expected a port from 1 to 65535, got 0"),
+    (["--port", "http"], "argument --port: expected a whole number, got 'http'"),
+    (["--workers", "0"], "argument --workers: expected 1 or more, got 0"),
+    (["--workers", "-3"], "argument --workers: expected 1 or more, got -3"),
+])
+def test_serve_refuses_a_bad_port_or_worker_count(tmp_path: Path, articles_dir: Path,
+                                                  option: list[str], message: str) -> None:
+    """Once a traceback from gunicorn's bind, or a master with no worker answering."""
+    done = _feedsvc(_clean_env(FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db")),
+                    "serve", str(articles_dir), *option)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and "Starting gunicorn" not in done.stderr
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("ledger", "file is not a database"),
+    ("folder", "cannot create its folder"),
+    ("topics", "FEEDSVC_TOPICS_FILE"),
+])
+def test_serve_reports_a_bad_store_or_topics_file_before_starting(
+        tmp_path: Path, articles_dir: Path, setting: str, message: str) -> None:
+    """Faults every worker would meet at boot are one line and status 2, before any fork."""
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not a ledger\n" * 100)
+    env = _clean_env(FEEDSVC_LEDGER_PATH=str(tmp_path / "ok" / "l.db"))
+    if setting == "ledger":
+        env["FEEDSVC_LEDGER_PATH"] = str(junk)
+    elif setting == "folder":
+        env["FEEDSVC_LEDGER_PATH"] = str(junk / "ledger.sqlite3")
+    else:
+        topics = tmp_path / "topics.toml"
+        topics.write_text("[topics.eu\n")
+        env["FEEDSVC_TOPICS_FILE"] = str(topics)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = _feedsvc(env, "serve", str(articles_dir), "--port", str(port))
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and "Starting gunicorn" not in done.stderr
+    assert junk.read_bytes() == b"not a ledger\n" * 100
