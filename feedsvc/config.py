@@ -66,16 +66,47 @@ def _to_text(name: str, value: Any, base: Path) -> str:
     return value.strip()
 
 
+#: A host name as a URL may hold it (ASCII; an IDN in its xn-- form), or an IP address.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+_URL_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def _url_fault(url: str) -> str | None:
+    """What is wrong with ``url`` as an absolute http(s) URL, or None.
+
+    urlsplit accepts a port of 99999 or "https" and a host with a space; they
+    failed later, as a traceback where the port or the id authority was used.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Port out of range", "Invalid IPv6 URL", ...
+        if "port" in str(exc).lower():
+            return f"port must be a number from 1 to 65535, got {url!r}"
+        return f"expected an absolute http(s) URL such as https://example.org, got {url!r}"
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        return f"expected an absolute http(s) URL such as https://example.org, got {url!r}"
+    if port == 0:
+        return f"port must be a number from 1 to 65535, got {url!r}"
+    if ":" not in host and not _URL_HOST.fullmatch(host):  # ":" only in an IPv6 literal
+        return (f"{host!r} is not a host name (ASCII letters, digits, '-' and '.'; an "
+                f"international name in its xn-- form) in {url!r}")
+    return None
+
+
 def _to_url(name: str, value: Any, base: Path) -> str:
     text = _to_text(name, value, base)
+    fault = _url_fault(text)
+    if fault:
+        raise ConfigError(_env_name(name), fault)
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            _env_name(name),
-            f"expected an absolute http(s) URL such as https://example.org, got {text!r}",
-        )
     if parts.query or parts.fragment:
         raise ConfigError(_env_name(name), f"must not have a query or fragment: {text!r}")
+    if parts.username is not None or parts.password is not None:
+        # Feeds and pages show this URL to every reader.
+        raise ConfigError(_env_name(name), "must not hold a user name or password: it is "
+                          "shown in every feed")
     return text.rstrip("/")
 
 
@@ -182,10 +213,9 @@ def _to_purgers(name: str, value: Any, base: Path) -> tuple[tuple[str, str], ...
         if not sep or kind not in PURGER_KINDS:
             raise ConfigError(_env_name(name), f"expected <kind>:<url> with kind one of "
                               f"{', '.join(PURGER_KINDS)}, got {item!r}")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(_env_name(name), f"{kind}: expected an absolute http(s) URL, "
-                              f"got {url!r}")
+        fault = _url_fault(url)
+        if fault:
+            raise ConfigError(_env_name(name), f"{kind}: {fault}")
         out.append((kind, url.rstrip("/")))
     return tuple(out)
 
@@ -307,7 +337,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError("FEEDSVC_CONFIG", f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError("FEEDSVC_CONFIG", f"cannot read {path}: {exc.strerror}") from None
-    data = data.get("feedsvc", data) if isinstance(data.get("feedsvc"), dict) else data
+    if isinstance(data.get("feedsvc"), dict):
+        outside = sorted(set(data) - {"feedsvc"})
+        if outside:  # read from the table alone, they would be silently ignored
+            raise ConfigError("FEEDSVC_CONFIG", f"{path}: {', '.join(outside)} outside the "
+                              "[feedsvc] table; put every setting in it, or drop the table")
+        data = data["feedsvc"]
     unknown = sorted(set(data) - set(_CONVERTERS))
     if unknown:
         raise ConfigError(
@@ -333,28 +368,37 @@ def load_settings(
     overrides = dict(overrides or {})
     raw: dict[str, tuple[Any, Path]] = {}
 
+    _refuse_unknown_variables(environ)
+    # name -> (value, folder relative paths start from, the TOML file it came from)
+    raw: dict[str, tuple[Any, Path, Path | None]] = {}
     config_file = overrides.pop("config", None) or environ.get("FEEDSVC_CONFIG")
     if config_file:
         config_path = _to_path("config", config_file, cwd)
         for key, value in _read_toml(config_path).items():
-            raw[key] = (value, config_path.parent)
+            raw[key] = (value, config_path.parent, config_path)
     for name in _CONVERTERS:
         if _env_name(name) in environ:
-            raw[name] = (environ[_env_name(name)], cwd)
+            raw[name] = (environ[_env_name(name)], cwd, None)
     for name, value in overrides.items():
         if name not in _CONVERTERS:
             raise ConfigError(name, f"unknown setting; known: {', '.join(sorted(_CONVERTERS))}")
-        raw[name] = (value, cwd)
+        raw[name] = (value, cwd, None)
 
     values: dict[str, Any] = {}
-    for name, (value, base) in raw.items():
+    for name, (value, base, origin) in raw.items():
         if value is None:
             continue
         if isinstance(value, str) and not value.strip() and name in (
             "base_url", "websub_hubs", "trusted_hosts", "purge", "stats_allow"
         ):
             continue  # an empty variable means "not set", as shells and compose files use it
-        values[name] = _CONVERTERS[name](name, value, base)
+        try:
+            values[name] = _CONVERTERS[name](name, value, base)
+        except ConfigError as exc:
+            if origin is None:
+                raise
+            # The operator wrote ``feed_size`` in the file, not FEEDSVC_FEED_SIZE.
+            raise ConfigError(exc.setting, f"{exc.reason} ({name} in {origin})") from None
     defaults = Settings(articles_dir=cwd / "articles")
     settings = replace(defaults, **values)
     settings = _one_database(settings)
@@ -381,6 +425,28 @@ def load_settings(
             f"FEEDSVC_HUB_LEASE_MAX_SECONDS ({settings.hub_lease_max_seconds})",
         )
     return settings
+
+
+#: FEEDSVC_* variables that are no setting of the app: the TOML file's name, and what
+#: deploy/gunicorn.conf.py reads (FEEDSVC_PRELOAD it sets for its workers).
+OTHER_VARIABLES = frozenset({
+    "FEEDSVC_CONFIG", "FEEDSVC_PRELOAD", "FEEDSVC_BIND", "FEEDSVC_WORKERS",
+    "FEEDSVC_MAX_WORKERS", "FEEDSVC_THREADS", "FEEDSVC_TIMEOUT", "FEEDSVC_ACCESS_LOG",
+    "FEEDSVC_LOG_LEVEL",
+})
+
+
+def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A misspelt variable (FEEDSVC_FEED_SZE) is refused, as an unknown TOML key is:
+    ignored, the service would run on the default without a word."""
+    known = {_env_name(name) for name in _CONVERTERS} | OTHER_VARIABLES
+    unknown = sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]}?" if close else "README \"Configuration\" lists them"
+        raise ConfigError(unknown[0], f"unknown setting; {hint}")
 
 
 def _one_database(settings: Settings) -> Settings:

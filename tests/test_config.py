@@ -54,6 +54,16 @@ def test_feedsvc_table_in_toml(tmp_path: Path) -> None:
     ("FEEDSVC_LANGUAGE", "en gb", "language tag"),
     ("FEEDSVC_WEBSUB_HUBS", "ftp://hub", "absolute http"),
     ("FEEDSVC_CONFIG", "/nonexistent/feedsvc.toml", "no such file"),
+    ("FEEDSVC_BASE_URL", "https://x.org:99999", "port must be a number from 1 to 65535"),
+    ("FEEDSVC_BASE_URL", "https://x.org:https", "port must be a number from 1 to 65535"),
+    ("FEEDSVC_BASE_URL", "https://x .org", "not a host name"),
+    ("FEEDSVC_BASE_URL", "https://bücher.example", "not a host name"),
+    ("FEEDSVC_BASE_URL", "https://editor:secret@x.org", "user name or password"),
+    ("FEEDSVC_WEBSUB_HUBS", "https://hub.example:0", "port must be a number"),
+    ("FEEDSVC_PURGE", "nginx:http://127.0.0.1:99999", "nginx: port must be a number"),
+    ("FEEDSVC_PURGE", "varnish:http://cache .local:6081", "varnish: 'cache .local' is not a host"),
+    ("FEEDSVC_FEED_SZE", "20", "unknown setting; did you mean FEEDSVC_FEED_SIZE?"),
+    ("FEEDSVC_BASEURL", "https://x.org", "did you mean FEEDSVC_BASE_URL?"),
 ])
 def test_invalid_values_name_the_setting(variable: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -70,6 +80,43 @@ def test_bad_toml(tmp_path: Path) -> None:
     config.write_text("feed_sise = 3\n")
     with pytest.raises(ConfigError, match="unknown setting.*feed_sise"):
         load_settings(environ={"FEEDSVC_CONFIG": str(config)})
+
+
+def test_variables_of_gunicorn_conf_are_not_unknown() -> None:
+    """deploy/gunicorn.conf.py reads these; the app must not refuse them."""
+    settings = load_settings(environ={"FEEDSVC_WORKERS": "3", "FEEDSVC_BIND": "0.0.0.0:80",
+                                      "FEEDSVC_THREADS": "2", "FEEDSVC_MAX_WORKERS": "4",
+                                      "FEEDSVC_TIMEOUT": "30", "FEEDSVC_ACCESS_LOG": "-",
+                                      "FEEDSVC_LOG_LEVEL": "info", "FEEDSVC_PRELOAD": "1",
+                                      "FEEDSVC_BASE_URL": "https://x.org:8443/news/"})
+    assert settings.base_url == "https://x.org:8443/news"
+    hosts = load_settings(environ={"FEEDSVC_WEBSUB_HUBS": "http://[::1]:8080/hub",
+                                   "FEEDSVC_BASE_URL": "http://127.0.0.1:8000"})
+    assert hosts.websub_hubs == ("http://[::1]:8080/hub",)
+    purge = load_settings(environ={"FEEDSVC_PURGE": "webhook:https://u:token@hooks.example/p,"
+                                                    "varnish:http://my_varnish:6081"})
+    assert purge.purge == (("webhook", "https://u:token@hooks.example/p"),
+                           ("varnish", "http://my_varnish:6081"))
+
+
+def test_a_value_from_the_toml_file_is_named_as_it_is_written_there(tmp_path: Path) -> None:
+    config = tmp_path / "feedsvc.toml"
+    config.write_text('[feedsvc]\nfeed_size = "lots"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"FEEDSVC_CONFIG": str(config)})
+    assert info.value.setting == "FEEDSVC_FEED_SIZE"
+    assert str(info.value) == (f"FEEDSVC_FEED_SIZE: expected a whole number, got 'lots' "
+                               f"(feed_size in {config})")
+
+
+def test_keys_beside_the_feedsvc_table_are_refused(tmp_path: Path) -> None:
+    """With a [feedsvc] table, a key outside it was silently ignored."""
+    config = tmp_path / "feedsvc.toml"
+    config.write_text('feed_size = 10\n[feedsvc]\nsite_title = "News"\n[server]\nport = 1\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"FEEDSVC_CONFIG": str(config)})
+    assert info.value.setting == "FEEDSVC_CONFIG"
+    assert f"{config}: feed_size, server outside the [feedsvc] table" in str(info.value)
 
 
 def test_gunicorn_refuses_to_start_on_an_invalid_setting(tmp_path: Path) -> None:
