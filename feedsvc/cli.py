@@ -120,13 +120,32 @@ def _backup(args: argparse.Namespace) -> int:
     from .ledger import backup
 
     settings = load_settings({})
+    dest = Path(args.file)
+    _check_destination(dest)
     if settings.database_url is not None and settings.database_url.dialect == "postgresql":
-        return _backup_postgres(settings.database_url, Path(args.file))
+        return _backup_postgres(settings.database_url, dest)
     source = ledger_path(settings)
-    copy = backup(source, Path(args.file))
+    if dest.exists() and source.exists() and dest.samefile(source):
+        # The copy would be renamed over the live file, under a running service's feet.
+        raise FeedsvcError(f"{dest} is the ledger itself: name a back-up file elsewhere")
+    copy = backup(source, dest)
     print(f"backed up {source} to {copy.path}: {copy.articles} articles, "
           f"{copy.versions} feed versions, schema {copy.schema}; integrity ok")
     return 0
+
+
+def _check_destination(dest: Path) -> None:
+    """The back-up FILE's folder must exist and take a new file: otherwise SQLite's "unable
+    to open database file" came out as a fault of the ledger, not of FILE."""
+    import os
+
+    folder = dest.parent
+    if dest.is_dir():
+        raise FeedsvcError(f"{dest} is a folder: name the back-up file to write")
+    if not folder.is_dir():
+        raise FeedsvcError(f"{dest}: no folder {folder} to write the back-up in")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FeedsvcError(f"{dest}: cannot write in {folder}: permission denied")
 
 
 def _backup_postgres(url: DatabaseURL, dest: Path) -> int:

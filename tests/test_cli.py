@@ -238,3 +238,50 @@ def test_serve_reports_a_bad_store_or_topics_file_before_starting(
     assert message in done.stderr
     assert "Traceback" not in done.stderr and "Starting gunicorn" not in done.stderr
     assert junk.read_bytes() == b"not a ledger\n" * 100
+
+
+def _stamped_ledger(tmp_path: Path, articles_dir: Path, make_app, monkeypatch) -> Path:
+    """The ledger a service made over the folder, named by FEEDSVC_LEDGER_PATH."""
+    for name in [n for n in os.environ if n.startswith("FEEDSVC_")]:
+        monkeypatch.delenv(name)
+    make_app(articles_dir).extensions["feedsvc"].close()
+    ledger = tmp_path / "ledger.sqlite3"
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(ledger))
+    return ledger
+
+
+def _backup_into(dest: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["backup", dest])
+    return code, err.getvalue()
+
+
+def test_backup_names_the_back_up_file_when_it_cannot_be_written(
+        tmp_path: Path, world_dir: Path, articles_dir: Path, make_app, monkeypatch) -> None:
+    """It blamed the ledger ("cannot open the ledger file: its folder must exist")."""
+    from tests.unprivileged import run_unprivileged
+
+    ledger = _stamped_ledger(tmp_path, articles_dir, make_app, monkeypatch)
+    before = ledger.read_bytes()
+    assert _backup_into(str(tmp_path / "no-such-folder" / "copy.db")) == (
+        2, f"feedsvc: {tmp_path / 'no-such-folder' / 'copy.db'}: no folder "
+           f"{tmp_path / 'no-such-folder'} to write the back-up in\n")
+    (tmp_path / "backups").mkdir()
+    assert _backup_into(str(tmp_path / "backups")) == (
+        2, f"feedsvc: {tmp_path / 'backups'} is a folder: name the back-up file to write\n")
+    # The ledger itself: renamed over, a running service would write into a deleted file.
+    assert _backup_into(str(ledger)) == (
+        2, f"feedsvc: {ledger} is the ledger itself: name a back-up file elsewhere\n")
+    assert ledger.read_bytes() == before
+    # A folder the operator may not write in (as nobody when the tests run as root).
+    readonly = world_dir / "readonly"
+    readonly.mkdir(mode=0o755)
+    code, err = run_unprivileged(_backup_into, str(readonly / "copy.db"))
+    assert (code, err) == (2, f"feedsvc: {readonly / 'copy.db'}: cannot write in {readonly}: "
+                              "permission denied\n")
+    code, err = _backup_into(str(tmp_path / "backups" / "copy.db"))
+    assert code == 0 and err == ""
