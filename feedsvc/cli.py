@@ -258,6 +258,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.base_url:
         overrides["base_url"] = args.base_url  # also the authority of new ids, as when serving
     settings = load_settings(overrides)
+    _check_build_folders(settings, Path(args.outdir))
     check = UnchangedCheck(None)
     shortcut = ""
     url = settings.database_url
@@ -285,6 +286,25 @@ def _build(args: argparse.Namespace) -> int:
             publisher.close()
     _print_built(summary, shortcut)
     return 0
+
+
+def _check_build_folders(settings: Settings, outdir: Path) -> None:
+    """What stops a build, found before the folder is synced and the articles loaded."""
+    articles = settings.articles_dir
+    if not articles.is_dir():
+        raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{articles} is not a folder that exists")
+    if settings.base_url is None:
+        raise FeedsvcError(f"{outdir}: a static site needs its public URL: give --base-url "
+                           "or set FEEDSVC_BASE_URL")
+    out, articles = outdir.resolve(), articles.resolve()
+    if out.is_relative_to(articles):
+        # The next scan would read every built page and feed as an article.
+        raise FeedsvcError(f"{outdir} is inside the articles folder {articles}: the built "
+                           "files would be read as articles; build into a folder outside it")
+    if articles.is_relative_to(out):
+        raise FeedsvcError(f"the articles folder {articles} is inside {outdir}: every article "
+                           "file, drafts too, would be published with the build; build into "
+                           "a folder outside it")
 
 
 def _print_built(summary: BuildSummary, shortcut: str = "") -> None:

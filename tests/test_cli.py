@@ -285,3 +285,44 @@ def test_backup_names_the_back_up_file_when_it_cannot_be_written(
                               "permission denied\n")
     code, err = _backup_into(str(tmp_path / "backups" / "copy.db"))
     assert code == 0 and err == ""
+
+
+def test_build_refuses_an_outdir_inside_the_articles_folder_or_around_it(
+        tmp_path: Path, articles_dir: Path) -> None:
+    """Built into the articles folder, the next scan read 327 built files as articles."""
+    env = _clean_env(FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db"),
+                     FEEDSVC_BASE_URL="https://news.example.org")
+    inside = articles_dir / "site"
+    done = _feedsvc(env, "build", str(inside), "--folder", str(articles_dir))
+    assert done.returncode == 2, done.stderr
+    assert (f"feedsvc: {inside} is inside the articles folder {articles_dir}: the built files "
+            "would be read as articles" in done.stderr)
+    assert not inside.exists() and not (tmp_path / "l.db").exists()
+    around = tmp_path / "site"
+    (around / "posts").mkdir(parents=True)
+    (around / "posts" / "a.txt").write_text("Title\n\nBy Ann\n\nText.\n")
+    done = _feedsvc(env, "build", str(around), "--folder", str(around / "posts"))
+    assert done.returncode == 2, done.stderr
+    assert (f"feedsvc: the articles folder {around / 'posts'} is inside {around}: every "
+            "article file, drafts too, would be published" in done.stderr)
+    assert sorted(p.name for p in around.iterdir()) == ["posts"]
+
+
+@pytest.mark.parametrize("fault", ["no folder", "no base URL"])
+def test_build_stops_before_syncing_without_a_folder_or_a_base_url(
+        tmp_path: Path, articles_dir: Path, fault: str) -> None:
+    """Both used to come after 'syncing ...: done' and 'loading ...', the store written."""
+    env = _clean_env(FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db"),
+                     FEEDSVC_BASE_URL="https://news.example.org")
+    folder = articles_dir
+    if fault == "no folder":
+        folder = tmp_path / "typo"
+        message = f"feedsvc: configuration error: FEEDSVC_ARTICLES_DIR: {folder} is not a folder"
+    else:
+        del env["FEEDSVC_BASE_URL"]
+        message = (f"feedsvc: {tmp_path / 'out'}: a static site needs its public URL: "
+                   "give --base-url or set FEEDSVC_BASE_URL")
+    done = _feedsvc(env, "build", str(tmp_path / "out"), "--folder", str(folder))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message), done.stderr
+    assert not (tmp_path / "l.db").exists() and not (tmp_path / "out").exists()
