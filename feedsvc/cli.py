@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -207,6 +207,20 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _reading(where: object) -> Iterator[None]:
+    """A database error of ``stats`` or ``hub list`` as one line naming the store (they
+    read its tables directly: a corrupt file or a PostgreSQL down was a traceback)."""
+    import psycopg
+
+    from .errors import LedgerError
+
+    try:
+        yield
+    except (sqlite3.Error, psycopg.Error) as exc:
+        raise LedgerError(str(where), f"cannot read it: {exc}") from exc
+
+
 def _hub_list(args: argparse.Namespace) -> int:
     """The built-in hub's subscriptions: topic, callback host, lease end, last delivery."""
     import time
@@ -218,14 +232,15 @@ def _hub_list(args: argparse.Namespace) -> int:
 
     settings = load_settings({})
     path = ledger_path(settings)
-    if not getattr(settings, "database_url", None) and not path.exists():
+    if not getattr(settings, "database_url", None) and not path.is_file():
         print(f"feedsvc: no ledger at {path}: the hub has no subscriptions", file=sys.stderr)
         return 1
     db = open_database(state_database_url(settings, path))
     try:
-        store = HubStore(db)
-        subs = store.subscriptions()
-        pending = store.pending_deliveries()
+        with _reading(settings.database_url or path):
+            store = HubStore(db)
+            subs = store.subscriptions()
+            pending = store.pending_deliveries()
     finally:
         db.close()
     now = time.time()
@@ -384,7 +399,8 @@ def _stats(args: argparse.Namespace) -> int:
         return 2
     db = audience_database(settings, path)
     try:
-        counts = AudienceStore(db, settings.audience_window).current(time.time())
+        with _reading(settings.database_url or path):
+            counts = AudienceStore(db, settings.audience_window).current(time.time())
     finally:
         db.close()
     print(stats_table(counts))

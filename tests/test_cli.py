@@ -326,3 +326,20 @@ def test_build_stops_before_syncing_without_a_folder_or_a_base_url(
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(message), done.stderr
     assert not (tmp_path / "l.db").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["stats"], ["hub", "list"]])
+def test_stats_and_hub_list_report_a_corrupt_ledger_in_one_line(
+        tmp_path: Path, monkeypatch, capsys, command: list[str]) -> None:
+    """They read the store's tables directly: a corrupt file was a sqlite3 traceback."""
+    for name in [n for n in os.environ if n.startswith("FEEDSVC_")]:
+        monkeypatch.delenv(name)
+    junk = tmp_path / "ledger.sqlite3"
+    junk.write_bytes(b"not a ledger\n" * 100)
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(junk))
+    assert main(command) == 2
+    assert capsys.readouterr().err == (f"feedsvc: ledger {junk}: cannot read it: file is not "
+                                       "a database\n")
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path))  # a folder: no ledger there
+    assert main(command) in (1, 2)
+    assert capsys.readouterr().err.startswith(f"feedsvc: no ledger at {tmp_path}: ")
