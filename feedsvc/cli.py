@@ -189,11 +189,14 @@ def _migrate(args: argparse.Namespace) -> int:
     from .migrate import MigrationError, migrate
     from .sql import DatabaseURL
 
-    try:
-        source, target = DatabaseURL.parse(args.source), DatabaseURL.parse(args.target)
-    except ValueError as exc:
-        print(f"feedsvc: {exc}", file=sys.stderr)
-        return 2
+    urls = []
+    for name, text in (("SOURCE_URL", args.source), ("TARGET_URL", args.target)):
+        try:
+            urls.append(DatabaseURL.parse(text))
+        except ValueError as exc:  # which of the two, without echoing a password
+            print(f"feedsvc: {name}: {exc}", file=sys.stderr)
+            return 2
+    source, target = urls
     try:
         with Progress("migrate") as progress:
             report = migrate(source, target, progress=progress)

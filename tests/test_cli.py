@@ -343,3 +343,19 @@ def test_stats_and_hub_list_report_a_corrupt_ledger_in_one_line(
     monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path))  # a folder: no ledger there
     assert main(command) in (1, 2)
     assert capsys.readouterr().err.startswith(f"feedsvc: no ledger at {tmp_path}: ")
+
+
+@pytest.mark.parametrize(("source", "target", "message"), [
+    ("ledger.db", "sqlite:////tmp/x.db", "feedsvc: SOURCE_URL: unknown database URL scheme ''"),
+    ("sqlite:////tmp/x.db", "postgresql://u:secret@db:99999/feeds",
+     "feedsvc: TARGET_URL: a PostgreSQL URL's port is a number from 1 to 65535, got '99999'"),
+    ("sqlite:////tmp/x.db", "postgresql://u:secret@[db/feeds",
+     "feedsvc: TARGET_URL: not a database URL: Invalid IPv6 URL"),
+])
+def test_migrate_names_the_bad_url(capsys, source: str, target: str, message: str) -> None:
+    """Which of the two URLs is wrong, never with its password; a port of 99999 was
+    'PostgreSQL cannot be reached'."""
+    assert main(["migrate", source, target]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+    assert "secret" not in err

@@ -62,6 +62,8 @@ def test_feedsvc_table_in_toml(tmp_path: Path) -> None:
     ("FEEDSVC_WEBSUB_HUBS", "https://hub.example:0", "port must be a number"),
     ("FEEDSVC_PURGE", "nginx:http://127.0.0.1:99999", "nginx: port must be a number"),
     ("FEEDSVC_PURGE", "varnish:http://cache .local:6081", "varnish: 'cache .local' is not a host"),
+    ("FEEDSVC_DATABASE_URL", "postgresql://u:pw@db:99999/feeds", "port is a number from 1"),
+    ("FEEDSVC_DATABASE_URL", "postgresql://u:pw@[db/feeds", "not a database URL"),
     ("FEEDSVC_FEED_SZE", "20", "unknown setting; did you mean FEEDSVC_FEED_SIZE?"),
     ("FEEDSVC_BASEURL", "https://x.org", "did you mean FEEDSVC_BASE_URL?"),
 ])
@@ -227,3 +229,11 @@ def test_articles_folder_missing_at_start(make_app, tmp_path) -> None:
         make_app(tmp_path / "nowhere")
     assert info.value.setting == "FEEDSVC_ARTICLES_DIR"
     assert str(tmp_path / "nowhere") in str(info.value)
+
+
+def test_a_database_url_without_host_is_shown_as_written() -> None:
+    """libpq's postgresql:///db (a local socket) was shown as postgresql:/db in messages."""
+    url = load_settings(environ={"FEEDSVC_DATABASE_URL": "postgresql:///feeds?host=/run/pg"})
+    assert url.database_url.redacted == "postgresql:///feeds?host=/run/pg"
+    multi = load_settings(environ={"FEEDSVC_DATABASE_URL": "postgresql://a:5432,b:5433/feeds"})
+    assert multi.database_url.redacted == "postgresql://a:5432,b:5433/feeds"
