@@ -131,6 +131,29 @@ def test_gunicorn_refuses_to_start_on_an_invalid_setting(tmp_path: Path) -> None
     assert "FEEDSVC_FEED_SIZE: expected a whole number, got 'lots'" in result.stderr
 
 
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("FEEDSVC_WORKERS", "four", "FEEDSVC_WORKERS: expected a whole number, got 'four'"),
+    ("FEEDSVC_WORKERS", "0", "FEEDSVC_WORKERS: expected 1 or more, got 0"),
+    ("FEEDSVC_THREADS", "-2", "FEEDSVC_THREADS: expected 1 or more, got -2"),
+    ("FEEDSVC_TIMEOUT", "30s", "FEEDSVC_TIMEOUT: expected a whole number, got '30s'"),
+    ("FEEDSVC_MAX_WORKERS", "0", "FEEDSVC_MAX_WORKERS: expected 1 or more, got 0"),
+])
+def test_gunicorn_conf_refuses_a_bad_count(tmp_path: Path, variable: str, value: str,
+                                           message: str) -> None:
+    """deploy/gunicorn.conf.py's own variables: int() was a traceback that did not name
+    the variable, and FEEDSVC_WORKERS=0 a master that listened with no worker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update({variable: value, "FEEDSVC_BIND": "127.0.0.1:0",
+                "FEEDSVC_LEDGER_PATH": str(tmp_path / "l.db"),
+                "FEEDSVC_BASE_URL": "https://news.example.org"})
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == message, result.stderr
+    assert "Traceback" not in result.stderr and "Listening at" not in result.stderr
+
+
 def test_gunicorn_refuses_to_start_without_base_url_or_trusted_hosts(tmp_path: Path) -> None:
     """Issue #15 part 2: links from any Host a client sends is no way to serve the public."""
     shutil.copytree(ROOT / "articles", tmp_path / "articles")
