@@ -121,14 +121,30 @@ def test_keys_beside_the_feedsvc_table_are_refused(tmp_path: Path) -> None:
     assert f"{config}: feed_size, server outside the [feedsvc] table" in str(info.value)
 
 
-def test_gunicorn_refuses_to_start_on_an_invalid_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("conf", [[], ["-c", "deploy/gunicorn.conf.py"]])
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("FEEDSVC_FEED_SIZE", "lots", "feedsvc: configuration error: FEEDSVC_FEED_SIZE: expected "
+                                  "a whole number, got 'lots'"),
+    ("FEEDSVC_LEDGER_PATH", "junk", "feedsvc: ledger {tmp}/junk: file is not a database"),
+])
+def test_gunicorn_refuses_to_start_on_an_invalid_setting(tmp_path: Path, conf: list[str],
+                                                         variable: str, value: str,
+                                                         message: str) -> None:
+    """One line and a stop, with or without preload (then each worker loads the app, and
+    only gunicorn's boot-error status stops the master instead of a restart loop)."""
+    (tmp_path / "junk").write_bytes(b"not a ledger\n" * 100)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
-    env["FEEDSVC_FEED_SIZE"] = "lots"
+    env.update(FEEDSVC_BASE_URL="https://news.example.org", FEEDSVC_BIND="127.0.0.1:0",
+               FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db"))
+    env[variable] = str(tmp_path / value) if variable == "FEEDSVC_LEDGER_PATH" else value
     result = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "--no-control-socket", "--bind", "127.0.0.1:0",
-         "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        [sys.executable, "-m", "gunicorn", *conf, "--no-control-socket", "--bind",
+         "127.0.0.1:0", "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60)
     assert result.returncode != 0
-    assert "FEEDSVC_FEED_SIZE: expected a whole number, got 'lots'" in result.stderr
+    assert message.format(tmp=tmp_path) in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("feedsvc: ") == 1, result.stderr  # no restarted worker
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
