@@ -327,16 +327,36 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
 assert set(_CONVERTERS) == {f.name for f in fields(Settings)}
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml_file(path: Path, setting: str) -> dict[str, Any]:
+    """A TOML file the setting names, or the ConfigError saying why it cannot be read.
+
+    TOML is UTF-8: a Latin-1 file was a UnicodeDecodeError traceback, and a
+    byte-order mark (Windows editors write one) "Invalid statement (at line 1,
+    column 1)".
+    """
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError("FEEDSVC_CONFIG", f"no such file: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("FEEDSVC_CONFIG", f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(setting, f"no such file: {path}") from None
     except OSError as exc:
-        raise ConfigError("FEEDSVC_CONFIG", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(setting, f"{path} starts with a byte-order mark, which TOML does "
+                          "not allow: save it as UTF-8 without BOM")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(setting, f"{path} is not UTF-8: byte {raw[exc.start]:#04x} on line "
+                          f"{line}; TOML files are UTF-8, save it as such") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(setting, f"{path} is not valid TOML: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    data = read_toml_file(path, "FEEDSVC_CONFIG")
     if isinstance(data.get("feedsvc"), dict):
         outside = sorted(set(data) - {"feedsvc"})
         if outside:  # read from the table alone, they would be silently ignored

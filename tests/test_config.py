@@ -276,3 +276,24 @@ def test_a_database_url_without_host_is_shown_as_written() -> None:
     assert url.database_url.redacted == "postgresql:///feeds?host=/run/pg"
     multi = load_settings(environ={"FEEDSVC_DATABASE_URL": "postgresql://a:5432,b:5433/feeds"})
     assert multi.database_url.redacted == "postgresql://a:5432,b:5433/feeds"
+
+
+@pytest.mark.parametrize("setting", ["FEEDSVC_CONFIG", "FEEDSVC_TOPICS_FILE"])
+@pytest.mark.parametrize(("content", "message"), [
+    ('# settings\nsite_title = "Caf\xe9"\n'.encode("latin-1"),
+     "is not UTF-8: byte 0xe9 on line 2; TOML files are UTF-8, save it as such"),
+    (b'\xef\xbb\xbfsite_title = "News"\n',
+     "starts with a byte-order mark, which TOML does not allow: save it as UTF-8 without BOM"),
+])
+def test_a_toml_file_that_is_not_utf8(tmp_path: Path, make_app, articles_dir: Path,
+                                      setting: str, content: bytes, message: str) -> None:
+    """A Latin-1 file was a UnicodeDecodeError traceback; a BOM 'Invalid statement'."""
+    path = tmp_path / "file.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        if setting == "FEEDSVC_CONFIG":
+            load_settings(environ={"FEEDSVC_CONFIG": str(path)})
+        else:
+            make_app(articles_dir, topics_file=str(path))
+    assert info.value.setting == setting
+    assert str(info.value) == f"{setting}: {path} {message}"
