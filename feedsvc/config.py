@@ -195,8 +195,12 @@ def _to_networks(name: str, value: Any, base: Path) -> tuple[str, ...]:
 
 def _to_file(name: str, value: Any, base: Path) -> Path:
     path = _to_path(name, value, base)
-    if not path.is_file():
-        raise ConfigError(_env_name(name), f"no such file: {path}")
+    try:
+        if not path.is_file():
+            raise ConfigError(_env_name(name), f"no such file: {path}")
+        path.open("rb").close()  # read at start-up: a PermissionError there was a traceback
+    except OSError as exc:
+        raise ConfigError(_env_name(name), f"cannot read {path}: {exc.strerror}") from None
     return path
 #: The purgers FEEDSVC_PURGE may name (feedsvc.purge).
 PURGER_KINDS = ("nginx", "varnish", "webhook")

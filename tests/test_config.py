@@ -297,3 +297,22 @@ def test_a_toml_file_that_is_not_utf8(tmp_path: Path, make_app, articles_dir: Pa
             make_app(articles_dir, topics_file=str(path))
     assert info.value.setting == setting
     assert str(info.value) == f"{setting}: {path} {message}"
+
+
+def test_an_unreadable_robots_extra_file_is_named(world_dir: Path) -> None:
+    """Read while the app starts: a PermissionError traceback under gunicorn."""
+    from tests.unprivileged import run_unprivileged
+
+    extra = world_dir / "robots-extra.txt"
+    extra.write_text("User-agent: GPTBot\nDisallow: /\n")
+    extra.chmod(0o600)
+
+    def load() -> str:
+        try:
+            load_settings(environ={"FEEDSVC_ROBOTS_EXTRA": str(extra)}, cwd=world_dir)
+        except ConfigError as exc:
+            return str(exc)
+        return "loaded"
+
+    assert run_unprivileged(load) == (f"FEEDSVC_ROBOTS_EXTRA: cannot read {extra}: "
+                                      "Permission denied")
