@@ -25,7 +25,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import LOOPBACK_HOSTS, Settings, load_settings, require_host_policy
+from .config import (
+    LOOPBACK_HOSTS,
+    Settings,
+    load_settings,
+    require_articles_folder,
+    require_host_policy,
+)
 from .errors import ConfigError, FeedsvcError
 from .progress import Progress, busy
 
@@ -309,8 +315,7 @@ def _build(args: argparse.Namespace) -> int:
 def _check_build_folders(settings: Settings, outdir: Path) -> None:
     """What stops a build, found before the folder is synced and the articles loaded."""
     articles = settings.articles_dir
-    if not articles.is_dir():
-        raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{articles} is not a folder that exists")
+    require_articles_folder(articles)
     if settings.base_url is None:
         raise FeedsvcError(f"{outdir}: a static site needs its public URL: give --base-url "
                            "or set FEEDSVC_BASE_URL")
@@ -427,8 +432,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["trusted_hosts"] = list(LOOPBACK_HOSTS)  # only this machine can reach it
         settings = load_settings(overrides)
     require_host_policy(settings)
-    if not settings.articles_dir.is_dir():
-        raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder")
+    require_articles_folder(settings.articles_dir)
     _open_once(settings)
 
     class _Server(BaseApplication):  # gunicorn's documented way to embed it

@@ -489,6 +489,23 @@ def _one_database(settings: Settings) -> Settings:
     return settings
 
 
+def require_articles_folder(path: Path) -> None:
+    """The articles folder must be a folder this process can reach; else the ConfigError.
+
+    ``is_dir()`` raises PermissionError for a folder under one the service user
+    may not enter: that was a traceback under gunicorn.
+    """
+    try:
+        if path.is_dir():
+            return
+        there = path.exists()
+    except OSError as exc:
+        raise ConfigError("FEEDSVC_ARTICLES_DIR",
+                          f"{path} cannot be reached: {exc.strerror}") from None
+    raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{path} is a file, not a folder" if there
+                      else f"{path} is not a folder that exists")
+
+
 #: What ``feedsvc serve`` on a loopback address trusts when nothing is set.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 

@@ -359,3 +359,32 @@ def test_migrate_names_the_bad_url(capsys, source: str, target: str, message: st
     err = capsys.readouterr().err
     assert err.startswith(message), err
     assert "secret" not in err
+
+
+def test_check_names_a_file_or_an_unreachable_folder_as_the_articles_folder(
+        tmp_path: Path, world_dir: Path, capsys) -> None:
+    """A file was 'not a folder that exists'; a folder under one the user may not enter
+    was 'Permission denied (...)' from the CLI and a traceback under gunicorn."""
+    from tests.unprivileged import run_unprivileged
+
+    afile = tmp_path / "articles.txt"
+    afile.write_text("not a folder\n")
+    assert main(["check", str(afile)]) == 2
+    assert capsys.readouterr().err == ("feedsvc: configuration error: FEEDSVC_ARTICLES_DIR: "
+                                       f"{afile} is a file, not a folder\n")
+    locked = world_dir / "locked"
+    (locked / "articles").mkdir(parents=True)
+    locked.chmod(0o700)
+
+    def check() -> tuple[int, str]:
+        import contextlib
+        import io
+
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(["check", str(locked / "articles")])
+        return code, err.getvalue()
+
+    assert run_unprivileged(check) == (2, "feedsvc: configuration error: FEEDSVC_ARTICLES_DIR: "
+                                          f"{locked / 'articles'} cannot be reached: "
+                                          "Permission denied\n")
