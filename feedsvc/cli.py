@@ -508,9 +508,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve the articles folder over HTTP (gunicorn)")
     serve.add_argument("folder", nargs="?", help="articles folder (default: FEEDSVC_ARTICLES_DIR "
                        "or ./articles)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8000)
-    serve.add_argument("--workers", type=_workers, default=1)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                       "127.0.0.1; any other needs FEEDSVC_BASE_URL or FEEDSVC_TRUSTED_HOSTS)")
+    serve.add_argument("--port", type=_port, default=8000, help="1-65535 (default: 8000)")
+    serve.add_argument("--workers", type=_workers, default=1,
+                       help="gunicorn worker processes, 1 or more (default: 1)")
     serve.set_defaults(run=_serve)
     check = sub.add_parser("check", help="report, per file, whether it is published and why not")
     check.add_argument("folder", nargs="?", help="articles folder (default as for serve)")
@@ -541,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "holds another site")
     migrate.set_defaults(run=_migrate)
     hub = sub.add_parser("hub", help="the built-in WebSub hub (FEEDSVC_HUB=builtin)")
-    hub_sub = hub.add_subparsers(dest="hub_command", required=True)
+    hub_sub = hub.add_subparsers(dest="hub_command", metavar="{list}", required=True)
     hub_list = hub_sub.add_parser("list", help="show subscriptions: topic, callback host, "
                                   "lease end, last delivery status")
     hub_list.set_defaults(run=_hub_list)

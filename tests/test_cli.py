@@ -388,3 +388,12 @@ def test_check_names_a_file_or_an_unreachable_folder_as_the_articles_folder(
     assert run_unprivileged(check) == (2, "feedsvc: configuration error: FEEDSVC_ARTICLES_DIR: "
                                           f"{locked / 'articles'} cannot be reached: "
                                           "Permission denied\n")
+
+
+def test_hub_without_its_sub_command_names_the_choices(capsys) -> None:
+    """It said 'the following arguments are required: hub_command', an internal name."""
+    with pytest.raises(SystemExit) as info:
+        main(["hub"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        "feedsvc hub: error: the following arguments are required: {list}")
