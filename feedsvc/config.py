@@ -432,6 +432,14 @@ def load_settings(
             "hubs need FEEDSVC_BASE_URL: a ping names the feed's public URL, "
             "and a background reload has no request to take the host from",
         )
+    webhooks = [url for kind, url in settings.purge if kind == "webhook"]
+    if settings.purge_secret and not webhooks:
+        raise ConfigError("FEEDSVC_PURGE_SECRET", "signs webhook purges, but FEEDSVC_PURGE "
+                          "names no webhook:<url>: it would be used for nothing")
+    if webhooks and not settings.base_url:
+        raise ConfigError("FEEDSVC_PURGE", "webhook purges send absolute URLs, which need "
+                          "FEEDSVC_BASE_URL (a purge runs with no request to take the host "
+                          "from)")
     if settings.purge and settings.shared_max_age is None:
         settings = replace(settings, shared_max_age=86400)  # purged on change: keep a day
     if settings.hub == "builtin" and not settings.base_url:

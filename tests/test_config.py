@@ -96,9 +96,27 @@ def test_variables_of_gunicorn_conf_are_not_unknown() -> None:
                                    "FEEDSVC_BASE_URL": "http://127.0.0.1:8000"})
     assert hosts.websub_hubs == ("http://[::1]:8080/hub",)
     purge = load_settings(environ={"FEEDSVC_PURGE": "webhook:https://u:token@hooks.example/p,"
-                                                    "varnish:http://my_varnish:6081"})
+                                                    "varnish:http://my_varnish:6081",
+                                   "FEEDSVC_BASE_URL": "https://news.example.org"})
     assert purge.purge == (("webhook", "https://u:token@hooks.example/p"),
                            ("varnish", "http://my_varnish:6081"))
+
+
+def test_purge_settings_that_would_do_nothing_or_send_relative_urls() -> None:
+    """A secret with no webhook was ignored without a word; a webhook without a base URL
+    sent '/feed.atom' where README promises absolute URLs."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"FEEDSVC_PURGE": "varnish:http://127.0.0.1:6081",
+                               "FEEDSVC_PURGE_SECRET": "s3cret"})
+    assert str(info.value) == ("FEEDSVC_PURGE_SECRET: signs webhook purges, but FEEDSVC_PURGE "
+                               "names no webhook:<url>: it would be used for nothing")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"FEEDSVC_PURGE": "webhook:https://hooks.example/p"})
+    assert info.value.setting == "FEEDSVC_PURGE" and "need FEEDSVC_BASE_URL" in str(info.value)
+    ok = load_settings(environ={"FEEDSVC_PURGE": "webhook:https://hooks.example/p",
+                                "FEEDSVC_PURGE_SECRET": "s3cret",
+                                "FEEDSVC_BASE_URL": "https://news.example.org"})
+    assert ok.purge_secret == "s3cret"
 
 
 def test_a_value_from_the_toml_file_is_named_as_it_is_written_there(tmp_path: Path) -> None:
