@@ -434,10 +434,12 @@ def _serve(args: argparse.Namespace) -> int:
     require_host_policy(settings)
     require_articles_folder(settings.articles_dir)
     _open_once(settings)
+    # An IPv6 address in brackets: gunicorn read "::1:8000" as host "::1:8000", port "".
+    host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
 
     class _Server(BaseApplication):  # gunicorn's documented way to embed it
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("bind", f"{host}:{args.port}")
             self.cfg.set("workers", args.workers)
             self.cfg.set("threads", 4)
             self.cfg.set("control_socket_disable", True)
@@ -449,7 +451,7 @@ def _serve(args: argparse.Namespace) -> int:
             # thread must not be carried across it.
             return create_app(overrides)
 
-    print(f"serving {settings.articles_dir} on http://{args.host}:{args.port}/", file=sys.stderr)
+    print(f"serving {settings.articles_dir} on http://{host}:{args.port}/", file=sys.stderr)
     _Server().run()
     return 0
 

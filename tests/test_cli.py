@@ -72,6 +72,33 @@ def test_serve_runs_the_bundled_articles(tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
 
+def test_serve_on_an_ipv6_address_as_written(tmp_path: Path, articles_dir: Path) -> None:
+    """--host ::1 gave gunicorn's "'' is not a valid port number" (it read "::1:8000")."""
+    with socket.socket(socket.AF_INET6) as sock:
+        sock.bind(("::1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "feedsvc.cli", "serve", str(articles_dir),
+                             "--host", "::1", "--port", str(port)], cwd=ROOT,
+                            env=_clean_env(FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db")),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://[::1]:{port}/feed.atom",
+                                            timeout=5) as response:
+                    assert response.status == 200
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert err.startswith(f"serving {articles_dir} on http://[::1]:{port}/\n"), err
+
+
 def test_check_reports_a_duplicate(articles_dir: Path, capsys) -> None:
     import shutil
 
