@@ -173,6 +173,9 @@ def _restore(args: argparse.Namespace) -> int:
     if settings.database_url is not None and settings.database_url.dialect == "postgresql":
         return _restore_postgres(Path(args.file), settings.database_url)
     target = ledger_path(settings)
+    folder = next(f for f in target.parents if f.exists())  # restore makes the missing ones
+    if not folder.is_dir():  # mkdir said only "File exists (...)"
+        raise ConfigError("FEEDSVC_LEDGER_PATH", f"{target}: {folder} is a file, not a folder")
     copy = restore(Path(args.file), target)
     print(f"restored {target} from {args.file}: {copy.articles} articles, "
           f"{copy.versions} feed versions, schema {copy.schema}; verified row for row")

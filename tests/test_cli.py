@@ -424,3 +424,23 @@ def test_hub_without_its_sub_command_names_the_choices(capsys) -> None:
     assert info.value.code == 2
     assert capsys.readouterr().err.rstrip().endswith(
         "feedsvc hub: error: the following arguments are required: {list}")
+
+
+def test_restore_under_a_file_names_the_ledger_setting(tmp_path: Path, articles_dir: Path,
+                                                       make_app, monkeypatch, capsys) -> None:
+    """FEEDSVC_LEDGER_PATH under a file: mkdir's bare 'File exists (...)' before."""
+    ledger = _stamped_ledger(tmp_path, articles_dir, make_app, monkeypatch)
+    copy = tmp_path / "copy.db"
+    assert main(["backup", str(copy)]) == 0
+    blocker = tmp_path / "state"
+    blocker.write_text("a file\n")
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(blocker / "sub" / "ledger.sqlite3"))
+    capsys.readouterr()
+    assert main(["restore", str(copy)]) == 2
+    assert capsys.readouterr().err == (
+        f"feedsvc: configuration error: FEEDSVC_LEDGER_PATH: {blocker}/sub/ledger.sqlite3: "
+        f"{blocker} is a file, not a folder\n")
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path / "new" / "ledger.sqlite3"))
+    assert main(["restore", str(copy)]) == 0
+    assert (tmp_path / "new" / "ledger.sqlite3").read_bytes() != b""
+    assert ledger.exists()
