@@ -72,6 +72,35 @@ def test_serve_runs_the_bundled_articles(tmp_path: Path) -> None:
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
+def test_serve_opens_a_postgresql_store_before_forking_and_still_serves(
+        articles_dir: Path, postgres_url: str) -> None:
+    """The check before the fork (_open_once) leaves nothing a worker inherits."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "feedsvc.cli", "serve", str(articles_dir),
+                             "--port", str(port), "--workers", "2"], cwd=ROOT,
+                            env=_clean_env(FEEDSVC_DATABASE_URL=postgres_url),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/feed.atom",
+                                            timeout=5) as response:
+                    body = response.read()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert len(check_atom(body).entries) == len(list(articles_dir.rglob("*.txt")))
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
 def test_serve_on_an_ipv6_address_as_written(tmp_path: Path, articles_dir: Path) -> None:
     """--host ::1 gave gunicorn's "'' is not a valid port number" (it read "::1:8000")."""
     with socket.socket(socket.AF_INET6) as sock:
