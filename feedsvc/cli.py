@@ -85,6 +85,8 @@ def _check(args: argparse.Namespace) -> int:
             except LedgerError as exc:
                 print(f"feedsvc: {exc}; checking without it", file=sys.stderr)
                 scratch.unlink(missing_ok=True)
+        elif real.exists():  # a folder: the service could not open it, say so as for a bad file
+            print(f"feedsvc: ledger {real}: is not a file; checking without it", file=sys.stderr)
         publisher = Publisher(settings, scratch)
         with Progress("check") as progress:
             publisher.refresh(progress=progress)

@@ -473,3 +473,12 @@ def test_restore_under_a_file_names_the_ledger_setting(tmp_path: Path, articles_
     assert main(["restore", str(copy)]) == 0
     assert (tmp_path / "new" / "ledger.sqlite3").read_bytes() != b""
     assert ledger.exists()
+
+
+def test_check_says_when_the_ledger_setting_names_a_folder(tmp_path: Path, articles_dir: Path,
+                                                           monkeypatch, capsys) -> None:
+    """A folder as FEEDSVC_LEDGER_PATH was passed over in silence; serve cannot open it."""
+    monkeypatch.setenv("FEEDSVC_LEDGER_PATH", str(tmp_path))
+    assert main(["check", str(articles_dir)]) == 0
+    assert (f"feedsvc: ledger {tmp_path}: is not a file; checking without it\n"
+            in capsys.readouterr().err)
