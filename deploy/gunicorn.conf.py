@@ -62,8 +62,22 @@ def _count(name: str, default: int) -> int:
     return value
 
 
-bind = [address.strip() for address in os.environ.get("FEEDSVC_BIND", "127.0.0.1:8000").split(",")
-        if address.strip()]
+def _addresses(name: str, default: str) -> list[str]:
+    """Comma-separated ``host:port`` (``[::1]:8000``) or ``unix:/path`` addresses; a bad
+    port stops gunicorn naming the variable (gunicorn's own message did not)."""
+    addresses = [a.strip() for a in (os.environ.get(name) or default).split(",") if a.strip()]
+    for address in addresses:
+        if address.startswith(("unix:", "fd://")) or ":" not in address:
+            continue  # no port: gunicorn's 8000
+        host, _, port = address.rpartition(":")
+        bare_ipv6 = ":" in host and not host.startswith("[")
+        if bare_ipv6 or not port.isdigit() or int(port) > 65535:
+            raise SystemExit(f"{name}: expected host:port with a port from 1 to 65535 "
+                             f"([::1]:8000 for IPv6) or unix:/path, got {address!r}")
+    return addresses
+
+
+bind = _addresses("FEEDSVC_BIND", "127.0.0.1:8000")
 workers = _count("FEEDSVC_WORKERS", 0) or default_workers(
     _cores(), _count("FEEDSVC_MAX_WORKERS", 8))
 worker_class = "gthread"

@@ -171,15 +171,20 @@ def test_gunicorn_refuses_to_start_on_an_invalid_setting(tmp_path: Path, conf: l
     ("FEEDSVC_THREADS", "-2", "FEEDSVC_THREADS: expected 1 or more, got -2"),
     ("FEEDSVC_TIMEOUT", "30s", "FEEDSVC_TIMEOUT: expected a whole number, got '30s'"),
     ("FEEDSVC_MAX_WORKERS", "0", "FEEDSVC_MAX_WORKERS: expected 1 or more, got 0"),
+    ("FEEDSVC_BIND", "0.0.0.0:http", "FEEDSVC_BIND: expected host:port with a port from 1 to "
+                                     "65535 ([::1]:8000 for IPv6) or unix:/path, got "
+                                     "'0.0.0.0:http'"),
+    ("FEEDSVC_BIND", "127.0.0.1:8000, ::1:8000", "FEEDSVC_BIND: expected host:port with a port "
+                                                 "from 1 to 65535 ([::1]:8000 for IPv6) or "
+                                                 "unix:/path, got '::1:8000'"),
 ])
 def test_gunicorn_conf_refuses_a_bad_count(tmp_path: Path, variable: str, value: str,
                                            message: str) -> None:
     """deploy/gunicorn.conf.py's own variables: int() was a traceback that did not name
     the variable, and FEEDSVC_WORKERS=0 a master that listened with no worker."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
-    env.update({variable: value, "FEEDSVC_BIND": "127.0.0.1:0",
-                "FEEDSVC_LEDGER_PATH": str(tmp_path / "l.db"),
-                "FEEDSVC_BASE_URL": "https://news.example.org"})
+    env.update({"FEEDSVC_BIND": "127.0.0.1:0", "FEEDSVC_LEDGER_PATH": str(tmp_path / "l.db"),
+                "FEEDSVC_BASE_URL": "https://news.example.org", variable: value})
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
