@@ -43,15 +43,48 @@ def default_workers(cores: int, cap: int) -> int:
     return max(1, min(2 * cores + 1, cap))
 
 
-bind = [address.strip() for address in os.environ.get("FEEDSVC_BIND", "127.0.0.1:8000").split(",")
-        if address.strip()]
-workers = int(os.environ.get("FEEDSVC_WORKERS") or default_workers(
-    _cores(), int(os.environ.get("FEEDSVC_MAX_WORKERS") or 8)))
+def _count(name: str, default: int) -> int:
+    """A variable's whole number, 1 or more (unset or empty: ``default``).
+
+    A bad one stops gunicorn with one line naming it: ``int()`` gave a
+    traceback that did not, and FEEDSVC_WORKERS=0 a master with no worker
+    that listened and answered nothing.
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise SystemExit(f"{name}: expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise SystemExit(f"{name}: expected 1 or more, got {value}")
+    return value
+
+
+def _addresses(name: str, default: str) -> list[str]:
+    """Comma-separated ``host:port`` (``[::1]:8000``) or ``unix:/path`` addresses; a bad
+    port stops gunicorn naming the variable (gunicorn's own message did not)."""
+    addresses = [a.strip() for a in (os.environ.get(name) or default).split(",") if a.strip()]
+    for address in addresses:
+        if address.startswith(("unix:", "fd://")) or ":" not in address:
+            continue  # no port: gunicorn's 8000
+        host, _, port = address.rpartition(":")
+        bare_ipv6 = ":" in host and not host.startswith("[")
+        if bare_ipv6 or not port.isdigit() or int(port) > 65535:
+            raise SystemExit(f"{name}: expected host:port with a port from 1 to 65535 "
+                             f"([::1]:8000 for IPv6) or unix:/path, got {address!r}")
+    return addresses
+
+
+bind = _addresses("FEEDSVC_BIND", "127.0.0.1:8000")
+workers = _count("FEEDSVC_WORKERS", 0) or default_workers(
+    _cores(), _count("FEEDSVC_MAX_WORKERS", 8))
 worker_class = "gthread"
-threads = int(os.environ.get("FEEDSVC_THREADS") or 4)
+threads = _count("FEEDSVC_THREADS", 4)
 
 # A render takes milliseconds; a worker silent for this long is stuck.
-timeout = int(os.environ.get("FEEDSVC_TIMEOUT") or 30)
+timeout = _count("FEEDSVC_TIMEOUT", 30)
 graceful_timeout = 30  # in-flight requests finish on restart or SIGTERM
 # nginx keeps idle upstream connections for 4 s (keepalive_timeout in the site
 # file): shorter than this, so nginx never reuses a connection we just closed.

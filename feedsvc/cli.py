@@ -20,12 +20,18 @@ import logging
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import LOOPBACK_HOSTS, Settings, load_settings, require_host_policy
+from .config import (
+    LOOPBACK_HOSTS,
+    Settings,
+    load_settings,
+    require_articles_folder,
+    require_host_policy,
+)
 from .errors import ConfigError, FeedsvcError
 from .progress import Progress, busy
 
@@ -79,6 +85,8 @@ def _check(args: argparse.Namespace) -> int:
             except LedgerError as exc:
                 print(f"feedsvc: {exc}; checking without it", file=sys.stderr)
                 scratch.unlink(missing_ok=True)
+        elif real.exists():  # a folder: the service could not open it, say so as for a bad file
+            print(f"feedsvc: ledger {real}: is not a file; checking without it", file=sys.stderr)
         publisher = Publisher(settings, scratch)
         with Progress("check") as progress:
             publisher.refresh(progress=progress)
@@ -120,13 +128,32 @@ def _backup(args: argparse.Namespace) -> int:
     from .ledger import backup
 
     settings = load_settings({})
+    dest = Path(args.file)
+    _check_destination(dest)
     if settings.database_url is not None and settings.database_url.dialect == "postgresql":
-        return _backup_postgres(settings.database_url, Path(args.file))
+        return _backup_postgres(settings.database_url, dest)
     source = ledger_path(settings)
-    copy = backup(source, Path(args.file))
+    if dest.exists() and source.exists() and dest.samefile(source):
+        # The copy would be renamed over the live file, under a running service's feet.
+        raise FeedsvcError(f"{dest} is the ledger itself: name a back-up file elsewhere")
+    copy = backup(source, dest)
     print(f"backed up {source} to {copy.path}: {copy.articles} articles, "
           f"{copy.versions} feed versions, schema {copy.schema}; integrity ok")
     return 0
+
+
+def _check_destination(dest: Path) -> None:
+    """The back-up FILE's folder must exist and take a new file: otherwise SQLite's "unable
+    to open database file" came out as a fault of the ledger, not of FILE."""
+    import os
+
+    folder = dest.parent
+    if dest.is_dir():
+        raise FeedsvcError(f"{dest} is a folder: name the back-up file to write")
+    if not folder.is_dir():
+        raise FeedsvcError(f"{dest}: no folder {folder} to write the back-up in")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FeedsvcError(f"{dest}: cannot write in {folder}: permission denied")
 
 
 def _backup_postgres(url: DatabaseURL, dest: Path) -> int:
@@ -148,6 +175,9 @@ def _restore(args: argparse.Namespace) -> int:
     if settings.database_url is not None and settings.database_url.dialect == "postgresql":
         return _restore_postgres(Path(args.file), settings.database_url)
     target = ledger_path(settings)
+    folder = next(f for f in target.parents if f.exists())  # restore makes the missing ones
+    if not folder.is_dir():  # mkdir said only "File exists (...)"
+        raise ConfigError("FEEDSVC_LEDGER_PATH", f"{target}: {folder} is a file, not a folder")
     copy = restore(Path(args.file), target)
     print(f"restored {target} from {args.file}: {copy.articles} articles, "
           f"{copy.versions} feed versions, schema {copy.schema}; verified row for row")
@@ -170,11 +200,14 @@ def _migrate(args: argparse.Namespace) -> int:
     from .migrate import MigrationError, migrate
     from .sql import DatabaseURL
 
-    try:
-        source, target = DatabaseURL.parse(args.source), DatabaseURL.parse(args.target)
-    except ValueError as exc:
-        print(f"feedsvc: {exc}", file=sys.stderr)
-        return 2
+    urls = []
+    for name, text in (("SOURCE_URL", args.source), ("TARGET_URL", args.target)):
+        try:
+            urls.append(DatabaseURL.parse(text))
+        except ValueError as exc:  # which of the two, without echoing a password
+            print(f"feedsvc: {name}: {exc}", file=sys.stderr)
+            return 2
+    source, target = urls
     try:
         with Progress("migrate") as progress:
             report = migrate(source, target, progress=progress)
@@ -188,6 +221,20 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _reading(where: object) -> Iterator[None]:
+    """A database error of ``stats`` or ``hub list`` as one line naming the store (they
+    read its tables directly: a corrupt file or a PostgreSQL down was a traceback)."""
+    import psycopg
+
+    from .errors import LedgerError
+
+    try:
+        yield
+    except (sqlite3.Error, psycopg.Error) as exc:
+        raise LedgerError(str(where), f"cannot read it: {exc}") from exc
+
+
 def _hub_list(args: argparse.Namespace) -> int:
     """The built-in hub's subscriptions: topic, callback host, lease end, last delivery."""
     import time
@@ -199,14 +246,15 @@ def _hub_list(args: argparse.Namespace) -> int:
 
     settings = load_settings({})
     path = ledger_path(settings)
-    if not getattr(settings, "database_url", None) and not path.exists():
+    if not getattr(settings, "database_url", None) and not path.is_file():
         print(f"feedsvc: no ledger at {path}: the hub has no subscriptions", file=sys.stderr)
         return 1
     db = open_database(state_database_url(settings, path))
     try:
-        store = HubStore(db)
-        subs = store.subscriptions()
-        pending = store.pending_deliveries()
+        with _reading(settings.database_url or path):
+            store = HubStore(db)
+            subs = store.subscriptions()
+            pending = store.pending_deliveries()
     finally:
         db.close()
     now = time.time()
@@ -239,6 +287,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.base_url:
         overrides["base_url"] = args.base_url  # also the authority of new ids, as when serving
     settings = load_settings(overrides)
+    _check_build_folders(settings, Path(args.outdir))
     check = UnchangedCheck(None)
     shortcut = ""
     url = settings.database_url
@@ -266,6 +315,24 @@ def _build(args: argparse.Namespace) -> int:
             publisher.close()
     _print_built(summary, shortcut)
     return 0
+
+
+def _check_build_folders(settings: Settings, outdir: Path) -> None:
+    """What stops a build, found before the folder is synced and the articles loaded."""
+    articles = settings.articles_dir
+    require_articles_folder(articles)
+    if settings.base_url is None:
+        raise FeedsvcError(f"{outdir}: a static site needs its public URL: give --base-url "
+                           "or set FEEDSVC_BASE_URL")
+    out, articles = outdir.resolve(), articles.resolve()
+    if out.is_relative_to(articles):
+        # The next scan would read every built page and feed as an article.
+        raise FeedsvcError(f"{outdir} is inside the articles folder {articles}: the built "
+                           "files would be read as articles; build into a folder outside it")
+    if articles.is_relative_to(out):
+        raise FeedsvcError(f"the articles folder {articles} is inside {outdir}: every article "
+                           "file, drafts too, would be published with the build; build into "
+                           "a folder outside it")
 
 
 def _print_built(summary: BuildSummary, shortcut: str = "") -> None:
@@ -345,7 +412,8 @@ def _stats(args: argparse.Namespace) -> int:
         return 2
     db = audience_database(settings, path)
     try:
-        counts = AudienceStore(db, settings.audience_window).current(time.time())
+        with _reading(settings.database_url or path):
+            counts = AudienceStore(db, settings.audience_window).current(time.time())
     finally:
         db.close()
     print(stats_table(counts))
@@ -369,12 +437,14 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["trusted_hosts"] = list(LOOPBACK_HOSTS)  # only this machine can reach it
         settings = load_settings(overrides)
     require_host_policy(settings)
-    if not settings.articles_dir.is_dir():
-        raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder")
+    require_articles_folder(settings.articles_dir)
+    _open_once(settings)
+    # An IPv6 address in brackets: gunicorn read "::1:8000" as host "::1:8000", port "".
+    host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
 
     class _Server(BaseApplication):  # gunicorn's documented way to embed it
         def load_config(self) -> None:
-            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("bind", f"{host}:{args.port}")
             self.cfg.set("workers", args.workers)
             self.cfg.set("threads", 4)
             self.cfg.set("control_socket_disable", True)
@@ -386,9 +456,26 @@ def _serve(args: argparse.Namespace) -> int:
             # thread must not be carried across it.
             return create_app(overrides)
 
-    print(f"serving {settings.articles_dir} on http://{args.host}:{args.port}/", file=sys.stderr)
+    print(f"serving {settings.articles_dir} on http://{host}:{args.port}/", file=sys.stderr)
     _Server().run()
     return 0
+
+
+def _open_once(settings: Settings) -> None:
+    """What each worker opens first (the topics file, the store), opened and closed here.
+
+    A worker that fails to boot gives a traceback and gunicorn's "Worker failed
+    to boot"; checked before the fork, the same fault is one line and status 2,
+    and nothing was bound. Nothing stays open across the fork.
+    """
+    from .identity import id_authority
+    from .store import open_store
+    from .topics import load_topic_catalog
+
+    load_topic_catalog(settings.topics_file)
+    url = settings.database_url
+    where = url if url is not None and url.dialect == "postgresql" else ledger_path(settings)
+    open_store(where, id_authority(settings.base_url)).close()
 
 
 def gunicorn_worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's hook signature
@@ -400,15 +487,39 @@ def gunicorn_worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's h
         shutdown(app)
 
 
+def _port(text: str) -> int:
+    """``--port``: a TCP port gunicorn can bind (0 would bind a random one, never shown)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
+def _workers(text: str) -> int:
+    """``--workers``: at least one (gunicorn with none listens and answers nothing)."""
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {workers}")
+    return workers
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="feedsvc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the articles folder over HTTP (gunicorn)")
     serve.add_argument("folder", nargs="?", help="articles folder (default: FEEDSVC_ARTICLES_DIR "
                        "or ./articles)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                       "127.0.0.1; any other needs FEEDSVC_BASE_URL or FEEDSVC_TRUSTED_HOSTS)")
+    serve.add_argument("--port", type=_port, default=8000, help="1-65535 (default: 8000)")
+    serve.add_argument("--workers", type=_workers, default=1,
+                       help="gunicorn worker processes, 1 or more (default: 1)")
     serve.set_defaults(run=_serve)
     check = sub.add_parser("check", help="report, per file, whether it is published and why not")
     check.add_argument("folder", nargs="?", help="articles folder (default as for serve)")
@@ -439,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "holds another site")
     migrate.set_defaults(run=_migrate)
     hub = sub.add_parser("hub", help="the built-in WebSub hub (FEEDSVC_HUB=builtin)")
-    hub_sub = hub.add_subparsers(dest="hub_command", required=True)
+    hub_sub = hub.add_subparsers(dest="hub_command", metavar="{list}", required=True)
     hub_list = hub_sub.add_parser("list", help="show subscriptions: topic, callback host, "
                                   "lease end, last delivery status")
     hub_list.set_defaults(run=_hub_list)

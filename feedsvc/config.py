@@ -66,16 +66,47 @@ def _to_text(name: str, value: Any, base: Path) -> str:
     return value.strip()
 
 
+#: A host name as a URL may hold it (ASCII; an IDN in its xn-- form), or an IP address.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+_URL_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def _url_fault(url: str) -> str | None:
+    """What is wrong with ``url`` as an absolute http(s) URL, or None.
+
+    urlsplit accepts a port of 99999 or "https" and a host with a space; they
+    failed later, as a traceback where the port or the id authority was used.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Port out of range", "Invalid IPv6 URL", ...
+        if "port" in str(exc).lower():
+            return f"port must be a number from 1 to 65535, got {url!r}"
+        return f"expected an absolute http(s) URL such as https://example.org, got {url!r}"
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        return f"expected an absolute http(s) URL such as https://example.org, got {url!r}"
+    if port == 0:
+        return f"port must be a number from 1 to 65535, got {url!r}"
+    if ":" not in host and not _URL_HOST.fullmatch(host):  # ":" only in an IPv6 literal
+        return (f"{host!r} is not a host name (ASCII letters, digits, '-' and '.'; an "
+                f"international name in its xn-- form) in {url!r}")
+    return None
+
+
 def _to_url(name: str, value: Any, base: Path) -> str:
     text = _to_text(name, value, base)
+    fault = _url_fault(text)
+    if fault:
+        raise ConfigError(_env_name(name), fault)
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            _env_name(name),
-            f"expected an absolute http(s) URL such as https://example.org, got {text!r}",
-        )
     if parts.query or parts.fragment:
         raise ConfigError(_env_name(name), f"must not have a query or fragment: {text!r}")
+    if parts.username is not None or parts.password is not None:
+        # Feeds and pages show this URL to every reader.
+        raise ConfigError(_env_name(name), "must not hold a user name or password: it is "
+                          "shown in every feed")
     return text.rstrip("/")
 
 
@@ -164,8 +195,12 @@ def _to_networks(name: str, value: Any, base: Path) -> tuple[str, ...]:
 
 def _to_file(name: str, value: Any, base: Path) -> Path:
     path = _to_path(name, value, base)
-    if not path.is_file():
-        raise ConfigError(_env_name(name), f"no such file: {path}")
+    try:
+        if not path.is_file():
+            raise ConfigError(_env_name(name), f"no such file: {path}")
+        path.open("rb").close()  # read at start-up: a PermissionError there was a traceback
+    except OSError as exc:
+        raise ConfigError(_env_name(name), f"cannot read {path}: {exc.strerror}") from None
     return path
 #: The purgers FEEDSVC_PURGE may name (feedsvc.purge).
 PURGER_KINDS = ("nginx", "varnish", "webhook")
@@ -182,10 +217,9 @@ def _to_purgers(name: str, value: Any, base: Path) -> tuple[tuple[str, str], ...
         if not sep or kind not in PURGER_KINDS:
             raise ConfigError(_env_name(name), f"expected <kind>:<url> with kind one of "
                               f"{', '.join(PURGER_KINDS)}, got {item!r}")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(_env_name(name), f"{kind}: expected an absolute http(s) URL, "
-                              f"got {url!r}")
+        fault = _url_fault(url)
+        if fault:
+            raise ConfigError(_env_name(name), f"{kind}: {fault}")
         out.append((kind, url.rstrip("/")))
     return tuple(out)
 
@@ -297,17 +331,42 @@ _CONVERTERS: dict[str, Callable[[str, Any, Path], Any]] = {
 assert set(_CONVERTERS) == {f.name for f in fields(Settings)}
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml_file(path: Path, setting: str) -> dict[str, Any]:
+    """A TOML file the setting names, or the ConfigError saying why it cannot be read.
+
+    TOML is UTF-8: a Latin-1 file was a UnicodeDecodeError traceback, and a
+    byte-order mark (Windows editors write one) "Invalid statement (at line 1,
+    column 1)".
+    """
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError("FEEDSVC_CONFIG", f"no such file: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("FEEDSVC_CONFIG", f"{path} is not valid TOML: {exc}") from None
+        raise ConfigError(setting, f"no such file: {path}") from None
     except OSError as exc:
-        raise ConfigError("FEEDSVC_CONFIG", f"cannot read {path}: {exc.strerror}") from None
-    data = data.get("feedsvc", data) if isinstance(data.get("feedsvc"), dict) else data
+        raise ConfigError(setting, f"cannot read {path}: {exc.strerror}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(setting, f"{path} starts with a byte-order mark, which TOML does "
+                          "not allow: save it as UTF-8 without BOM")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(setting, f"{path} is not UTF-8: byte {raw[exc.start]:#04x} on line "
+                          f"{line}; TOML files are UTF-8, save it as such") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(setting, f"{path} is not valid TOML: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    data = read_toml_file(path, "FEEDSVC_CONFIG")
+    if isinstance(data.get("feedsvc"), dict):
+        outside = sorted(set(data) - {"feedsvc"})
+        if outside:  # read from the table alone, they would be silently ignored
+            raise ConfigError("FEEDSVC_CONFIG", f"{path}: {', '.join(outside)} outside the "
+                              "[feedsvc] table; put every setting in it, or drop the table")
+        data = data["feedsvc"]
     unknown = sorted(set(data) - set(_CONVERTERS))
     if unknown:
         raise ConfigError(
@@ -333,28 +392,37 @@ def load_settings(
     overrides = dict(overrides or {})
     raw: dict[str, tuple[Any, Path]] = {}
 
+    _refuse_unknown_variables(environ)
+    # name -> (value, folder relative paths start from, the TOML file it came from)
+    raw: dict[str, tuple[Any, Path, Path | None]] = {}
     config_file = overrides.pop("config", None) or environ.get("FEEDSVC_CONFIG")
     if config_file:
         config_path = _to_path("config", config_file, cwd)
         for key, value in _read_toml(config_path).items():
-            raw[key] = (value, config_path.parent)
+            raw[key] = (value, config_path.parent, config_path)
     for name in _CONVERTERS:
         if _env_name(name) in environ:
-            raw[name] = (environ[_env_name(name)], cwd)
+            raw[name] = (environ[_env_name(name)], cwd, None)
     for name, value in overrides.items():
         if name not in _CONVERTERS:
             raise ConfigError(name, f"unknown setting; known: {', '.join(sorted(_CONVERTERS))}")
-        raw[name] = (value, cwd)
+        raw[name] = (value, cwd, None)
 
     values: dict[str, Any] = {}
-    for name, (value, base) in raw.items():
+    for name, (value, base, origin) in raw.items():
         if value is None:
             continue
         if isinstance(value, str) and not value.strip() and name in (
             "base_url", "websub_hubs", "trusted_hosts", "purge", "stats_allow"
         ):
             continue  # an empty variable means "not set", as shells and compose files use it
-        values[name] = _CONVERTERS[name](name, value, base)
+        try:
+            values[name] = _CONVERTERS[name](name, value, base)
+        except ConfigError as exc:
+            if origin is None:
+                raise
+            # The operator wrote ``feed_size`` in the file, not FEEDSVC_FEED_SIZE.
+            raise ConfigError(exc.setting, f"{exc.reason} ({name} in {origin})") from None
     defaults = Settings(articles_dir=cwd / "articles")
     settings = replace(defaults, **values)
     settings = _one_database(settings)
@@ -364,6 +432,14 @@ def load_settings(
             "hubs need FEEDSVC_BASE_URL: a ping names the feed's public URL, "
             "and a background reload has no request to take the host from",
         )
+    webhooks = [url for kind, url in settings.purge if kind == "webhook"]
+    if settings.purge_secret and not webhooks:
+        raise ConfigError("FEEDSVC_PURGE_SECRET", "signs webhook purges, but FEEDSVC_PURGE "
+                          "names no webhook:<url>: it would be used for nothing")
+    if webhooks and not settings.base_url:
+        raise ConfigError("FEEDSVC_PURGE", "webhook purges send absolute URLs, which need "
+                          "FEEDSVC_BASE_URL (a purge runs with no request to take the host "
+                          "from)")
     if settings.purge and settings.shared_max_age is None:
         settings = replace(settings, shared_max_age=86400)  # purged on change: keep a day
     if settings.hub == "builtin" and not settings.base_url:
@@ -383,6 +459,28 @@ def load_settings(
     return settings
 
 
+#: FEEDSVC_* variables that are no setting of the app: the TOML file's name, and what
+#: deploy/gunicorn.conf.py reads (FEEDSVC_PRELOAD it sets for its workers).
+OTHER_VARIABLES = frozenset({
+    "FEEDSVC_CONFIG", "FEEDSVC_PRELOAD", "FEEDSVC_BIND", "FEEDSVC_WORKERS",
+    "FEEDSVC_MAX_WORKERS", "FEEDSVC_THREADS", "FEEDSVC_TIMEOUT", "FEEDSVC_ACCESS_LOG",
+    "FEEDSVC_LOG_LEVEL",
+})
+
+
+def _refuse_unknown_variables(environ: Mapping[str, str]) -> None:
+    """A misspelt variable (FEEDSVC_FEED_SZE) is refused, as an unknown TOML key is:
+    ignored, the service would run on the default without a word."""
+    known = {_env_name(name) for name in _CONVERTERS} | OTHER_VARIABLES
+    unknown = sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]}?" if close else "README \"Configuration\" lists them"
+        raise ConfigError(unknown[0], f"unknown setting; {hint}")
+
+
 def _one_database(settings: Settings) -> Settings:
     """FEEDSVC_LEDGER_PATH is the SQLite URL's shorthand: given both, they must agree."""
     url, path = settings.database_url, settings.ledger_path
@@ -397,6 +495,23 @@ def _one_database(settings: Settings) -> Settings:
         raise ConfigError("FEEDSVC_DATABASE_URL", f"{url.redacted} is PostgreSQL, but "
                           f"FEEDSVC_LEDGER_PATH {path} names a SQLite file: set one of them")
     return settings
+
+
+def require_articles_folder(path: Path) -> None:
+    """The articles folder must be a folder this process can reach; else the ConfigError.
+
+    ``is_dir()`` raises PermissionError for a folder under one the service user
+    may not enter: that was a traceback under gunicorn.
+    """
+    try:
+        if path.is_dir():
+            return
+        there = path.exists()
+    except OSError as exc:
+        raise ConfigError("FEEDSVC_ARTICLES_DIR",
+                          f"{path} cannot be reached: {exc.strerror}") from None
+    raise ConfigError("FEEDSVC_ARTICLES_DIR", f"{path} is a file, not a folder" if there
+                      else f"{path} is not a folder that exists")
 
 
 #: What ``feedsvc serve`` on a loopback address trusts when nothing is set.

@@ -21,7 +21,7 @@ from typing import Literal
 
 from . import documents
 from .collection import SITE_FEED, Collection, FeedRef
-from .config import Settings
+from .config import Settings, require_articles_folder
 from .errors import ArticleError, ConfigError, LedgerError
 from .formats import content_types, get_format
 from .identity import id_authority
@@ -173,10 +173,7 @@ class Publisher:
         self.settings = settings
         self.site = Site.of(settings)
         self.catalog: TopicCatalog = load_topic_catalog(settings.topics_file)
-        if not settings.articles_dir.is_dir():  # before the ledger: make nothing for nothing
-            raise ConfigError(
-                "FEEDSVC_ARTICLES_DIR", f"{settings.articles_dir} is not a folder that exists"
-            )
+        require_articles_folder(settings.articles_dir)  # before the ledger: nothing for nothing
         self.store = open_store(ledger_path, id_authority(settings.base_url))
         self.ledger = getattr(self.store, "ledger", None)  # the SQLite backend's
         self.clock = clock

@@ -81,7 +81,10 @@ class DatabaseURL:
     @classmethod
     def parse(cls, value: str) -> DatabaseURL:
         """Parse a database URL; ValueError with the reason for anything else."""
-        parts = urlsplit(value.strip())
+        try:
+            parts = urlsplit(value.strip())
+        except ValueError as exc:  # "Invalid IPv6 URL"
+            raise ValueError(f"not a database URL: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme == "sqlite":
             # sqlite:////var/lib/x.sqlite3: an empty authority, then the absolute path.
@@ -94,6 +97,14 @@ class DatabaseURL:
         if scheme in ("postgresql", "postgres"):
             if not parts.path.strip("/") and "dbname=" not in parts.query:
                 raise ValueError("a PostgreSQL URL names its database: postgresql://host/dbname")
+            if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 is no one port
+                try:
+                    port = parts.port
+                except ValueError:
+                    port = 0
+                if port == 0:  # else libpq only says that it cannot connect
+                    raise ValueError("a PostgreSQL URL's port is a number from 1 to 65535, "
+                                     f"got {parts.netloc.rsplit(':', 1)[-1]!r}")
             return cls("postgresql", None, value.strip())
         raise ValueError(
             f"unknown database URL scheme {parts.scheme!r}: use sqlite:////path or "
@@ -113,7 +124,9 @@ class DatabaseURL:
                 userinfo = userinfo.split(":", 1)[0] + ":***"
             netloc = f"{userinfo}@{host}"
         query = re.sub(r"(?i)(^|&)(password)=[^&]*", r"\1\2=***", parts.query)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        text = urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+        # urlunsplit drops the "//" of an empty authority: postgresql:///db is no postgresql:/db
+        return text if netloc else text.replace(":", "://", 1)
 
     def __str__(self) -> str:
         return self.redacted

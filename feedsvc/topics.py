@@ -12,10 +12,10 @@ An alias is folded into its topic everywhere (feeds, pages, counts), so
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import read_toml_file
 from .errors import ConfigError
 from .model import TopicRef
 from .text import slugify
@@ -45,15 +45,7 @@ def load_topic_catalog(path: Path | None) -> TopicCatalog:
     """Read and check the topics file; no file configured means no overrides."""
     if path is None:
         return TopicCatalog()
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(SETTING, f"no such file: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(SETTING, f"{path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(SETTING, f"cannot read {path}: {exc.strerror}") from None
+    data = read_toml_file(path, SETTING)
 
     table = data.get("topics", {})
     extra = sorted(set(data) - {"topics"})
