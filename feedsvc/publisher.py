@@ -10,7 +10,9 @@ validators, compression and cache lifetimes are the web side's (feedsvc.http).
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -285,6 +287,10 @@ class Publisher:
             root = self.settings.articles_dir
             try:
                 listing = list_articles(root) if paths is None else None
+                if paths is not None and not root.is_dir():
+                    # inotify follows a folder renamed away: its paths would all look
+                    # deleted here. The folder is missing, not the articles.
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(root))
                 list_seconds = time.perf_counter() - started
             except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
                 if first:

@@ -324,3 +324,31 @@ def test_one_build_at_a_time_writes_a_folder(make_app: Callable[..., Flask],
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (out / "feed.atom").read_text().count("<entry>") == 5
+
+
+def test_an_articles_folder_moved_away_leaves_the_last_build(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """inotify follows a folder renamed away: an edit there names a path that no longer
+    exists under the articles folder. That is the folder missing (logged once, the last
+    build stands), not the article deleted; once the folder is back the edit is built."""
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    away = tmp_path / "away"
+    with caplog.at_level(logging.INFO, logger="feedsvc"), \
+            _watching(app, out, rescan=0.3) as (_, builds):
+        before = _tree(out)
+        count = len(builds)
+        articles_dir.rename(away)
+        victim = sorted(away.glob("*.txt"))[1]
+        victim.write_text(victim.read_text(encoding="utf-8") + "\nEdited while away.\n",
+                          encoding="utf-8")
+        time.sleep(1.5)  # inotify's event, then rescans
+        assert len(builds) == count and _tree(out) == before
+        missing = [r for r in caplog.records if "is missing" in r.getMessage()]
+        assert len(missing) == 1, [r.getMessage() for r in missing]
+        away.rename(articles_dir)
+        _after(builds, count, "change")
+        assert any("Edited while away" in p.read_text() for p in (out / "articles").glob(
+            "*/index.html"))
+        assert _tree(out).keys() == before.keys()
