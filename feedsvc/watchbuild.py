@@ -24,6 +24,8 @@ earlier build, no base URL).
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -98,6 +100,9 @@ class WatchedBuild:
         self._failure: str | None = None  # the reason of the last failed build, logged once
         #: Whether the last check of the output tree found every file as recorded.
         self._trusted = False
+        #: The articles folder inotify watches, as (st_dev, st_ino); None while it is
+        #: missing. Another folder in its place is one the watcher never saw.
+        self._root: tuple[int, int] | None = None
 
     def stop(self) -> None:
         """Ask the loop to end: a build under way finishes first (it is all or nothing)."""
@@ -212,8 +217,28 @@ class WatchedBuild:
         return summary
 
     def _watch(self) -> None:
-        """Watch the folder while this process is the writer (as the serving reloader)."""
-        if self.inotify:
+        """Watch the folder while this process is the writer (as the serving reloader).
+
+        inotify watches a folder, not a path: once the articles folder is removed,
+        or renamed and another put in its place (a deploy's ``mv``), the watcher
+        sees nothing more of it. One stat a turn finds that; the folder is then
+        listed at once (the missing folder said, or the new one's files taken)
+        and the new one watched.
+        """
+        if not self.inotify:
+            return
+        try:
+            st = os.stat(self.publisher.settings.articles_dir)
+            root = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+        except OSError:
+            root = None
+        if root != self._root and self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+            self.publisher.sync.writing = set()
+            self._overflow()
+        self._root = root
+        if root is not None:
             self.watcher, self.inotify = watch.watch_while_writer(
                 self.watcher, self.publisher, on_paths=self._changed,
                 on_overflow=self._overflow, rescan_seconds=self.rescan_seconds)

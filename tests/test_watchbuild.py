@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -352,3 +353,26 @@ def test_an_articles_folder_moved_away_leaves_the_last_build(
         assert any("Edited while away" in p.read_text() for p in (out / "articles").glob(
             "*/index.html"))
         assert _tree(out).keys() == before.keys()
+
+
+def test_an_articles_folder_put_in_place_of_another_is_watched(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    """A folder swapped in (a deploy: ``mv articles old; mv new articles``): inotify
+    watched the old folder. The new one is listed at once and watched from then on,
+    with the rescan a minute away."""
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    app.extensions["feedsvc"].settle_seconds = 0  # the swapped-in file is not being written
+    new = tmp_path / "new"
+    shutil.copytree(articles_dir, new)
+    write_article(new, "swapped-in.txt", "A Story The New Folder Brought")
+    with _watching(app, out) as (_, builds):
+        count = len(builds)
+        articles_dir.rename(tmp_path / "old")
+        new.rename(articles_dir)
+        _after(builds, count, "change")
+        assert "A Story The New Folder Brought" in (out / "feed.atom").read_text()
+        count = len(builds)
+        write_article(articles_dir, "later.txt", "A Story Written In The New Folder")
+        _after(builds, count, "change")
+        assert "A Story Written In The New Folder" in (out / "feed.atom").read_text()
