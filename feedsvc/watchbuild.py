@@ -23,6 +23,7 @@ earlier build, no base URL).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -36,7 +37,9 @@ from typing import TYPE_CHECKING
 from . import watch
 from .errors import FeedsvcError
 from .export import (
+    MANIFEST,
     BuildSummary,
+    ExportError,
     build_lock,
     build_site,
     files_checked_meanwhile,
@@ -103,6 +106,10 @@ class WatchedBuild:
         #: The articles folder inotify watches, as (st_dev, st_ino); None while it is
         #: missing. Another folder in its place is one the watcher never saw.
         self._root: tuple[int, int] | None = None
+        #: OUTDIR's build lock, held while the loop runs, and the folder it is held
+        #: on (st_dev, st_ino): a folder removed and made again is another one.
+        self._held: contextlib.AbstractContextManager[None] | None = None
+        self._locked: tuple[int, int] | None = None
 
     def stop(self) -> None:
         """Ask the loop to end: a build under way finishes first (it is all or nothing)."""
@@ -112,9 +119,12 @@ class WatchedBuild:
     def run(self, files_as_recorded: bool = False) -> None:
         """Build now, then after every change, until :meth:`stop`."""
         try:
-            with build_lock(self.outdir):  # no other build writes the folder meanwhile
-                self._loop(files_as_recorded)
+            self._relock()  # no other build writes the folder meanwhile
+            self._loop(files_as_recorded)
         finally:
+            if self._held is not None:
+                self._held.__exit__(None, None, None)
+                self._held = self._locked = None
             if self.watcher is not None:
                 self.watcher.stop(wait=5.0)
                 self.watcher = None
@@ -153,6 +163,14 @@ class WatchedBuild:
                     # The output tree is checked here, off the path of an edit: one stat
                     # a file, in a forked child while this process lists the folder.
                     checked = files_checked_meanwhile(self.outdir) if self._trusted else None
+                    if self._trusted and checked is None:
+                        # Not the manifest this build wrote: the files cannot be taken
+                        # as recorded; with none at all (OUTDIR removed) rebuild them.
+                        self._trusted = False
+                        if not (self.outdir / MANIFEST).is_file():
+                            log.warning("the build in %s was removed; building it again",
+                                        self.outdir)
+                            owed = owed or "repair"
                     try:
                         publisher.refresh()
                         publisher.store.checkpoint_if_due()
@@ -210,11 +228,38 @@ class WatchedBuild:
             self._trusted = False  # a failure may leave anything: stat every file next time
             return None
         self._trusted = True  # every kept file was found as recorded, or statted
+        self._relock()
         if self._failure is not None:
             log.info("build succeeded again after: %s", self._failure)
         self._failure = None
         self.on_build(Rebuilt(summary, reason))
         return summary
+
+    def _relock(self) -> None:
+        """Hold the build lock of OUTDIR as it is now (made if missing).
+
+        The lock is on the folder itself: once OUTDIR is removed and a build
+        makes it again, the old lock guards nothing and a build by hand could
+        write the new folder between two of ours. A folder another build holds
+        is left to it; the next build says so.
+        """
+        try:
+            st = os.stat(self.outdir)
+        except OSError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == self._locked:
+            return
+        lock = build_lock(self.outdir)
+        if self._held is None:
+            lock.__enter__()  # the first: its refusal is the command's
+        else:
+            try:
+                lock.__enter__()
+            except ExportError:
+                return
+            self._held.__exit__(None, None, None)
+        st = os.stat(self.outdir)
+        self._held, self._locked = lock, (st.st_dev, st.st_ino)
 
     def _watch(self) -> None:
         """Watch the folder while this process is the writer (as the serving reloader).

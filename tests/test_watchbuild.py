@@ -376,3 +376,37 @@ def test_an_articles_folder_put_in_place_of_another_is_watched(
         write_article(articles_dir, "later.txt", "A Story Written In The New Folder")
         _after(builds, count, "change")
         assert "A Story Written In The New Folder" in (out / "feed.atom").read_text()
+
+
+def test_an_export_folder_removed_or_replaced_is_built_again(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """OUTDIR removed whole (its manifest with it) is rebuilt by the next rescan, as a
+    file removed by hand is, and the watch holds the new folder's lock: a one-shot
+    build is refused there. A file in its place fails the build once (one line, the
+    retries say nothing), and the folder is built once the file is gone."""
+    out = tmp_path / "site"
+    app = make_app(articles_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+    env.update(FEEDSVC_LEDGER_PATH=str(tmp_path / "other.sqlite3"), FEEDSVC_BASE_URL=BASE_URL)
+    with caplog.at_level(logging.WARNING, logger="feedsvc"), \
+            _watching(app, out, rescan=0.3) as (_, builds):
+        before = _tree(out)
+        shutil.rmtree(out)
+        _after(builds, len(builds), "repair")
+        assert _tree(out) == before
+        refused = subprocess.run([sys.executable, "-m", "feedsvc.cli", "build", str(out),
+                                  "--folder", str(articles_dir)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "another `feedsvc build` is writing it" in refused.stderr
+        shutil.rmtree(out)
+        out.write_text("not a folder")
+        count = len(builds)
+        time.sleep(2.5)  # tried at once, then after 1 s and 2 s
+        failed = [r.getMessage() for r in caplog.records if "build failed" in r.getMessage()]
+        assert len(failed) == 1 and "exists and is not a folder" in failed[0], failed
+        assert len(builds) == count
+        out.unlink()
+        _after(builds, count, "repair")
+        assert _tree(out) == before
