@@ -281,7 +281,7 @@ def _print_built(summary: BuildSummary, shortcut: str = "") -> None:
 def _build_watching(args: argparse.Namespace, overrides: dict[str, object],
                     check: UnchangedCheck) -> int:
     """`feedsvc build --watch`: build, then rebuild after every change until SIGINT or
-    SIGTERM (a build under way finishes first)."""
+    SIGTERM (a build under way finishes first); SIGHUP rescans at once."""
     import signal
 
     from .watchbuild import Rebuilt, WatchedBuild
@@ -305,8 +305,9 @@ def _build_watching(args: argparse.Namespace, overrides: dict[str, object],
 
     watched = WatchedBuild(app, args.outdir, rescan_seconds=configured.reload_interval or 5.0,
                            inotify=configured.inotify, on_build=report, progress=bar)
-    previous = {sig: signal.signal(sig, lambda *_: watched.stop())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP, a service's reload: list the folder and check the export now.
+    previous = {sig: signal.signal(sig, lambda signum, _: watched.on_signal(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         watched.run(files_as_recorded=check.files_as_recorded)
     finally:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import stat
 import threading
 import time
@@ -97,6 +98,9 @@ class WatchedBuild:
         self.watcher: watch.FolderWatcher | None = None
         self._stop = threading.Event()
         self._woken = threading.Event()
+        #: Set by :meth:`on_signal` (no lock there), read by the loop at each turn.
+        self._stop_asked = False
+        self._rescan_asked = False
         self._paths: set[str] = set()
         self._rescan_all = False
         self._lock = threading.Lock()  # the inotify thread adds paths; the loop takes them
@@ -115,6 +119,20 @@ class WatchedBuild:
         """Ask the loop to end: a build under way finishes first (it is all or nothing)."""
         self._stop.set()
         self._woken.set()
+
+    def on_signal(self, signum: int) -> None:
+        """What a signal handler calls: SIGHUP asks for a rescan now (the folder listed
+        again, every file of the export checked), any other signal for :meth:`stop`.
+
+        Only flags are set, read by the loop within ``follow_seconds``: Python runs
+        a handler on the main thread between two bytecodes, maybe inside the
+        Event the loop waits on, and setting that Event there would wait for its
+        lock, held by the same thread, for ever.
+        """
+        if signum == signal.SIGHUP:
+            self._rescan_asked = True
+        else:
+            self._stop_asked = True
 
     def run(self, files_as_recorded: bool = False) -> None:
         """Build now, then after every change, until :meth:`stop`."""
@@ -144,7 +162,7 @@ class WatchedBuild:
         retry_at: float | None = None
         #: Why a build is owed (a change, a moment, a repair), until one succeeds.
         owed: str | None = None
-        while not self._stop.is_set():
+        while not self._stopping():
             self._watch()
             now = time.monotonic()
             waits = [next_rescan - now, self.follow_seconds]
@@ -152,11 +170,13 @@ class WatchedBuild:
                 waits.append(retry_at - now)
             self._woken.wait(max(0.0, min(waits)))
             self._woken.clear()
-            if self._stop.is_set():
+            if self._stopping():
                 break
             with self._lock:
                 paths, self._paths = self._paths, set()
                 rescan, self._rescan_all = self._rescan_all, False
+            if self._rescan_asked:
+                self._rescan_asked, rescan = False, True
             now = time.monotonic()
             try:
                 if rescan or now >= next_rescan:
@@ -202,6 +222,11 @@ class WatchedBuild:
             else:  # still owed: tried again after the backoff, whatever changes meanwhile
                 retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _stopping(self) -> bool:
+        if self._stop_asked:
+            self._stop.set()
+        return self._stop.is_set()
 
     def _build(self, reason: str, raising: bool = False) -> BuildSummary | None:
         """One build; None if it failed (logged once per reason; the old build stands),

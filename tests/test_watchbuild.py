@@ -410,3 +410,130 @@ def test_an_export_folder_removed_or_replaced_is_built_again(
         out.unlink()
         _after(builds, count, "repair")
         assert _tree(out) == before
+
+
+def test_a_signal_handler_takes_no_lock_the_loop_may_hold(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path) -> None:
+    """Python runs a signal handler on the main thread between two bytecodes, which may
+    be inside the Event the loop waits on (holding its lock): a handler that sets that
+    Event waits for itself for ever, and SIGTERM then never stops the watch. The
+    handler only sets flags; the loop reads them at its next turn."""
+    app = make_app(articles_dir)
+    builds: list[Rebuilt] = []
+    watched = WatchedBuild(app, tmp_path / "site", rescan_seconds=60, on_build=builds.append)
+    handled = threading.Event()
+
+    def signalled_inside_the_wait() -> None:
+        with watched._woken._cond:  # where the loop's thread is for most of a wait
+            watched.on_signal(signal.SIGTERM)
+        handled.set()
+
+    thread = threading.Thread(target=watched.run, daemon=True)
+    thread.start()
+    _wait(lambda: builds)
+    threading.Thread(target=signalled_inside_the_wait, daemon=True).start()
+    assert handled.wait(5), "the handler hung on the loop's lock"
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def _whole(out: Path) -> dict[str, bytes]:
+    """The build in ``out``, checked whole: every file as its manifest records it (SHA-256),
+    none missing or extra, no staging or set-aside folder left."""
+    import hashlib
+
+    files = json.loads((out / MANIFEST).read_text())["files"]
+    tree = _tree(out)
+    assert tree.keys() == files.keys()
+    assert all(hashlib.sha256(body).hexdigest() == files[name][0]
+               for name, body in tree.items())
+    assert not [p for p in out.iterdir() if p.name.startswith(".feedsvc-") and p.is_dir()]
+    return tree
+
+
+class _Command:
+    """`feedsvc build OUTDIR --watch` as a process, its output read as it comes."""
+
+    def __init__(self, out: Path, articles: Path, tmp_path: Path, **env: str) -> None:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("FEEDSVC_")}
+        environ.update(FEEDSVC_LEDGER_PATH=str(tmp_path / "ledger.sqlite3"),
+                       FEEDSVC_BASE_URL=BASE_URL, **env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "feedsvc.cli", "build", str(out), "--folder", str(articles),
+             "--watch"], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")), daemon=True)
+        self._reader.start()
+
+    def said(self, text: str, after: int = 0, seconds: float = 15.0) -> int:
+        """Wait for a line holding ``text`` (after the first ``after``); the lines then."""
+        _wait(lambda: any(text in line for line in self.lines[after:]), seconds)
+        return len(self.lines)
+
+    def end(self, seconds: float = 30.0) -> int:
+        try:
+            return self.proc.wait(seconds)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._reader.join(5)
+
+
+def test_sighup_rescans_at_once_and_sigterm_lets_the_rebuild_finish(
+        articles_dir: Path, tmp_path: Path) -> None:
+    """Without inotify and with the rescan a minute away, SIGHUP (a service's reload) has
+    the folder listed and the export checked at once: an edit is built, a file changed
+    by hand rewritten, and the watch runs on. SIGTERM during a rebuild lets it finish:
+    the export is whole, and the status is 0."""
+    out = tmp_path / "site"
+    command = _Command(out, articles_dir, tmp_path, FEEDSVC_INOTIFY="false",
+                       FEEDSVC_RELOAD_INTERVAL="60")
+    try:
+        seen = command.said("watching ", seconds=60)
+        victim = sorted(articles_dir.glob("*.txt"))[0]
+        victim.write_text(victim.read_text(encoding="utf-8") + "\nSeen after a SIGHUP.\n",
+                          encoding="utf-8")
+        os.utime(victim, (time.time() - 5, time.time() - 5))  # settled: not being written
+        command.proc.send_signal(signal.SIGHUP)
+        seen = command.said("(after a change)", seen, 10)
+        assert any("Seen after a SIGHUP" in p.read_text()
+                   for p in (out / "articles").glob("*/index.html"))
+        original = (out / "feed.atom").read_bytes()
+        (out / "feed.atom").write_bytes(b"vandalised")
+        command.proc.send_signal(signal.SIGHUP)
+        seen = command.said("(files changed by hand were rewritten)", seen, 10)
+        assert (out / "feed.atom").read_bytes() == original
+        assert command.proc.poll() is None
+        write_article(articles_dir, "last.txt", "The Story Of The Last Rebuild")
+        os.utime(articles_dir / "last.txt", (time.time() - 5, time.time() - 5))
+        command.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.25)  # the rescan under way
+        command.proc.send_signal(signal.SIGTERM)
+        assert command.end() == 0, "".join(command.lines)
+    finally:
+        command.end(0)
+    assert not any("Traceback" in line for line in command.lines), "".join(command.lines)
+    _whole(out)
+
+
+def test_sigint_during_the_first_build_lets_it_finish(articles_dir: Path,
+                                                      tmp_path: Path) -> None:
+    """Ctrl-C while the first build renders: it is completed (all or nothing), then the
+    command ends with status 0."""
+    for number in range(300):
+        write_article(articles_dir, f"many/{number:03}.txt", f"Story Number {number} Of Many",
+                      topic=f"beat {number % 11}")
+    out = tmp_path / "site"
+    command = _Command(out, articles_dir, tmp_path)
+    try:
+        command.said("build: ", seconds=60)
+        command.proc.send_signal(signal.SIGINT)
+        assert command.end() == 0, "".join(command.lines)
+    finally:
+        command.end(0)
+    assert not any("Traceback" in line for line in command.lines), "".join(command.lines)
+    assert any(line.startswith("built ") for line in command.lines)
+    assert len(_whole(out)) > 600
