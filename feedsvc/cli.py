@@ -448,7 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "broken out, readers and hub subscriptions (what /stats shows)")
     stats.set_defaults(run=_stats)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
+    # A long-running command logs what it gets over (a watch's rewrites and recoveries).
+    running = args.command == "serve" or getattr(args, "watch", False)
+    logging.basicConfig(level=logging.INFO if running else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)

@@ -473,13 +473,17 @@ class _Command:
         return len(self.lines)
 
     def end(self, seconds: float = 30.0) -> int:
+        """The exit status, once the process ends by itself within ``seconds``."""
         try:
             return self.proc.wait(seconds)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-            self._reader.join(5)
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
 
 
 def test_sighup_rescans_at_once_and_sigterm_lets_the_rebuild_finish(
@@ -506,6 +510,8 @@ def test_sighup_rescans_at_once_and_sigterm_lets_the_rebuild_finish(
         command.proc.send_signal(signal.SIGHUP)
         seen = command.said("(files changed by hand were rewritten)", seen, 10)
         assert (out / "feed.atom").read_bytes() == original
+        # The watch's warnings and recoveries are logged, not only its errors.
+        assert sum("changed or removed by hand" in line for line in command.lines) == 1
         assert command.proc.poll() is None
         write_article(articles_dir, "last.txt", "The Story Of The Last Rebuild")
         os.utime(articles_dir / "last.txt", (time.time() - 5, time.time() - 5))
@@ -514,7 +520,7 @@ def test_sighup_rescans_at_once_and_sigterm_lets_the_rebuild_finish(
         command.proc.send_signal(signal.SIGTERM)
         assert command.end() == 0, "".join(command.lines)
     finally:
-        command.end(0)
+        command.kill()
     assert not any("Traceback" in line for line in command.lines), "".join(command.lines)
     _whole(out)
 
@@ -533,7 +539,7 @@ def test_sigint_during_the_first_build_lets_it_finish(articles_dir: Path,
         command.proc.send_signal(signal.SIGINT)
         assert command.end() == 0, "".join(command.lines)
     finally:
-        command.end(0)
+        command.kill()
     assert not any("Traceback" in line for line in command.lines), "".join(command.lines)
     assert any(line.startswith("built ") for line in command.lines)
     assert len(_whole(out)) > 600
