@@ -392,7 +392,8 @@ def test_an_export_folder_removed_or_replaced_is_built_again(
     with caplog.at_level(logging.WARNING, logger="feedsvc"), \
             _watching(app, out, rescan=0.3) as (_, builds):
         before = _tree(out)
-        shutil.rmtree(out)
+        out.rename(tmp_path / "renamed")  # whole at once (rm -rf races the next rescan)
+        shutil.rmtree(tmp_path / "renamed")
         _after(builds, len(builds), "repair")
         assert _tree(out) == before
         refused = subprocess.run([sys.executable, "-m", "feedsvc.cli", "build", str(out),
@@ -400,7 +401,7 @@ def test_an_export_folder_removed_or_replaced_is_built_again(
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "another `feedsvc build` is writing it" in refused.stderr
-        shutil.rmtree(out)
+        out.rename(tmp_path / "renamed")
         out.write_text("not a folder")
         count = len(builds)
         time.sleep(2.5)  # tried at once, then after 1 s and 2 s
