@@ -544,3 +544,59 @@ def test_sigint_during_the_first_build_lets_it_finish(articles_dir: Path,
     assert not any("Traceback" in line for line in command.lines), "".join(command.lines)
     assert any(line.startswith("built ") for line in command.lines)
     assert len(_whole(out)) > 600
+
+
+def _unreadable_scenario(root: str) -> dict[str, object]:
+    """As nobody: an edit the watch cannot read (chmod 000), then the file readable again."""
+    from feedsvc.web import create_app
+
+    folder = Path(root)
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("feedsvc").addHandler(handler)
+    app = create_app({"articles_dir": str(folder / "articles"), "hub": "off",
+                      "ledger_path": str(folder / "ledger.sqlite3"), "base_url": BASE_URL,
+                      "reload_interval": 0}, instance_path=folder / "instance")
+    app.extensions["feedsvc"].settle_seconds = 0
+    out = folder / "site"
+    got: dict[str, object] = {}
+    try:
+        with _watching(app, out, rescan=0.3) as (_, builds):
+            before = _tree(out)
+            victim = sorted((folder / "articles").glob("*.txt"))[3]
+            victim.chmod(0o200)  # writable, not readable: the watch's read fails
+            with victim.open("a", encoding="utf-8") as f:
+                f.write("\nWritten while unreadable.\n")
+            victim.chmod(0)
+            _wait(lambda: any("permission denied" in m for m in said))
+            time.sleep(1)  # rescans meanwhile
+            got["kept"] = _tree(out) == before
+            count = len(builds)
+            victim.chmod(0o644)  # a chmod changes no size or mtime: the rescan must look
+            _after(builds, count, "change")
+            got["published"] = any("Written while unreadable" in p.read_text()
+                                   for p in (out / "articles").glob("*/index.html"))
+    finally:
+        logging.getLogger("feedsvc").removeHandler(handler)
+        app.extensions["feedsvc"].close()
+    got["said"] = [m for m in said if "permission denied" in m]
+    return got
+
+
+def test_an_article_made_unreadable_keeps_its_last_version_until_readable(
+        world_dir: Path, make_app: Callable[..., Flask]) -> None:
+    """chmod 000 on an article the watch must read again: the last good version stays
+    published and the rejection is said once; once the file is readable again, with no
+    other change, the next rescan reads it and the edit is built."""
+    from tests.unprivileged import run_unprivileged
+
+    shutil.copytree(ROOT / "articles", world_dir / "articles")
+    warm = make_app(world_dir / "articles", ledger_path=str(world_dir / "warm.sqlite3"))
+    build_site(warm, world_dir / "warm")  # every module the child needs, imported now
+    for path in (world_dir, *world_dir.rglob("*")):
+        os.chown(path, 65534, 65534)
+    got = run_unprivileged(_unreadable_scenario, str(world_dir))
+    assert got["kept"] is True
+    assert len(got["said"]) == 1, got["said"]
+    assert got["published"] is True
