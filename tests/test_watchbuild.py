@@ -600,3 +600,37 @@ def test_an_article_made_unreadable_keeps_its_last_version_until_readable(
     assert got["kept"] is True
     assert len(got["said"]) == 1, got["said"]
     assert got["published"] is True
+
+
+def test_ctrl_c_while_a_build_is_put_in_place_leaves_the_previous_one(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-shot `feedsvc build` gets SIGINT as KeyboardInterrupt wherever it is, also
+    amid the renames that put the new build in place: every step is undone, as for a
+    full disk, and the interrupt goes on."""
+    app = make_app(articles_dir)
+    publisher = app.extensions["feedsvc"]
+    publisher.settle_seconds = 0
+    out = tmp_path / "site"
+    build_site(app, out)
+    before = _whole(out)
+    victim = sorted(articles_dir.glob("*.txt"))[5]
+    victim.write_text(victim.read_text(encoding="utf-8") + "\nNever lands.\n",
+                      encoding="utf-8")
+    write_article(articles_dir, "never.txt", "A Story That Never Lands")
+    assert publisher.refresh().changed
+    real_rename = export.os.rename
+    calls = {"n": 0}
+
+    def interrupted(source: str, target: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        real_rename(source, target)
+
+    monkeypatch.setattr(export.os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_site(app, out)
+    monkeypatch.setattr(export.os, "rename", real_rename)
+    assert calls["n"] >= 5
+    assert _whole(out) == before
