@@ -634,3 +634,27 @@ def test_ctrl_c_while_a_build_is_put_in_place_leaves_the_previous_one(
     monkeypatch.setattr(export.os, "rename", real_rename)
     assert calls["n"] >= 5
     assert _whole(out) == before
+
+
+def test_an_articles_folder_removed_whole_leaves_the_whole_last_build(
+        make_app: Callable[..., Flask], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``rm -rf`` of the articles folder: inotify reports every file deleted before the
+    folder itself goes. Taken as they came, the first deletions were stored and built
+    (a site short of dozens of articles); the watch waits for the deletions to stop,
+    finds the folder missing, and the last good build stands whole."""
+    articles = tmp_path / "articles"
+    for number in range(600):
+        write_article(articles, f"{number:03}.txt", f"A Story Numbered {number}",
+                      topic=f"beat {number % 13}")
+    out = tmp_path / "site"
+    app = make_app(articles)
+    with caplog.at_level(logging.INFO, logger="feedsvc"), \
+            _watching(app, out) as (_, builds):
+        before = _tree(out)
+        count = len(builds)
+        shutil.rmtree(articles)
+        _wait(lambda: any("is missing" in r.getMessage() for r in caplog.records))
+        time.sleep(0.5)
+        assert len(builds) == count and _tree(out) == before
+        assert len(app.extensions["feedsvc"].collection.entries) == 600
