@@ -658,3 +658,44 @@ def test_an_articles_folder_removed_whole_leaves_the_whole_last_build(
         time.sleep(0.5)
         assert len(builds) == count and _tree(out) == before
         assert len(app.extensions["feedsvc"].collection.entries) == 600
+
+
+def test_a_watch_beside_a_running_service_follows_it_then_takes_over(
+        make_app: Callable[..., Flask], articles_dir: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A real gunicorn on the same ledger and folder holds the writer lease: the watch
+    only follows the store, and builds what the service stored within a second. Once
+    the service stops, the watch takes the lease and the folder over by itself. No
+    error is logged on either side."""
+    from tests.deploy_harness import Gunicorn
+
+    ledger = tmp_path / "shared.sqlite3"
+    (tmp_path / "metrics").mkdir()
+    service = Gunicorn(tmp_path, {"FEEDSVC_ARTICLES_DIR": str(articles_dir),
+                                  "FEEDSVC_LEDGER_PATH": str(ledger),
+                                  "FEEDSVC_BASE_URL": BASE_URL,
+                                  "FEEDSVC_RELOAD_INTERVAL": "1"}, workers=1)
+    said = ""
+    try:
+        app = make_app(articles_dir, ledger_path=str(ledger), reload_interval=1)
+        publisher = app.extensions["feedsvc"]
+        out = tmp_path / "site"
+        with caplog.at_level(logging.WARNING, logger="feedsvc"), \
+                _watching(app, out, rescan=1.0) as (watched, builds):
+            assert not publisher.is_writer and watched.watcher is None
+            count = len(builds)
+            write_article(articles_dir, "served.txt", "A Story The Service Stored")
+            started = time.monotonic()
+            _after(builds, count, "change")
+            assert time.monotonic() - started < 2.0
+            assert "A Story The Service Stored" in (out / "feed.atom").read_text()
+            said = service.stop()
+            _wait(lambda: publisher.is_writer, 20)
+            count = len(builds)
+            write_article(articles_dir, "watched.txt", "A Story The Watch Stored")
+            _after(builds, count, "change")
+            assert "A Story The Watch Stored" in (out / "feed.atom").read_text()
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        said = said or service.stop()
+    assert "Traceback" not in said and " ERROR " not in said, said
