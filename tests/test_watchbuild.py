@@ -699,3 +699,29 @@ def test_a_watch_beside_a_running_service_follows_it_then_takes_over(
     finally:
         said = said or service.stop()
     assert "Traceback" not in said and " ERROR " not in said, said
+
+
+def test_an_edit_storm_takes_a_few_builds_and_ends_as_a_fresh_build(
+        make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    """200 files rewritten at once (a `git checkout` of another branch): a few builds, not
+    200, and the last equals a fresh build's bytes."""
+    articles = tmp_path / "articles"
+    for number in range(220):
+        write_article(articles, f"{number:03}.txt", f"A Story Numbered {number}",
+                      topic=f"beat {number % 7}", body=f"Body {number}.")
+    out = tmp_path / "site"
+    app = make_app(articles)
+    publisher = app.extensions["feedsvc"]
+    with _watching(app, out) as (_, builds):
+        count = len(builds)
+        for number in range(200):
+            write_article(articles, f"{number:03}.txt", f"A Story Numbered {number}",
+                          topic=f"beat {number % 7}", body=f"Body {number}, checked out.")
+        _wait(lambda: sum("checked out" in e.article.summary for e in
+                          publisher.collection.entries) == 200
+              and builds[-1].summary.version == publisher.version)
+        time.sleep(0.5)
+        assert builds[-1].summary.version == publisher.version
+        assert 1 <= len(builds) - count <= 4, [b.summary.changed for b in builds[count:]]
+    build_site(app, tmp_path / "fresh")
+    assert _tree(out) == _tree(tmp_path / "fresh")
