@@ -299,7 +299,10 @@ class Publisher:
                         "FEEDSVC_ARTICLES_DIR", f"{root} cannot be read: {reason}"
                     ) from None
                 if not self.folder_missing:
-                    log.error("articles folder %s is missing; serving the last good feeds", root)
+                    what = ("cannot be read (permission denied)" if isinstance(exc, PermissionError)
+                            else "is not a folder" if isinstance(exc, NotADirectoryError)
+                            else "is missing")
+                    log.error("articles folder %s %s; serving the last good feeds", root, what)
                 self.folder_missing = True
                 return self._report(0, 0, False, started, "articles folder missing")
             if self.folder_missing:
