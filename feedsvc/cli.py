@@ -464,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"feedsvc: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handler (a build undoes itself)
+        print("feedsvc: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

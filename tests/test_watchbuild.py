@@ -734,3 +734,25 @@ def test_an_edit_storm_takes_a_few_builds_and_ends_as_a_fresh_build(
         assert 1 <= len(builds) - count <= 4, [b.summary.changed for b in builds[count:]]
     build_site(app, tmp_path / "fresh")
     assert _tree(out) == _tree(tmp_path / "fresh")
+
+
+def test_ctrl_c_while_the_watch_loads_ends_it_in_one_line(articles_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """Ctrl-C before the watch's handlers are set (it loads the view: seconds at 10,000
+    articles) ends the command as Ctrl-C does, status 130, with one line, not a
+    traceback, and writes nothing."""
+    for number in range(600):
+        write_article(articles_dir, f"many/{number:03}.txt", f"Story Number {number} Of Many",
+                      topic=f"beat {number % 11}")
+    out = tmp_path / "site"
+    command = _Command(out, articles_dir, tmp_path)
+    try:
+        command.said("loading ", seconds=60)
+        command.proc.send_signal(signal.SIGINT)
+        assert command.end() == 130, "".join(command.lines)
+    finally:
+        command.kill()
+    assert not any("Traceback" in line for line in command.lines), "".join(command.lines)
+    assert [line for line in command.lines if line.startswith("feedsvc: ")] == [
+        "feedsvc: interrupted\n"]
+    assert not out.exists() or not list(out.iterdir())
