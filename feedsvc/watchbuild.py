@@ -19,6 +19,13 @@ does; it is logged once per distinct reason and tried again with backoff.
 Only the first build's failure ends the command (exit status 2, as a
 one-shot build): it is mostly one no retry mends (a folder that is not an
 earlier build, no base URL).
+
+Faults of the folders around it: OUTDIR removed is rebuilt at the next
+rescan, and the lock follows the folder a build made again; an articles
+folder gone, renamed away or unreadable leaves the last build (inotify's
+deletions wait for it to go quiet, so ``rm -rf`` is not taken half done),
+and one put in its place is listed and watched at once. Signals only set
+flags (:meth:`WatchedBuild.on_signal`); SIGHUP asks for a rescan now.
 """
 
 from __future__ import annotations
