@@ -323,8 +323,11 @@ class WatchedBuild:
             except ExportError:
                 return
             self._held.__exit__(None, None, None)
-        st = os.stat(self.outdir)
-        self._held, self._locked = lock, (st.st_dev, st.st_ino)
+        try:
+            st = os.stat(self.outdir)
+        except OSError:  # removed again meanwhile: the next build's turn
+            st = None
+        self._held, self._locked = lock, (st.st_dev, st.st_ino) if st is not None else None
 
     def _watch(self) -> None:
         """Watch the folder while this process is the writer (as the serving reloader).
