@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -756,3 +757,52 @@ def test_ctrl_c_while_the_watch_loads_ends_it_in_one_line(articles_dir: Path,
     assert [line for line in command.lines if line.startswith("feedsvc: ")] == [
         "feedsvc: interrupted\n"]
     assert not out.exists() or not list(out.iterdir())
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB tmpfs: OUTDIR on a filesystem that fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_during_rebuilds_leaves_the_last_build_until_space_is_freed(
+        make_app: Callable[..., Flask], articles_dir: Path, small_tmpfs: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """OUTDIR's filesystem filled by something else (a real ENOSPC): every rebuild fails,
+    said once, and the last build stands whole; once the space is freed the retries
+    put the edits in by themselves."""
+    out = small_tmpfs / "site"
+    app = make_app(articles_dir)
+    victim = sorted(articles_dir.glob("*.txt"))[0]
+    with caplog.at_level(logging.INFO, logger="feedsvc"), \
+            _watching(app, out) as (_, builds):
+        before = _whole(out)
+        count = len(builds)
+        filler = small_tmpfs / "filler"
+        with filler.open("wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"x" * 65536)
+        for number in range(2):
+            victim.write_text(victim.read_text(encoding="utf-8") + f"\nFull disk {number}.\n",
+                              encoding="utf-8")
+            time.sleep(1.2)
+        failed = [r.getMessage() for r in caplog.records if "build failed" in r.getMessage()]
+        assert len(failed) == 1 and "No space left on device" in failed[0], failed
+        assert len(builds) == count and _whole(out) == before
+        filler.unlink()
+        _after(builds, count, "change")
+        assert any("Full disk 1." in p.read_text() for p in (out / "articles").glob(
+            "*/index.html"))
+        _whole(out)
+    assert any("build succeeded again" in r.getMessage() for r in caplog.records)
