@@ -348,7 +348,7 @@ def _print_built(summary: BuildSummary, shortcut: str = "") -> None:
 def _build_watching(args: argparse.Namespace, overrides: dict[str, object],
                     check: UnchangedCheck) -> int:
     """`feedsvc build --watch`: build, then rebuild after every change until SIGINT or
-    SIGTERM (a build under way finishes first)."""
+    SIGTERM (a build under way finishes first); SIGHUP rescans at once."""
     import signal
 
     from .watchbuild import Rebuilt, WatchedBuild
@@ -372,8 +372,9 @@ def _build_watching(args: argparse.Namespace, overrides: dict[str, object],
 
     watched = WatchedBuild(app, args.outdir, rescan_seconds=configured.reload_interval or 5.0,
                            inotify=configured.inotify, on_build=report, progress=bar)
-    previous = {sig: signal.signal(sig, lambda *_: watched.stop())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP, a service's reload: list the folder and check the export now.
+    previous = {sig: signal.signal(sig, lambda signum, _: watched.on_signal(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         watched.run(files_as_recorded=check.files_as_recorded)
     finally:
@@ -558,7 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "broken out, readers and hub subscriptions (what /stats shows)")
     stats.set_defaults(run=_stats)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command == "serve" else logging.ERROR,
+    # A long-running command logs what it gets over (a watch's rewrites and recoveries).
+    running = args.command == "serve" or getattr(args, "watch", False)
+    logging.basicConfig(level=logging.INFO if running else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
@@ -572,6 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"feedsvc: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handler (a build undoes itself)
+        print("feedsvc: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1214,7 +1214,7 @@ def _commit(staging: Path, outdir: Path, staged: dict[str, str], removed: list[s
             record["store"] = {**manifest["store"], "stat": listing}
         _write_atomically(outdir / MARKER, json.dumps(record, indent=1) + "\n")
         _remember_manifest(outdir, manifest, listing, lines)
-    except OSError as exc:
+    except BaseException as exc:  # a Ctrl-C too: never half a build left in place
         for _action, name, kept in reversed(done):
             with contextlib.suppress(OSError):
                 if kept is None:  # a new file: there was none before
@@ -1226,6 +1226,8 @@ def _commit(staging: Path, outdir: Path, staged: dict[str, str], removed: list[s
                 folder.rmdir()
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(aside, ignore_errors=True)
+        if not isinstance(exc, OSError):
+            raise
         raise ExportError(outdir, f"cannot put the new build in place: {_os_reason(exc)}; "
                           "the previous build is unchanged") from None
     shutil.rmtree(staging, ignore_errors=True)

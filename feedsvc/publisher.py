@@ -10,7 +10,9 @@ validators, compression and cache lifetimes are the web side's (feedsvc.http).
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -282,6 +284,10 @@ class Publisher:
             root = self.settings.articles_dir
             try:
                 listing = list_articles(root) if paths is None else None
+                if paths is not None and not root.is_dir():
+                    # inotify follows a folder renamed away: its paths would all look
+                    # deleted here. The folder is missing, not the articles.
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(root))
                 list_seconds = time.perf_counter() - started
             except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
                 if first:
@@ -290,7 +296,10 @@ class Publisher:
                         "FEEDSVC_ARTICLES_DIR", f"{root} cannot be read: {reason}"
                     ) from None
                 if not self.folder_missing:
-                    log.error("articles folder %s is missing; serving the last good feeds", root)
+                    what = ("cannot be read (permission denied)" if isinstance(exc, PermissionError)
+                            else "is not a folder" if isinstance(exc, NotADirectoryError)
+                            else "is missing")
+                    log.error("articles folder %s %s; serving the last good feeds", root, what)
                 self.folder_missing = True
                 return self._report(0, 0, False, started, "articles folder missing")
             if self.folder_missing:

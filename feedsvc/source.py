@@ -263,6 +263,11 @@ def _resolve_inside(root: Path, path: str) -> str:
     return real
 
 
+#: Why a file this process may not read is rejected. A chmod changes neither its size
+#: nor its mtime, so such a file is read again at every full pass (feedsvc.sync).
+UNREADABLE = "permission denied"
+
+
 def read_article(root: Path, path: str, max_bytes: int) -> bytes:
     """Read one listed file's bytes, at most ``max_bytes``; raise ArticleError otherwise.
 
@@ -305,7 +310,7 @@ def read_article(root: Path, path: str, max_bytes: int) -> bytes:
     except FileNotFoundError:
         raise ArticleError(path, "file disappeared before it could be read") from None
     except PermissionError:
-        raise ArticleError(path, "permission denied") from None
+        raise ArticleError(path, UNREADABLE) from None
     except IsADirectoryError:
         raise ArticleError(path, "is a folder") from None
     except OSError as exc:

@@ -29,7 +29,7 @@ from .errors import ArticleError, LeaseLost
 from .identity import match_renames
 from .ledger import Sighting
 from .parser import parse_article
-from .source import FileSignature, Listing, list_articles, read_article, settled
+from .source import UNREADABLE, FileSignature, Listing, list_articles, read_article, settled
 from .store import PARSER_VERSION, Batch, FileRecord, Store, decode_article, encode_article
 from .text import slugify
 
@@ -201,6 +201,7 @@ class FolderSync:
             if (
                 record is not None
                 and not record.listing_error
+                and record.error != UNREADABLE  # made readable again by a chmod, maybe
                 and (record.size, record.mtime_ns, record.inode) == (sig.size, sig.mtime_ns,
                                                                      sig.inode)
                 and (record.version is None or record.parser == PARSER_VERSION)

@@ -19,11 +19,22 @@ does; it is logged once per distinct reason and tried again with backoff.
 Only the first build's failure ends the command (exit status 2, as a
 one-shot build): it is mostly one no retry mends (a folder that is not an
 earlier build, no base URL).
+
+Faults of the folders around it: OUTDIR removed is rebuilt at the next
+rescan, and the lock follows the folder a build made again; an articles
+folder gone, renamed away or unreadable leaves the last build (inotify's
+deletions wait for it to go quiet, so ``rm -rf`` is not taken half done),
+and one put in its place is listed and watched at once. Signals only set
+flags (:meth:`WatchedBuild.on_signal`); SIGHUP asks for a rescan now.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +45,9 @@ from typing import TYPE_CHECKING
 from . import watch
 from .errors import FeedsvcError
 from .export import (
+    MANIFEST,
     BuildSummary,
+    ExportError,
     build_lock,
     build_site,
     files_checked_meanwhile,
@@ -54,6 +67,11 @@ log = logging.getLogger("feedsvc")
 FOLLOW_SECONDS = 0.2
 #: Longest wait before a failed build is tried again (it doubles from 1 s).
 MAX_BACKOFF = 60.0
+#: After inotify reports a file gone (or a folder come or gone), how long it must say
+#: nothing more before the loop syncs: ``rm -rf`` of the articles folder reports every
+#: file deleted before the folder itself. At most QUIET_LIMIT in all.
+QUIET_SECONDS = 0.2
+QUIET_LIMIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,24 +110,51 @@ class WatchedBuild:
         self.watcher: watch.FolderWatcher | None = None
         self._stop = threading.Event()
         self._woken = threading.Event()
+        #: Set by :meth:`on_signal` (no lock there), read by the loop at each turn.
+        self._stop_asked = False
+        self._rescan_asked = False
         self._paths: set[str] = set()
         self._rescan_all = False
         self._lock = threading.Lock()  # the inotify thread adds paths; the loop takes them
         self._failure: str | None = None  # the reason of the last failed build, logged once
         #: Whether the last check of the output tree found every file as recorded.
         self._trusted = False
+        #: The articles folder inotify watches, as (st_dev, st_ino); None while it is
+        #: missing. Another folder in its place is one the watcher never saw.
+        self._root: tuple[int, int] | None = None
+        #: OUTDIR's build lock, held while the loop runs, and the folder it is held
+        #: on (st_dev, st_ino): a folder removed and made again is another one.
+        self._held: contextlib.AbstractContextManager[None] | None = None
+        self._locked: tuple[int, int] | None = None
 
     def stop(self) -> None:
         """Ask the loop to end: a build under way finishes first (it is all or nothing)."""
         self._stop.set()
         self._woken.set()
 
+    def on_signal(self, signum: int) -> None:
+        """What a signal handler calls: SIGHUP asks for a rescan now (the folder listed
+        again, every file of the export checked), any other signal for :meth:`stop`.
+
+        Only flags are set, read by the loop within ``follow_seconds``: Python runs
+        a handler on the main thread between two bytecodes, maybe inside the
+        Event the loop waits on, and setting that Event there would wait for its
+        lock, held by the same thread, for ever.
+        """
+        if signum == signal.SIGHUP:
+            self._rescan_asked = True
+        else:
+            self._stop_asked = True
+
     def run(self, files_as_recorded: bool = False) -> None:
         """Build now, then after every change, until :meth:`stop`."""
         try:
-            with build_lock(self.outdir):  # no other build writes the folder meanwhile
-                self._loop(files_as_recorded)
+            self._relock()  # no other build writes the folder meanwhile
+            self._loop(files_as_recorded)
         finally:
+            if self._held is not None:
+                self._held.__exit__(None, None, None)
+                self._held = self._locked = None
             if self.watcher is not None:
                 self.watcher.stop(wait=5.0)
                 self.watcher = None
@@ -129,7 +174,7 @@ class WatchedBuild:
         retry_at: float | None = None
         #: Why a build is owed (a change, a moment, a repair), until one succeeds.
         owed: str | None = None
-        while not self._stop.is_set():
+        while not self._stopping():
             self._watch()
             now = time.monotonic()
             waits = [next_rescan - now, self.follow_seconds]
@@ -137,17 +182,29 @@ class WatchedBuild:
                 waits.append(retry_at - now)
             self._woken.wait(max(0.0, min(waits)))
             self._woken.clear()
-            if self._stop.is_set():
+            if self._stopping():
                 break
             with self._lock:
                 paths, self._paths = self._paths, set()
                 rescan, self._rescan_all = self._rescan_all, False
+            if self._rescan_asked:
+                self._rescan_asked, rescan = False, True
+            elif rescan or any(not os.path.lexists(self._article(p)) for p in paths):
+                paths, rescan = self._quiet(paths, rescan)
             now = time.monotonic()
             try:
                 if rescan or now >= next_rescan:
                     # The output tree is checked here, off the path of an edit: one stat
                     # a file, in a forked child while this process lists the folder.
                     checked = files_checked_meanwhile(self.outdir) if self._trusted else None
+                    if self._trusted and checked is None:
+                        # Not the manifest this build wrote: the files cannot be taken
+                        # as recorded; with none at all (OUTDIR removed) rebuild them.
+                        self._trusted = False
+                        if not (self.outdir / MANIFEST).is_file():
+                            log.warning("the build in %s was removed; building it again",
+                                        self.outdir)
+                            owed = owed or "repair"
                     try:
                         publisher.refresh()
                         publisher.store.checkpoint_if_due()
@@ -180,6 +237,37 @@ class WatchedBuild:
                 retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
+    def _article(self, path: str) -> str:
+        return f"{self.publisher.settings.articles_dir}/{path}"
+
+    def _quiet(self, paths: set[str], rescan: bool) -> tuple[set[str], bool]:
+        """Wait until inotify has said nothing for QUIET_SECONDS, taking what it says.
+
+        Deletions taken as they come would be stored while ``rm -rf`` (or a
+        ``git checkout``) is half done: the files it removed first are gone
+        from the store and the build, before the folder is found missing.
+        Waiting for the deletions to stop, the pass then finds the folder
+        missing (the last build stands whole) or the folder as it is after.
+        An edit (a file that is there) is taken at once.
+        """
+        deadline = time.monotonic() + QUIET_LIMIT
+        while not self._stopping() and time.monotonic() < deadline:
+            self._woken.clear()
+            with self._lock:
+                more = bool(self._paths) or self._rescan_all
+            if not more and not self._woken.wait(QUIET_SECONDS):
+                break
+            with self._lock:
+                paths |= self._paths
+                rescan = rescan or self._rescan_all
+                self._paths, self._rescan_all = set(), False
+        return paths, rescan
+
+    def _stopping(self) -> bool:
+        if self._stop_asked:
+            self._stop.set()
+        return self._stop.is_set()
+
     def _build(self, reason: str, raising: bool = False) -> BuildSummary | None:
         """One build; None if it failed (logged once per reason; the old build stands),
         or with ``raising`` the failure raised.
@@ -205,15 +293,65 @@ class WatchedBuild:
             self._trusted = False  # a failure may leave anything: stat every file next time
             return None
         self._trusted = True  # every kept file was found as recorded, or statted
+        self._relock()
         if self._failure is not None:
             log.info("build succeeded again after: %s", self._failure)
         self._failure = None
         self.on_build(Rebuilt(summary, reason))
         return summary
 
+    def _relock(self) -> None:
+        """Hold the build lock of OUTDIR as it is now (made if missing).
+
+        The lock is on the folder itself: once OUTDIR is removed and a build
+        makes it again, the old lock guards nothing and a build by hand could
+        write the new folder between two of ours. A folder another build holds
+        is left to it; the next build says so.
+        """
+        try:
+            st = os.stat(self.outdir)
+        except OSError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == self._locked:
+            return
+        lock = build_lock(self.outdir)
+        if self._held is None:
+            lock.__enter__()  # the first: its refusal is the command's
+        else:
+            try:
+                lock.__enter__()
+            except ExportError:
+                return
+            self._held.__exit__(None, None, None)
+        try:
+            st = os.stat(self.outdir)
+        except OSError:  # removed again meanwhile: the next build's turn
+            st = None
+        self._held, self._locked = lock, (st.st_dev, st.st_ino) if st is not None else None
+
     def _watch(self) -> None:
-        """Watch the folder while this process is the writer (as the serving reloader)."""
-        if self.inotify:
+        """Watch the folder while this process is the writer (as the serving reloader).
+
+        inotify watches a folder, not a path: once the articles folder is removed,
+        or renamed and another put in its place (a deploy's ``mv``), the watcher
+        sees nothing more of it. One stat a turn finds that; the folder is then
+        listed at once (the missing folder said, or the new one's files taken)
+        and the new one watched.
+        """
+        if not self.inotify:
+            return
+        try:
+            st = os.stat(self.publisher.settings.articles_dir)
+            root = (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+        except OSError:
+            root = None
+        if root != self._root and self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+            self.publisher.sync.writing = set()
+            self._overflow()
+        self._root = root
+        if root is not None:
             self.watcher, self.inotify = watch.watch_while_writer(
                 self.watcher, self.publisher, on_paths=self._changed,
                 on_overflow=self._overflow, rescan_seconds=self.rescan_seconds)
