@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,13 +38,24 @@ def available() -> bool:
     return INotify is not None
 
 
+#: After inotify reports a file gone (or a folder come or gone), how long it must say
+#: nothing more before the batch is handed on, and the longest it waits for that.
+QUIET_SECONDS = 0.2
+QUIET_LIMIT = 10.0
+
+
 class FolderWatcher:
     """Watches the folder tree and hands complete files to ``on_paths`` at once.
 
-    A file closed after writing or renamed into place is complete; a deleted
-    or renamed-away one is gone: both are passed on (relative POSIX paths)
-    within a few milliseconds. A file modified and not yet closed is
-    :attr:`writing` and is not read, even by the rescan, until it is closed.
+    A file closed after writing or renamed into place is complete: it is
+    passed on (relative POSIX paths) within a few milliseconds. A deleted or
+    renamed-away one is gone, and is passed on once inotify has been quiet for
+    :data:`QUIET_SECONDS`: ``rm -rf`` of the folder (or ``rsync --delete``, a
+    ``git checkout``) reports each file deleted before the folder itself, and
+    taken as they came those deletions were published, a site short of
+    dozens of articles before the folder was found missing. A file modified
+    and not yet closed is :attr:`writing` and is not read, even by the
+    rescan, until it is closed.
     """
 
     def __init__(self, root: Path, on_paths: Callable[[set[str]], None],
@@ -93,9 +105,37 @@ class FolderWatcher:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                self._handle(self._inotify.read(timeout=500, read_delay=1))
+                events = self._inotify.read(timeout=500, read_delay=1)
+                if any(event.mask & self._going for event in events):
+                    events += self._until_quiet()
+                self._handle(events)
         finally:
             self._inotify.close()
+
+    @property
+    def _going(self) -> int:
+        """Events after which the batch waits for quiet: something gone, a folder come."""
+        return flags.DELETE | flags.MOVED_FROM | flags.DELETE_SELF | flags.MOVE_SELF \
+            | flags.ISDIR
+
+    def _until_quiet(self) -> list:
+        """The events that follow until none comes for QUIET_SECONDS (QUIET_LIMIT at most).
+
+        Files being written meanwhile are noted at once, so that a rescan in
+        the wait does not read them half-written.
+        """
+        more: list = []
+        deadline = time.monotonic() + QUIET_LIMIT
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            batch = self._inotify.read(timeout=int(QUIET_SECONDS * 1000), read_delay=1)
+            if not batch:
+                break
+            for event in batch:
+                folder = self._dirs.get(event.wd)
+                if event.mask & flags.MODIFY and folder is not None and event.name:
+                    self.writing.add(folder + event.name)
+            more += batch
+        return more
 
     def _handle(self, events: list) -> None:
         """Pass complete files on; note files being written; rescan on overflow."""

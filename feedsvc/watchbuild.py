@@ -67,11 +67,6 @@ log = logging.getLogger("feedsvc")
 FOLLOW_SECONDS = 0.2
 #: Longest wait before a failed build is tried again (it doubles from 1 s).
 MAX_BACKOFF = 60.0
-#: After inotify reports a file gone (or a folder come or gone), how long it must say
-#: nothing more before the loop syncs: ``rm -rf`` of the articles folder reports every
-#: file deleted before the folder itself. At most QUIET_LIMIT in all.
-QUIET_SECONDS = 0.2
-QUIET_LIMIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +184,6 @@ class WatchedBuild:
                 rescan, self._rescan_all = self._rescan_all, False
             if self._rescan_asked:
                 self._rescan_asked, rescan = False, True
-            elif rescan or any(not os.path.lexists(self._article(p)) for p in paths):
-                paths, rescan = self._quiet(paths, rescan)
             now = time.monotonic()
             try:
                 if rescan or now >= next_rescan:
@@ -236,32 +229,6 @@ class WatchedBuild:
             else:  # still owed: tried again after the backoff, whatever changes meanwhile
                 retry_at = time.monotonic() + backoff
                 backoff = min(backoff * 2, MAX_BACKOFF)
-
-    def _article(self, path: str) -> str:
-        return f"{self.publisher.settings.articles_dir}/{path}"
-
-    def _quiet(self, paths: set[str], rescan: bool) -> tuple[set[str], bool]:
-        """Wait until inotify has said nothing for QUIET_SECONDS, taking what it says.
-
-        Deletions taken as they come would be stored while ``rm -rf`` (or a
-        ``git checkout``) is half done: the files it removed first are gone
-        from the store and the build, before the folder is found missing.
-        Waiting for the deletions to stop, the pass then finds the folder
-        missing (the last build stands whole) or the folder as it is after.
-        An edit (a file that is there) is taken at once.
-        """
-        deadline = time.monotonic() + QUIET_LIMIT
-        while not self._stopping() and time.monotonic() < deadline:
-            self._woken.clear()
-            with self._lock:
-                more = bool(self._paths) or self._rescan_all
-            if not more and not self._woken.wait(QUIET_SECONDS):
-                break
-            with self._lock:
-                paths |= self._paths
-                rescan = rescan or self._rescan_all
-                self._paths, self._rescan_all = set(), False
-        return paths, rescan
 
     def _stopping(self) -> bool:
         if self._stop_asked:

@@ -379,6 +379,51 @@ def test_a_parser_change_parses_every_stored_version_again(articles_dir: Path, t
     assert counts.parses == 0  # stored again under the new parser's version
 
 
+def test_rm_rf_of_the_folder_is_taken_whole(tmp_path: Path) -> None:
+    """``rm -rf`` reports every file it deletes before the folder itself goes. Handed on
+    as they came, the first deletions were stored while the folder was still there (the
+    feeds short of dozens of articles, and pings and purges for them); the watcher now
+    waits for inotify to go quiet, so the publisher finds the folder missing and keeps
+    every article. A single deletion is still taken within a second."""
+    import shutil
+
+    from feedsvc.watch import QUIET_SECONDS, FolderWatcher, available
+
+    if not available():
+        pytest.skip("no inotify here")
+    articles = tmp_path / "articles"
+    for number in range(600):
+        write_article(articles, f"{number:03}.txt", f"A Story Numbered {number}",
+                      topic=f"beat {number % 13}")
+    publisher = Publisher(_settings(articles), tmp_path / "ledger.sqlite3", settle_seconds=0)
+    publisher.refresh()
+    assert len(publisher.collection.entries) == 600
+    handed: list[int] = []
+    watcher = FolderWatcher(articles, on_paths=lambda p: (handed.append(len(p)),
+                                                          publisher.refresh(paths=p)),
+                            on_overflow=publisher.refresh).start()
+    publisher.sync.writing = watcher.writing
+    try:
+        (articles / "000.txt").unlink()
+        started = time.monotonic()
+        while len(publisher.collection.entries) != 599:
+            assert time.monotonic() - started < 5, "a single deletion was not taken"
+            time.sleep(0.01)
+        assert time.monotonic() - started >= QUIET_SECONDS
+        assert time.monotonic() - started < 1.5
+
+        shutil.rmtree(articles)
+        deadline = time.monotonic() + 15
+        while not publisher.folder_missing:
+            assert time.monotonic() < deadline, "the folder was never found missing"
+            time.sleep(0.01)
+        time.sleep(3 * QUIET_SECONDS)
+        assert len(publisher.collection.entries) == 599, handed
+    finally:
+        watcher.stop(wait=5.0)
+        publisher.close()
+
+
 def test_a_file_still_open_for_writing_is_not_read(articles_dir: Path, tmp_path: Path) -> None:
     from feedsvc.watch import FolderWatcher, available
 
