@@ -65,6 +65,9 @@ class FolderWatcher:
         self.on_paths = on_paths
         self.on_overflow = on_overflow
         self.writing: set[str] = set()  # modified, not closed yet
+        #: The folder watched is no longer at ``root`` (removed, or renamed away and
+        #: perhaps another put in its place): inotify sees nothing more of that path.
+        self.lost = False
         self._inotify = INotify()
         self._dirs: dict[int, str] = {}  # watch descriptor -> relative folder ("" = root)
         self._stop = threading.Event()
@@ -148,6 +151,10 @@ class FolderWatcher:
             folder = self._dirs.get(event.wd)
             if folder is None:
                 continue
+            if folder == "" and event.mask & (flags.DELETE_SELF | flags.MOVE_SELF
+                                              | flags.IGNORED):
+                self.lost = True
+                overflow = True  # the folder itself came or went: the rescan judges it
             if event.mask & flags.IGNORED:
                 self._dirs.pop(event.wd, None)
                 continue
@@ -180,11 +187,20 @@ def watch_while_writer(current: FolderWatcher | None, publisher: Publisher, *,
                        rescan_seconds: float) -> tuple[FolderWatcher | None, bool]:
     """The watcher a process should have now: one while it is the writer (started here,
     its ``writing`` set shared with the folder sync), none once it is not (stopped
-    here). Also whether inotify is still to be tried: False once it failed here
-    (logged; the rescan every ``rescan_seconds`` does the work). Used by the
-    serving reloader and by ``feedsvc build --watch``.
+    here). A watcher whose folder is gone is replaced by one of the folder now at
+    the path (none while there is none: asked again at the next call). Also
+    whether inotify is still to be tried: False once it failed here (logged;
+    the rescan every ``rescan_seconds`` does the work). Used by the serving
+    reloader and by ``feedsvc build --watch``.
     """
-    if publisher.is_writer and current is None and available():
+    if current is not None and current.lost:
+        # Watching a folder no longer at the path (a deploy's ``mv``, or rm -rf and
+        # a copy put back): watch whatever is there now, once it is there.
+        current.stop()
+        current = None
+        publisher.sync.writing = set()
+    if publisher.is_writer and current is None and available() \
+            and os.path.isdir(publisher.settings.articles_dir):
         try:
             current = FolderWatcher(publisher.settings.articles_dir, on_paths=on_paths,
                                     on_overflow=on_overflow).start()

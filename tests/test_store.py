@@ -424,6 +424,51 @@ def test_rm_rf_of_the_folder_is_taken_whole(tmp_path: Path) -> None:
         publisher.close()
 
 
+def test_a_folder_put_in_place_of_the_watched_one_is_watched(tmp_path: Path) -> None:
+    """inotify watches a folder, not a path: after ``mv articles old; mv new articles``
+    the watcher saw nothing more, and edits waited for every rescan as long as the
+    service ran. The watcher marks itself lost; the next call of watch_while_writer
+    (the reloader's, each rescan) watches the new folder, and none while there is none."""
+    from feedsvc.watch import available, watch_while_writer
+
+    if not available():
+        pytest.skip("no inotify here")
+    articles = tmp_path / "articles"
+    write_article(articles, "first.txt", "A Story From The First Folder")
+    publisher = Publisher(_settings(articles), tmp_path / "ledger.sqlite3", settle_seconds=0)
+    publisher.refresh()
+    assert publisher.is_writer
+    handed: list[set[str]] = []
+
+    def watching(current):
+        return watch_while_writer(current, publisher, on_paths=handed.append,
+                                  on_overflow=lambda: None, rescan_seconds=5)[0]
+
+    first, second = watching(None), None
+    assert first is not None and watching(first) is first
+    try:
+        articles.rename(tmp_path / "old")
+        deadline = time.monotonic() + 5
+        while not first.lost:
+            assert time.monotonic() < deadline, "the watcher never saw its folder go"
+            time.sleep(0.01)
+        assert watching(first) is None  # nothing at the path: nothing watched
+        assert first._stop.is_set()
+        articles.mkdir()
+        second = watching(None)
+        assert second is not None and second is not first
+        write_article(articles, "second.txt", "A Story From The Second Folder")
+        deadline = time.monotonic() + 5
+        while {"second.txt"} not in handed:
+            assert time.monotonic() < deadline, f"the new folder is not watched: {handed}"
+            time.sleep(0.01)
+    finally:
+        for watcher in (first, second):
+            if watcher is not None:
+                watcher.stop(wait=5.0)
+        publisher.close()
+
+
 def test_a_file_still_open_for_writing_is_not_read(articles_dir: Path, tmp_path: Path) -> None:
     from feedsvc.watch import FolderWatcher, available
 
