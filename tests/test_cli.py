@@ -43,6 +43,20 @@ def test_check_on_a_missing_folder(tmp_path: Path, capsys) -> None:
     assert "FEEDSVC_ARTICLES_DIR" in capsys.readouterr().err
 
 
+def _first_feed(url: str, proc: subprocess.Popen, seconds: float) -> bytes:
+    """The body of ``url`` once the server ``proc`` started answers it with a 200;
+    fails if ``proc`` ends first or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except OSError:
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, f"no answer from {url} in {seconds} s"
+            time.sleep(0.2)
+
+
 def test_serve_runs_the_bundled_articles(tmp_path: Path) -> None:
     """The quick start's first command: `feedsvc serve` over the bundled folder."""
     with socket.socket() as sock:
@@ -54,18 +68,7 @@ def test_serve_runs_the_bundled_articles(tmp_path: Path) -> None:
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/feed.atom",
-                                            timeout=5) as response:
-                    body = response.read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        parsed = check_atom(body)
+        parsed = check_atom(_first_feed(f"http://127.0.0.1:{port}/feed.atom", proc, 30))
         assert len(parsed.entries) == len(list((ROOT / "articles").rglob("*.txt")))
     finally:
         proc.terminate()
@@ -84,17 +87,7 @@ def test_serve_opens_a_postgresql_store_before_forking_and_still_serves(
                             env=_clean_env(FEEDSVC_DATABASE_URL=postgres_url),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/feed.atom",
-                                            timeout=5) as response:
-                    body = response.read()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()[1]
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        body = _first_feed(f"http://127.0.0.1:{port}/feed.atom", proc, 60)
         assert len(check_atom(body).entries) == len(list(articles_dir.rglob("*.txt")))
     finally:
         proc.terminate()
@@ -111,17 +104,7 @@ def test_serve_on_an_ipv6_address_as_written(tmp_path: Path, articles_dir: Path)
                             env=_clean_env(FEEDSVC_LEDGER_PATH=str(tmp_path / "l.db")),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://[::1]:{port}/feed.atom",
-                                            timeout=5) as response:
-                    assert response.status == 200
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()[1]
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        assert check_atom(_first_feed(f"http://[::1]:{port}/feed.atom", proc, 30)).entries
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=10)

@@ -25,7 +25,7 @@ from feedsvc.errors import FeedsvcError
 from feedsvc.export import MANIFEST, MARKER, build_site
 from feedsvc.progress import Progress
 from feedsvc.web import create_app
-from tests.conftest import BASE_URL, BUNDLED, write_article
+from tests.conftest import BASE_URL, BUNDLED, mounted_tmpfs, write_article
 from tests.deploy_harness import NGINX, NGINX_MISSING, Nginx, fetch, free_port, site_from
 from tests.feedcheck import ATOM, CHECKS
 
@@ -401,20 +401,8 @@ def _tree(out: Path) -> dict[str, bytes]:
 @pytest.fixture
 def tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real tmpfs mounted at a fresh folder: OUTDIR as a mount point (a Docker volume)."""
-    import os
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "64m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _build_argv(out: Path, articles: Path) -> list[str]:

@@ -24,7 +24,7 @@ from flask import Flask
 from feedsvc import export
 from feedsvc.export import MANIFEST, MARKER, build_site, files_checked_meanwhile
 from feedsvc.watchbuild import Rebuilt, WatchedBuild
-from tests.conftest import BASE_URL, ROOT, wait_until, write_article
+from tests.conftest import BASE_URL, ROOT, mounted_tmpfs, wait_until, write_article
 
 
 def _tree(out: Path) -> dict[str, bytes]:
@@ -762,18 +762,8 @@ def test_ctrl_c_while_the_watch_loads_ends_it_in_one_line(articles_dir: Path,
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MiB tmpfs: OUTDIR on a filesystem that fills up."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs the tests as root)")
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_during_rebuilds_leaves_the_last_build_until_space_is_freed(
