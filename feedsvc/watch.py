@@ -109,17 +109,24 @@ class FolderWatcher:
         try:
             while not self._stop.is_set():
                 events = self._inotify.read(timeout=500, read_delay=1)
-                if any(event.mask & self._going for event in events):
+                if any(self._going(event) for event in events):
                     events += self._until_quiet()
                 self._handle(events)
         finally:
             self._inotify.close()
 
-    @property
-    def _going(self) -> int:
-        """Events after which the batch waits for quiet: something gone, a folder come."""
-        return flags.DELETE | flags.MOVED_FROM | flags.DELETE_SELF | flags.MOVE_SELF \
-            | flags.ISDIR
+    @staticmethod
+    def _going(event: object) -> bool:
+        """Whether the batch waits for quiet after ``event``: the folder itself gone, an
+        article gone, or a folder come or gone. Not an editor's or a copy tool's own
+        file (a swap file deleted, a temporary renamed over the article): an edit
+        saved so is still handed on at once."""
+        mask = event.mask  # type: ignore[attr-defined]
+        if mask & (flags.DELETE_SELF | flags.MOVE_SELF):
+            return True
+        if not mask & (flags.DELETE | flags.MOVED_FROM | flags.ISDIR):
+            return False
+        return not is_ignored(event.name)  # type: ignore[attr-defined]
 
     def _until_quiet(self) -> list:
         """The events that follow until none comes for QUIET_SECONDS (QUIET_LIMIT at most).
